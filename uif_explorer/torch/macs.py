@@ -1,0 +1,114 @@
+"""MACs and parameter counts from PyTorch's own FLOP counter.
+
+MACs follow ``conventions.md``: FLOPs of convolution / linear / matmul ops reported by
+``torch.utils.flop_counter.FlopCounterMode`` divided by two, at the given example input.
+Functional ops (``F.linear``, ``torch.matmul`` inside ``forward``) are counted too and are
+attributed to the module whose ``forward`` called them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+
+# flop_counter warns once on import that triton (removed on purpose, see setup_env.sh) is absent.
+logging.getLogger("torch.utils.flop_counter").setLevel(logging.ERROR)
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+Inputs = torch.Tensor | Sequence[torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Totals (exact integers) and the per-module table of one model at one input."""
+
+    macs: int
+    params: int
+    table: pd.DataFrame
+
+    @property
+    def macs_m(self) -> float:
+        return self.macs / 1e6
+
+    @property
+    def params_m(self) -> float:
+        return self.params / 1e6
+
+
+def as_tuple(inputs: Inputs) -> tuple[torch.Tensor, ...]:
+    """A runner's input signature may be one tensor or a sequence of them."""
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,)
+    return tuple(inputs)
+
+
+def _output_shape(out: object) -> tuple[int, ...] | None:
+    return tuple(out.shape) if isinstance(out, torch.Tensor) else None
+
+
+def count_macs(model: nn.Module, inputs: Inputs) -> int:
+    """Total MACs of one forward pass (no grad, model left in its current mode)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(*as_tuple(inputs))
+    return counter.get_total_flops() // 2
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_cost(model: nn.Module, inputs: Inputs) -> ModelCost:
+    """Count MACs and params; the table has one row per module with own params or MACs.
+
+    Columns: ``name``, ``type``, ``params`` (own, not children's), ``macs`` (own ops),
+    ``output_shape``. Exact integers, as ``conventions.md`` asks of per-layer tables.
+    """
+    names = {m: n for n, m in model.named_modules()}
+    shapes: dict[str, tuple[int, ...] | None] = {}
+
+    def hook(mod: nn.Module, _inp: object, out: object) -> None:
+        shapes.setdefault(names[mod], _output_shape(out))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(*as_tuple(inputs))
+    finally:
+        for h in handles:
+            h.remove()
+
+    root = type(model).__name__
+    totals: dict[str, int] = {}
+    for key, ops in counter.get_flop_counts().items():
+        if key == "Global":
+            continue
+        name = "" if key == root else key.removeprefix(root + ".")
+        totals[name] = sum(ops.values()) // 2
+
+    rows = []
+    for name, mod in model.named_modules():
+        own_params = sum(p.numel() for p in mod.parameters(recurse=False))
+        child_macs = sum(
+            totals.get(f"{name}.{c}" if name else c, 0) for c, _ in mod.named_children()
+        )
+        own_macs = totals.get(name, 0) - child_macs
+        if own_params == 0 and own_macs <= 0:
+            continue
+        rows.append(
+            {
+                "name": name or "(root)",
+                "type": type(mod).__name__,
+                "params": own_params,
+                "macs": max(own_macs, 0),
+                "output_shape": shapes.get(name),
+            }
+        )
+    table = pd.DataFrame(rows, columns=["name", "type", "params", "macs", "output_shape"])
+    return ModelCost(
+        macs=counter.get_total_flops() // 2, params=count_params(model), table=table
+    )
