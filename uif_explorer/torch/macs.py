@@ -58,6 +58,18 @@ def count_macs(model: nn.Module, inputs: Inputs) -> int:
     return counter.get_total_flops() // 2
 
 
+def count_macs_by_module(model: nn.Module, inputs: Inputs) -> tuple[int, dict[str, int]]:
+    """Total MACs and MACs per module name (cumulative: a module includes its children)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(*as_tuple(inputs))
+    root = type(model).__name__
+    per = {}
+    for key, ops in counter.get_flop_counts().items():
+        if key != "Global":
+            per["" if key == root else key.removeprefix(root + ".")] = sum(ops.values()) // 2
+    return counter.get_total_flops() // 2, per
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -1,0 +1,153 @@
+"""Pruning plans: which channels of each group are kept, what that costs, and its JSON spec.
+
+A plan is backend-neutral: it names groups by id and channels by their position in the
+group's canonical order. MACs and parameter counts of a plan are computed analytically from
+the :class:`~uif_explorer.core.channels.ChannelGraph`, without building any model, and equal
+what the backend's FLOP counter measures on the built slim model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from uif_explorer.core.channels import ChannelGraph, Group
+
+
+class PlanError(ValueError):
+    """A plan or ratio that cannot be applied to this graph."""
+
+
+def kept_count(num_channels: int, ratio: float, divisible: int = 1, blocks: int = 1) -> int:
+    """Channels kept when removing ``ratio`` of ``num_channels``.
+
+    round((1 - r) * C / d) * d, at least d (never more than C); with conv/norm blocks the
+    count is a multiple of ``blocks`` so every block loses the same number.
+    """
+    if not 0.0 <= ratio < 1.0 or math.isnan(ratio):
+        raise PlanError(f"Expected a channel ratio in [0, 1). Received: ratio={ratio!r}")
+    if blocks > 1:
+        per_block = num_channels // blocks
+        return blocks * max(1, int(round((1.0 - ratio) * per_block)))
+    d = max(1, int(divisible))
+    if num_channels <= d:
+        return num_channels
+    keep = int(round((1.0 - ratio) * num_channels / d)) * d
+    return int(min(num_channels, max(d, keep)))
+
+
+@dataclass
+class PruningPlan:
+    """Per group: the kept canonical channel positions (absent group = untouched)."""
+
+    kept: dict[int, np.ndarray] = field(default_factory=dict)
+    ratios: dict[int, float] = field(default_factory=dict)
+
+    def removed_roots(self, graph: ChannelGraph) -> np.ndarray:
+        """Boolean array over class ids: True where the channel is removed."""
+        removed = np.zeros(len(graph.uf.parent), dtype=bool)
+        for gid, keep in self.kept.items():
+            g = graph.groups[gid]
+            mask = np.ones(g.num_channels, dtype=bool)
+            mask[np.asarray(keep, dtype=np.int64)] = False
+            removed[g.roots[mask]] = True
+        return removed
+
+
+def plan_from_scores(
+    graph: ChannelGraph,
+    ratios: Mapping[int, float],
+    scores: Mapping[int, np.ndarray],
+    divisible: int = 1,
+) -> PruningPlan:
+    """Keep the highest-scoring channels of each group (evenly per block where needed)."""
+    plan = PruningPlan()
+    for gid, ratio in ratios.items():
+        g = graph.groups[gid]
+        if not g.prunable or ratio <= 0:
+            continue
+        n_keep = kept_count(g.num_channels, float(ratio), divisible, g.blocks)
+        if n_keep >= g.num_channels:
+            continue
+        plan.kept[gid] = _top_positions(g, np.asarray(scores[gid]), n_keep)
+        plan.ratios[gid] = float(ratio)
+    return plan
+
+
+def _top_positions(g: Group, score: np.ndarray, n_keep: int) -> np.ndarray:
+    if g.blocks > 1:
+        size = g.num_channels // g.blocks
+        per = n_keep // g.blocks
+        parts = []
+        for b in range(g.blocks):
+            block = score[b * size : (b + 1) * size]
+            top = np.argsort(-block, kind="stable")[:per]
+            parts.append(np.sort(top) + b * size)
+        return np.concatenate(parts)
+    top = np.argsort(-score, kind="stable")[:n_keep]
+    return np.sort(top)
+
+
+class CostModel:
+    """Fast MACs / params of any plan on one graph (the app's slider calls it per move)."""
+
+    def __init__(self, graph: ChannelGraph) -> None:
+        self.graph = graph
+        uf = graph.uf
+        self._ops = []
+        for op in graph.mac_ops:
+            in_roots = uf.roots(op.in_classes) if op.in_classes is not None else None
+            out_roots = uf.roots(op.out_classes) if op.out_classes is not None else None
+            n_in = len(op.in_classes) if op.in_classes is not None else 1
+            n_out = len(op.out_classes) if op.out_classes is not None else 1
+            in_pg = 1 if op.depthwise else n_in // max(1, op.groups)
+            denom = max(1, (1 if op.depthwise else in_pg) * n_out)
+            self._ops.append((op, in_roots, out_roots, op.full_macs // denom, denom))
+        # params: per tensor, its sliced axes
+        axes: dict[str, list] = {}
+        for sl in graph.slices:
+            axes.setdefault(sl.param, []).append(sl)
+        self._param_axes = []
+        self._fixed_params = 0
+        for name, shape in graph.param_shapes.items():
+            if name not in axes:
+                self._fixed_params += int(np.prod(shape)) if len(shape) else 1
+                continue
+            self._param_axes.append((shape, [(s, uf.roots(s.classes)) for s in axes[name]]))
+        self.original_macs = self.macs(None)
+        self.original_params = self.params(None)
+
+    def macs(self, plan: PruningPlan | None) -> int:
+        removed = plan.removed_roots(self.graph) if plan is not None else None
+        total = self.graph.other_macs
+        for op, in_roots, out_roots, factor, denom in self._ops:
+            if removed is None:
+                total += op.full_macs
+                continue
+            out = len(out_roots) - int(removed[out_roots].sum()) if out_roots is not None else 1
+            if op.depthwise or in_roots is None:
+                inn = 1
+            else:
+                inn = (len(in_roots) - int(removed[in_roots].sum())) // max(1, op.groups)
+            total += op.full_macs - factor * denom + factor * inn * out
+        return int(total)
+
+    def params(self, plan: PruningPlan | None) -> int:
+        removed = plan.removed_roots(self.graph) if plan is not None else None
+        total = self._fixed_params
+        for shape, slices in self._param_axes:
+            dims = list(shape)
+            if removed is not None:
+                for sl, roots in slices:
+                    kept = len(roots) - int(removed[roots].sum())
+                    dims[sl.dim] = kept // sl.blocks if sl.blocks > 1 else kept
+            total += int(np.prod(dims)) if dims else 1
+        return int(total)
+
+
+def removal_of(cost: CostModel, plan: PruningPlan) -> float:
+    """Fraction of the original MACs a plan removes."""
+    return 1.0 - cost.macs(plan) / max(1, cost.original_macs)

@@ -1,0 +1,256 @@
+"""Apply a pruning plan to a PyTorch model: sparse (masked) or slim (physically smaller).
+
+Both start from a deep copy; the user's model is never touched. Every pruned tensor is
+described by one boolean mask of its own shape, so the sparse model zeroes ``t[~mask]`` and
+the slim model keeps ``t[mask]`` reshaped: one mechanism, hence slim == sparse by design.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uif_explorer.core.plan import PruningPlan
+from uif_explorer.torch.capture import Capture, SpanningNorm
+
+MASK_SUFFIX = "_uif_mask"
+
+
+def _keep_by_slice(cap: Capture, plan: PruningPlan) -> dict[str, list]:
+    removed = plan.removed_roots(cap.graph)
+    out: dict[str, dict[int, tuple[np.ndarray, int]]] = {}
+    for sl in cap.graph.slices:
+        keep = ~removed[cap.graph.uf.roots(sl.classes)]
+        out.setdefault(sl.param, {})[sl.dim] = (keep, sl.blocks)
+    return {k: sorted(v.items()) for k, v in out.items()}
+
+
+def tensor_masks(cap: Capture, plan: PruningPlan) -> dict[str, tuple[torch.Tensor, tuple]]:
+    """Per pruned tensor: (bool mask of its full shape, its slim shape)."""
+    result = {}
+    for name, dims in _keep_by_slice(cap, plan).items():
+        shape = cap.graph.param_shapes.get(name) or cap.graph.buffer_shapes[name]
+        mask = np.ones(shape, dtype=bool)
+        slim = list(shape)
+        for dim, (keep, blocks) in dims:
+            if blocks > 1:  # grouped conv input axis: row block b reads its own inputs
+                rows, per = shape[0], shape[dim]
+                block_keep = keep.reshape(blocks, per)
+                rows_per = rows // blocks
+                grid = np.repeat(block_keep, rows_per, axis=0)  # (rows, per)
+                view = [1] * len(shape)
+                view[0], view[dim] = rows, per
+                mask &= grid.reshape(view)
+                slim[dim] = int(block_keep[0].sum())
+            else:
+                view = [1] * len(shape)
+                view[dim] = shape[dim]
+                mask &= keep.reshape(view)
+                slim[dim] = int(keep.sum())
+        if not mask.all():
+            result[name] = (torch.from_numpy(mask), tuple(slim))
+    return result
+
+
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    mod_name, _, attr = name.rpartition(".")
+    return (model.get_submodule(mod_name) if mod_name else model), attr
+
+
+def _kept_index(cap: Capture, plan: PruningPlan, classes: np.ndarray) -> torch.Tensor:
+    removed = plan.removed_roots(cap.graph)
+    keep = ~removed[cap.graph.uf.roots(classes)]
+    return torch.from_numpy(np.flatnonzero(keep))
+
+
+# -- sparse ----------------------------------------------------------------------------------
+def _mask_grad_hook(owner: nn.Module, buf: str):
+    def hook(param: torch.Tensor) -> None:
+        if param.grad is not None:
+            param.grad.mul_(getattr(owner, buf))
+
+    return hook
+
+
+def _masked_norm_hook(norm: SpanningNorm, buf: str):
+    """Recompute a channel-spanning norm over the kept channels only (slim == sparse)."""
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        x = args[0]
+        kept = getattr(module, buf)
+        n = len(norm.classes)
+        w = getattr(module, "weight", None)
+        b = getattr(module, "bias", None)
+        wk = w[kept] if w is not None else None
+        bk = b[kept] if b is not None else None
+        if norm.kind == "group_norm":
+            y = torch.zeros_like(output)
+            y[:, kept] = F.group_norm(x[:, kept], norm.num_groups, wk, bk, norm.eps)
+            return y
+        if x.shape[-1] == n:
+            y = torch.zeros_like(output)
+            y[..., kept] = F.layer_norm(x[..., kept], (len(kept),), wk, bk, norm.eps)
+            return y
+        # channels-first LayerNorm (e.g. torchvision's LayerNorm2d): normalise over dim 1
+        xs = x[:, kept].movedim(1, -1)
+        ys = F.layer_norm(xs, (len(kept),), wk, bk, norm.eps).movedim(-1, 1)
+        y = torch.zeros_like(output)
+        y[:, kept] = ys
+        return y
+
+    return hook
+
+
+def apply_masks(model: nn.Module) -> None:
+    """Zero every pruned entry again (after loading weights or a custom update rule)."""
+    with torch.no_grad():
+        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+            owner, attr = _owner(model, name)
+            mask = getattr(owner, attr + MASK_SUFFIX, None) if not attr.endswith(
+                MASK_SUFFIX) else None
+            if mask is not None:
+                t.mul_(mask.to(t.dtype))
+
+
+def make_sparse(model: nn.Module, cap: Capture, plan: PruningPlan) -> nn.Module:
+    """A copy with pruned channels zeroed that stay zero through any optimizer step.
+
+    Masks are non-persistent buffers (not in ``state_dict()``, so keys and shapes are the
+    original ones); a gradient hook zeroes the pruned gradient entries after accumulation, so
+    SGD (momentum, weight decay), Adam and AdamW never move them off zero; in training mode a
+    forward pre-hook re-applies the masks as a second line of defence.
+    """
+    sparse = copy.deepcopy(model)
+    params = dict(sparse.named_parameters())
+    masks = tensor_masks(cap, plan)
+    with torch.no_grad():
+        for name, (mask, _) in masks.items():
+            owner, attr = _owner(sparse, name)
+            t = getattr(owner, attr)
+            buf = attr + MASK_SUFFIX
+            owner.register_buffer(buf, mask.to(device=t.device, dtype=t.dtype), persistent=False)
+            t.mul_(getattr(owner, buf))
+            if name in params and params[name].requires_grad:
+                params[name].register_post_accumulate_grad_hook(_mask_grad_hook(owner, buf))
+    for norm in cap.spanning_norms:
+        kept = _kept_index(cap, plan, norm.classes)
+        if len(kept) == len(norm.classes) or not norm.module:
+            continue
+        module = sparse.get_submodule(norm.module)
+        buf = "kept" + MASK_SUFFIX
+        module.register_buffer(buf, kept, persistent=False)
+        module.register_forward_hook(_masked_norm_hook(norm, buf))
+
+    def remask(module: nn.Module, _args: tuple) -> None:
+        if module.training:
+            apply_masks(module)
+
+    sparse.register_forward_pre_hook(remask)
+    sparse.uif_plan = plan  # type: ignore[attr-defined]
+    sparse.uif_capture = cap  # type: ignore[attr-defined]
+    _bind(sparse, "slim_state_dict", slim_state_dict)
+    return sparse
+
+
+def _bind(model: nn.Module, name: str, fn) -> None:
+    model.__dict__[name] = fn.__get__(model)
+
+
+def slim_state_dict(sparse: nn.Module) -> dict[str, torch.Tensor]:
+    """The sparse model's state dict with pruned channels dropped (loads into the slim model)."""
+    masks = tensor_masks(sparse.uif_capture, sparse.uif_plan)
+    return _slice_state(sparse.state_dict(), masks)
+
+
+def _slice_state(state: Mapping[str, torch.Tensor], masks) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        if k in masks:
+            mask, shape = masks[k]
+            out[k] = v[mask.to(v.device)].reshape(shape).clone()
+        else:
+            out[k] = v
+    return out
+
+
+# -- slim ------------------------------------------------------------------------------------
+def make_slim(model: nn.Module, cap: Capture, plan: PruningPlan) -> nn.Module:
+    """A copy whose pruned layers are physically smaller (same code, fewer channels)."""
+    slim = copy.deepcopy(model)
+    masks = tensor_masks(cap, plan)
+    params = dict(slim.named_parameters())
+    touched: set[str] = set()
+    with torch.no_grad():
+        for name, (mask, shape) in masks.items():
+            owner, attr = _owner(slim, name)
+            old = getattr(owner, attr)
+            new = old[mask.to(old.device)].reshape(shape).clone()
+            if name in params:
+                setattr(owner, attr, nn.Parameter(new, requires_grad=old.requires_grad))
+            else:
+                owner._buffers[attr] = new
+            touched.add(name.rpartition(".")[0])
+    for mod_name in touched:
+        _update_module(slim.get_submodule(mod_name) if mod_name else slim, mod_name, cap)
+    slim.uif_plan = plan  # type: ignore[attr-defined]
+    slim.uif_capture = cap  # type: ignore[attr-defined]
+    _bind(slim, "sparse_state_dict", sparse_state_dict)
+    return slim
+
+
+def _update_module(m: nn.Module, name: str, cap: Capture) -> None:
+    """Make a module's size attributes agree with its sliced tensors."""
+    rule = cap.custom_modules.get(name)
+    if rule is not None:
+        if rule.update is not None:
+            p_out, d_out = next(iter(rule.out_dims.items()))
+            p_in, d_in = next(iter(rule.in_dims.items())) if rule.in_dims else (p_out, d_out)
+            rule.update(m, getattr(m, p_in).shape[d_in], getattr(m, p_out).shape[d_out])
+        return
+    if isinstance(m, nn.modules.conv._ConvNd):
+        w = m.weight
+        if m.transposed:
+            if name in cap.depthwise_modules:
+                m.groups = w.shape[0]
+            m.in_channels = w.shape[0]
+            m.out_channels = w.shape[1] * m.groups
+        elif name in cap.depthwise_modules:
+            mult = max(1, m.out_channels // m.groups)  # channel multiplier, unchanged
+            m.groups = w.shape[0] // mult
+            m.in_channels = m.groups
+            m.out_channels = w.shape[0]
+        else:
+            m.out_channels = w.shape[0]
+            m.in_channels = w.shape[1] * m.groups
+    elif isinstance(m, nn.Linear):
+        m.out_features, m.in_features = m.weight.shape
+    elif isinstance(m, (nn.modules.batchnorm._NormBase,)):
+        ref = m.running_mean if m.running_mean is not None else m.weight
+        if ref is not None:
+            m.num_features = ref.shape[0]
+    elif isinstance(m, nn.GroupNorm):
+        m.num_channels = m.weight.shape[0]
+    elif isinstance(m, nn.LayerNorm):
+        m.normalized_shape = tuple(m.weight.shape)
+    elif isinstance(m, nn.PReLU):
+        m.num_parameters = m.weight.numel()
+
+
+def sparse_state_dict(slim: nn.Module) -> dict[str, torch.Tensor]:
+    """The slim model's state dict scattered back to the original shapes (zeros elsewhere)."""
+    masks = tensor_masks(slim.uif_capture, slim.uif_plan)
+    out = {}
+    for k, v in slim.state_dict().items():
+        if k in masks:
+            mask, _ = masks[k]
+            full = torch.zeros(mask.shape, dtype=v.dtype, device=v.device)
+            full[mask.to(v.device)] = v.reshape(-1)
+            out[k] = full
+        else:
+            out[k] = v
+    return out
