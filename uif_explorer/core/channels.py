@@ -111,6 +111,7 @@ class Group:
     blocks: int = 1
     excluded_reason: str | None = None
     fix_reasons: list[str] = field(default_factory=list)
+    producers: list[str] = field(default_factory=list)  # layers that create the channels
 
     @property
     def num_channels(self) -> int:
@@ -270,6 +271,7 @@ class ChannelGraphBuilder:
             for si in spaces:
                 if space_roots[si][0] not in modules:
                     modules.append(space_roots[si][0])
+            producers = list(modules)
             for r in roots:
                 for m in root_members.get(int(r), ()):
                     if m not in modules:
@@ -282,7 +284,7 @@ class ChannelGraphBuilder:
             gid = len(groups)
             groups.append(
                 Group(gid, modules, roots, excluded_reason=reasons[0] if reasons else None,
-                      fix_reasons=reasons)
+                      fix_reasons=reasons, producers=producers)
             )
             for r in roots:
                 root_group[int(r)] = gid

@@ -15,6 +15,7 @@ an error naming the module, unless it is excluded or a handler is registered for
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
@@ -228,6 +229,7 @@ class _Walker:
         self.modules = dict(model.named_modules())
         self.custom_roots = self._custom_module_names()
         self.module_macs: dict[str, int] = {}
+        self.custom_macs: set[str] = set()
 
     # -- helpers -------------------------------------------------------------------------
     def _custom_module_names(self) -> dict[str, LayerRule]:
@@ -394,7 +396,8 @@ class _Walker:
                     continue
                 self.b.unify(self.b.param_axis(f"{owner}.{pn}", d, n_in, None), lst)
                 self.b.add_slice(ParamSlice(f"{owner}.{pn}", d, lst, role="in"), owner)
-                if first:
+                if owner not in self.custom_macs:
+                    self.custom_macs.add(owner)
                     macs = self.module_macs.get(owner, 0)
                     self.b.mac_ops.append(MacOp(owner, macs, lst, out))
         shape = self.shape(node)
@@ -964,7 +967,7 @@ def resolve_excludes(model: nn.Module, excludes: Iterable[object] | None) -> set
             out.add(by_id[id(e)])
         elif isinstance(e, str):
             if e not in names:
-                close = [n for n in names if e in n][:5]
+                close = difflib.get_close_matches(e, [n for n in names if n], n=3)
                 raise ValueError(
                     f"Expected excludes to name modules of the model. Received: {e!r}"
                     + (f"; did you mean one of {close}?" if close else "")

@@ -6,7 +6,7 @@ model state of its own beyond a reference to the user's model, which it never mu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -125,12 +125,24 @@ class ChannelPruner:
             raise PlanError("No channel group of this model can be pruned (see groups_table()).")
         weights = weights or {gid: 1.0 for gid in prunable}
 
-        def build(scale: float) -> PruningPlan:
-            ratios = {gid: min(MAX_GROUP_RATIO, scale * weights.get(gid, 1.0)) for gid in prunable}
-            return self.plan(ratios, criterion, channel_divisible)
+        top = max(1e-9, min(weights.values()))
 
-        return bisect_plan(self.cost, build, removal_ratio, 0.0, MAX_GROUP_RATIO / min(
-            1.0, min(weights.values()) or 1.0), tolerance)
+        def ratios_at(scale: float) -> dict[int, float]:
+            return {gid: min(MAX_GROUP_RATIO, scale * weights.get(gid, 1.0)) for gid in prunable}
+
+        quantum = {
+            g.id: max(channel_divisible, g.blocks) / g.num_channels
+            for g in self.graph.prunable_groups
+        }
+        return bisect_plan(
+            self.cost,
+            ratios_at,
+            lambda r: self.plan(r, criterion, channel_divisible),
+            removal_ratio,
+            hi=MAX_GROUP_RATIO / min(1.0, top),
+            tolerance=tolerance,
+            quantum=quantum,
+        )
 
     def macs(self, plan: PruningPlan | None) -> int:
         return self.cost.macs(plan)
@@ -170,41 +182,78 @@ def _check_removal(removal_ratio: float) -> None:
         )
 
 
-def bisect_plan(cost: CostModel, build, target: float, lo: float, hi: float,
-                tolerance: float = TARGET_TOLERANCE, steps: int = 40) -> PruningPlan:
-    """Find ``build(x)`` whose MACs removal is within ``tolerance`` of ``target``.
+def bisect_plan(
+    cost: CostModel,
+    ratios_at: Callable[[float], dict[int, float]],
+    plan_of: Callable[[dict[int, float]], PruningPlan],
+    target: float,
+    hi: float,
+    tolerance: float = TARGET_TOLERANCE,
+    steps: int = 50,
+    quantum: Mapping[int, float] | None = None,
+) -> PruningPlan:
+    """A plan whose MACs removal is within ``tolerance`` of ``target``.
 
-    ``build`` must be monotone in x (more x, more removal). The bracket halves every step,
-    so it cannot stall; the closest plan seen is returned if rounding never lands inside.
+    ``ratios_at(x)`` gives per-group ratios that grow with x. Bisection halves the bracket
+    every step, so it cannot stall (the reference's can). Channel rounding makes removal a
+    step function of x: when the bracket closes on a step, the groups that differ between its
+    two ends are switched one at a time, which lands between the steps; if that is still too
+    coarse, single groups are moved by one rounding ``quantum`` while that gets closer.
     """
+
     def removal(p: PruningPlan) -> float:
         return 1.0 - cost.macs(p) / max(1, cost.original_macs)
 
-    top = build(hi)
-    reach = removal(top)
+    reach = removal(plan_of(ratios_at(hi)))
     if reach < target - tolerance:
         raise PlanError(
             f"Cannot remove {target:.1%} of the MACs: pruning every prunable group as far as "
-            f"allowed removes {reach:.1%}. Choose a smaller ratio, or prune fewer excludes."
+            f"allowed removes {reach:.1%}. Choose a smaller ratio or exclude fewer layers."
         )
-    best, best_err = top, abs(reach - target)
+    lo = 0.0
+    best, best_err, best_ratios = None, float("inf"), {}
     for _ in range(steps):
         mid = (lo + hi) / 2
-        plan = build(mid)
+        plan = plan_of(ratios_at(mid))
         r = removal(plan)
-        err = abs(r - target)
-        if err < best_err:
-            best, best_err = plan, err
-        if err <= tolerance / 4:
-            break
+        if abs(r - target) < best_err:
+            best, best_err, best_ratios = plan, abs(r - target), ratios_at(mid)
+        if best_err <= tolerance / 4:
+            return best
         if r < target:
             lo = mid
         else:
             hi = mid
-    if best_err > tolerance:
+    low_r, high_r = ratios_at(lo), ratios_at(hi)
+    mixed = dict(low_r)
+    for gid in sorted(high_r):
+        if high_r[gid] == low_r.get(gid):
+            continue
+        mixed[gid] = high_r[gid]
+        plan = plan_of(mixed)
+        r = removal(plan)
+        if abs(r - target) < best_err:
+            best, best_err, best_ratios = plan, abs(r - target), dict(mixed)
+        if r >= target:
+            break
+    while quantum and best_err > tolerance / 4:
+        trial = None
+        for gid, q in quantum.items():
+            for sign in (1.0, -1.0):
+                ratios = dict(best_ratios)
+                ratios[gid] = min(MAX_GROUP_RATIO, max(0.0, ratios.get(gid, 0.0) + sign * q))
+                plan = plan_of(ratios)
+                err = abs(removal(plan) - target)
+                if err < best_err and (trial is None or err < trial[1]):
+                    trial = (plan, err, ratios)
+        if trial is None:
+            break
+        best, best_err, best_ratios = trial
+    if best is None or best_err > tolerance:
+        closest = removal(best) if best is not None else 0.0
         raise PlanError(
             f"Could not land within {tolerance:.0%} of removing {target:.1%} of the MACs "
-            f"(closest: {1 - cost.macs(best) / max(1, cost.original_macs):.1%}); channel "
-            "rounding is too coarse for this model. Try channel_divisible=1."
+            f"(closest: {closest:.1%}): channel rounding is too coarse for this model. Try "
+            "channel_divisible=1 or a nearby ratio."
         )
     return best
