@@ -57,38 +57,60 @@ class PruningPlan:
         return removed
 
 
+def importance_order(g: Group, score: np.ndarray) -> np.ndarray:
+    """Canonical positions from most to least important (per block, blocks side by side)."""
+    score = np.asarray(score)
+    if g.blocks > 1:
+        size = g.num_channels // g.blocks
+        return np.stack(
+            [np.argsort(-score[b * size : (b + 1) * size], kind="stable") + b * size
+             for b in range(g.blocks)]
+        )
+    return np.argsort(-score, kind="stable")
+
+
+def plan_from_counts(
+    graph: ChannelGraph,
+    counts: Mapping[int, int],
+    orders: Mapping[int, np.ndarray],
+    ratios: Mapping[int, float] | None = None,
+) -> PruningPlan:
+    """Keep the ``counts[gid]`` most important channels of each group."""
+    plan = PruningPlan()
+    for gid, n_keep in counts.items():
+        g = graph.groups[gid]
+        if not g.prunable or n_keep >= g.num_channels:
+            continue
+        if n_keep < 1:
+            raise PlanError(f"Group {g.name}: at least one channel must be kept.")
+        order = orders[gid]
+        if g.blocks > 1:
+            kept = np.sort(order[:, : n_keep // g.blocks].ravel())
+        else:
+            kept = np.sort(order[:n_keep])
+        plan.kept[gid] = kept
+        plan.ratios[gid] = (
+            float(ratios[gid]) if ratios and gid in ratios else 1.0 - n_keep / g.num_channels
+        )
+    return plan
+
+
 def plan_from_scores(
     graph: ChannelGraph,
     ratios: Mapping[int, float],
     scores: Mapping[int, np.ndarray],
     divisible: int = 1,
+    orders: Mapping[int, np.ndarray] | None = None,
 ) -> PruningPlan:
     """Keep the highest-scoring channels of each group (evenly per block where needed)."""
-    plan = PruningPlan()
+    counts = {}
     for gid, ratio in ratios.items():
         g = graph.groups[gid]
-        if not g.prunable or ratio <= 0:
-            continue
-        n_keep = kept_count(g.num_channels, float(ratio), divisible, g.blocks)
-        if n_keep >= g.num_channels:
-            continue
-        plan.kept[gid] = _top_positions(g, np.asarray(scores[gid]), n_keep)
-        plan.ratios[gid] = float(ratio)
-    return plan
-
-
-def _top_positions(g: Group, score: np.ndarray, n_keep: int) -> np.ndarray:
-    if g.blocks > 1:
-        size = g.num_channels // g.blocks
-        per = n_keep // g.blocks
-        parts = []
-        for b in range(g.blocks):
-            block = score[b * size : (b + 1) * size]
-            top = np.argsort(-block, kind="stable")[:per]
-            parts.append(np.sort(top) + b * size)
-        return np.concatenate(parts)
-    top = np.argsort(-score, kind="stable")[:n_keep]
-    return np.sort(top)
+        if g.prunable and ratio > 0:
+            counts[gid] = kept_count(g.num_channels, float(ratio), divisible, g.blocks)
+    if orders is None:
+        orders = {gid: importance_order(graph.groups[gid], scores[gid]) for gid in counts}
+    return plan_from_counts(graph, counts, orders, ratios)
 
 
 class CostModel:

@@ -14,7 +14,14 @@ import torch
 from torch import nn
 
 from uif_explorer.core.importance import group_scores
-from uif_explorer.core.plan import CostModel, PlanError, PruningPlan, plan_from_scores
+from uif_explorer.core.plan import (
+    CostModel,
+    PlanError,
+    PruningPlan,
+    importance_order,
+    plan_from_counts,
+    plan_from_scores,
+)
 from uif_explorer.core.spec import plan_from_spec, plan_to_spec
 from uif_explorer.torch.apply import make_slim, make_sparse
 from uif_explorer.torch.capture import Capture, capture, digest_weights
@@ -108,7 +115,23 @@ class ChannelPruner:
         """A plan from one ratio for every prunable group, or a ratio per group id."""
         if isinstance(ratios, (int, float)):
             ratios = {g.id: float(ratios) for g in self.graph.prunable_groups}
-        return plan_from_scores(self.graph, ratios, self.scores(criterion), channel_divisible)
+        return plan_from_scores(
+            self.graph, ratios, self.scores(criterion), channel_divisible,
+            orders=self.orders(criterion),
+        )
+
+    def orders(self, criterion: str = "l1") -> dict[int, np.ndarray]:
+        """Per group, channel positions from most to least important (cached)."""
+        key = ("order:" + criterion, 0)
+        if key not in self._scores:
+            scores = self.scores(criterion)
+            self._scores[key] = {
+                g.id: importance_order(g, scores[g.id]) for g in self.graph.groups
+            }
+        return self._scores[key]
+
+    def plan_from_counts(self, counts: Mapping[int, int], criterion: str = "l1") -> PruningPlan:
+        return plan_from_counts(self.graph, counts, self.orders(criterion))
 
     def plan_for_removal(
         self,

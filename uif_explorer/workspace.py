@@ -1,0 +1,123 @@
+"""The workspace folder (``.vai/`` by default): file names and atomic, crash-safe writes.
+
+The API, the CLI and the app read and write the same files here (see ``docs/file-formats.md``).
+Every write goes to a temporary file in the same folder, is fsynced and renamed over the
+target, so a crash at any instant leaves either the old file or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+_NAME_OK = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class WorkspaceError(RuntimeError):
+    """A workspace file is missing, corrupt or made for something else."""
+
+
+def sanitize_name(name: str) -> str:
+    """Keep ``[A-Za-z0-9_.-]``; never an empty name or one that walks up folders."""
+    clean = _NAME_OK.sub("_", str(name)).strip("._") or "model"
+    return clean[:120]
+
+
+def format_ratio(ratio: float) -> str:
+    """0.5 -> '0.5', 0.25 -> '0.25', 0.3333 -> '0.333' (3 decimals, no trailing zeros)."""
+    if not isinstance(ratio, (int, float)) or math.isnan(ratio):
+        raise ValueError(f"Expected a number. Received: ratio={ratio!r}")
+    text = f"{round(float(ratio), 3):.3f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode())
+
+
+def read_json(path: Path, kind: str | None = None) -> Any:
+    """Read a workspace JSON file; a corrupt file or one of another kind is a clear error."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise WorkspaceError(
+            f"{path} is not a readable JSON file ({exc}); delete it or rerun with forced=True."
+        ) from exc
+    if kind is not None and (not isinstance(data, dict) or data.get("kind") != kind):
+        raise WorkspaceError(f"{path} is not a {kind} file.")
+    return data
+
+
+class Workspace:
+    """Names of the files of one workspace folder."""
+
+    def __init__(self, root: str | os.PathLike = ".vai") -> None:
+        self.root = Path(root)
+
+    def sens(self, model: str) -> Path:
+        return self.root / f"{sanitize_name(model)}.sens"
+
+    def search(self, model: str, ratio: float) -> Path:
+        return self.root / f"{sanitize_name(model)}_ratio_{format_ratio(ratio)}.search"
+
+    def spec(self, model: str, ratio: float | None = None, threshold: float | None = None,
+             candidate: str | None = None) -> Path:
+        base = sanitize_name(model)
+        if threshold is not None:
+            return self.root / f"{base}_threshold_{format_ratio(threshold)}.spec"
+        suffix = f"_{candidate}" if candidate is not None else ""
+        return self.root / f"{base}_ratio_{format_ratio(ratio)}{suffix}.spec"
+
+    def evolution(self, model: str) -> Path:
+        return self.root / f"{sanitize_name(model)}_evolution.json"
+
+    @property
+    def latest_spec_file(self) -> Path:
+        return self.root / "latest_spec"
+
+    def write_latest_spec(self, spec_path: Path) -> None:
+        """``latest_spec`` holds the newest spec's path as a bare JSON string (the guide's)."""
+        rel = os.path.relpath(Path(spec_path).resolve(), self.root.resolve())
+        atomic_write_json(self.latest_spec_file, str(Path(self.root.name) / rel)
+                          if not os.path.isabs(rel) else rel)
+
+    def latest_spec(self) -> Path:
+        if not self.latest_spec_file.exists():
+            raise WorkspaceError(
+                f"No {self.latest_spec_file}: prune a model first, or pass spec_path explicitly."
+            )
+        value = read_json(self.latest_spec_file)
+        if not isinstance(value, str):
+            raise WorkspaceError(f"{self.latest_spec_file} must hold a path string.")
+        candidate = self.root.parent / value
+        return candidate if candidate.exists() else self.root / Path(value).name
