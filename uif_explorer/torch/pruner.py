@@ -6,13 +6,19 @@ model state of its own beyond a reference to the user's model, which it never mu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from uif_explorer.core.allocation import (
+    MAX_GROUP_RATIO,
+    TARGET_TOLERANCE,
+    bisect_plan,
+    check_removal_ratio,
+)
 from uif_explorer.core.importance import group_scores
 from uif_explorer.core.plan import (
     CostModel,
@@ -25,9 +31,6 @@ from uif_explorer.core.plan import (
 from uif_explorer.core.spec import plan_from_spec, plan_to_spec
 from uif_explorer.torch.apply import make_slim, make_sparse
 from uif_explorer.torch.capture import Capture, capture, digest_weights
-
-TARGET_TOLERANCE = 0.01
-MAX_GROUP_RATIO = 0.95
 
 
 def slice_stats(model: nn.Module, cap: Capture) -> list[dict[str, np.ndarray] | None]:
@@ -142,7 +145,7 @@ class ChannelPruner:
         tolerance: float = TARGET_TOLERANCE,
     ) -> PruningPlan:
         """Uniform (or ``weights``-scaled) group ratios bisected so MACs drop by the target."""
-        _check_removal(removal_ratio)
+        check_removal_ratio(removal_ratio)
         prunable = [g.id for g in self.graph.prunable_groups]
         if not prunable:
             raise PlanError("No channel group of this model can be pruned (see groups_table()).")
@@ -194,89 +197,3 @@ class ChannelPruner:
 
     def plan_from_spec(self, spec: dict) -> PruningPlan:
         return plan_from_spec(self.graph, spec)
-
-
-def _check_removal(removal_ratio: float) -> None:
-    ok = isinstance(removal_ratio, (int, float)) and not np.isnan(removal_ratio)
-    if not ok or not 0.0 < float(removal_ratio) < 1.0:
-        raise PlanError(
-            "Expected removal_ratio, the fraction of MACs to remove, in (0, 1). "
-            f"Received: removal_ratio={removal_ratio!r}"
-        )
-
-
-def bisect_plan(
-    cost: CostModel,
-    ratios_at: Callable[[float], dict[int, float]],
-    plan_of: Callable[[dict[int, float]], PruningPlan],
-    target: float,
-    hi: float,
-    tolerance: float = TARGET_TOLERANCE,
-    steps: int = 50,
-    quantum: Mapping[int, float] | None = None,
-) -> PruningPlan:
-    """A plan whose MACs removal is within ``tolerance`` of ``target``.
-
-    ``ratios_at(x)`` gives per-group ratios that grow with x. Bisection halves the bracket
-    every step, so it cannot stall (the reference's can). Channel rounding makes removal a
-    step function of x: when the bracket closes on a step, the groups that differ between its
-    two ends are switched one at a time, which lands between the steps; if that is still too
-    coarse, single groups are moved by one rounding ``quantum`` while that gets closer.
-    """
-
-    def removal(p: PruningPlan) -> float:
-        return 1.0 - cost.macs(p) / max(1, cost.original_macs)
-
-    reach = removal(plan_of(ratios_at(hi)))
-    if reach < target - tolerance:
-        raise PlanError(
-            f"Cannot remove {target:.1%} of the MACs: pruning every prunable group as far as "
-            f"allowed removes {reach:.1%}. Choose a smaller ratio or exclude fewer layers."
-        )
-    lo = 0.0
-    best, best_err, best_ratios = None, float("inf"), {}
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        plan = plan_of(ratios_at(mid))
-        r = removal(plan)
-        if abs(r - target) < best_err:
-            best, best_err, best_ratios = plan, abs(r - target), ratios_at(mid)
-        if best_err <= tolerance / 4:
-            return best
-        if r < target:
-            lo = mid
-        else:
-            hi = mid
-    low_r, high_r = ratios_at(lo), ratios_at(hi)
-    mixed = dict(low_r)
-    for gid in sorted(high_r):
-        if high_r[gid] == low_r.get(gid):
-            continue
-        mixed[gid] = high_r[gid]
-        plan = plan_of(mixed)
-        r = removal(plan)
-        if abs(r - target) < best_err:
-            best, best_err, best_ratios = plan, abs(r - target), dict(mixed)
-        if r >= target:
-            break
-    while quantum and best_err > tolerance / 4:
-        trial = None
-        for gid, q in quantum.items():
-            for sign in (1.0, -1.0):
-                ratios = dict(best_ratios)
-                ratios[gid] = min(MAX_GROUP_RATIO, max(0.0, ratios.get(gid, 0.0) + sign * q))
-                plan = plan_of(ratios)
-                err = abs(removal(plan) - target)
-                if err < best_err and (trial is None or err < trial[1]):
-                    trial = (plan, err, ratios)
-        if trial is None:
-            break
-        best, best_err, best_ratios = trial
-    if best is None or best_err > tolerance:
-        closest = removal(best) if best is not None else 0.0
-        raise PlanError(
-            f"Could not land within {tolerance:.0%} of removing {target:.1%} of the MACs "
-            f"(closest: {closest:.1%}): channel rounding is too coarse for this model. Try "
-            "channel_divisible=1 or a nearby ratio."
-        )
-    return best

@@ -10,7 +10,6 @@ unreachable target or a bad argument is a clear error, and everything runs on th
 from __future__ import annotations
 
 import copy
-import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -23,7 +22,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from uif_explorer.core.plan import PlanError, PruningPlan
+from uif_explorer.core.allocation import (
+    MAX_GROUP_RATIO,
+    bisect_plan,
+    check_removal_ratio,
+    sample_plan,
+)
+from uif_explorer.core.plan import PruningPlan
 from uif_explorer.core.sensitivity import (
     DEFAULT_RATIOS,
     SENS_KIND,
@@ -38,7 +43,7 @@ from uif_explorer.executors import get_executor
 from uif_explorer.torch.apply import make_slim, make_sparse
 from uif_explorer.torch.capture import Capture
 from uif_explorer.torch.evaluation import check_score
-from uif_explorer.torch.pruner import MAX_GROUP_RATIO, ChannelPruner, bisect_plan
+from uif_explorer.torch.pruner import ChannelPruner
 from uif_explorer.workspace import Workspace, WorkspaceError, atomic_write_json, read_json
 
 SEARCH_KIND = "uif-explorer-search"
@@ -52,16 +57,6 @@ class AnalysisError(RuntimeError):
 
 def _say(msg: str) -> None:
     print(f"[uif-explorer] {msg}", file=sys.stderr, flush=True)
-
-
-def _check_ratio(value: float, name: str = "removal_ratio") -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    if not ok or not 0.0 < float(value) < 1.0:
-        raise PlanError(
-            f"Expected {name}, the fraction of MACs to remove, in (0, 1). Received: "
-            f"{name}={value!r}"
-        )
-    return float(value)
 
 
 def _check_callable(fn: object, name: str) -> None:
@@ -322,7 +317,7 @@ class IterativePruningRunner(_Runner):
     def plan(self, removal_ratio: float, channel_divisible: int = 2,
              excludes: Iterable[object] | None = None) -> PlanPreview:
         """Preview a prune: per-group ratios, MACs, params and the predicted score."""
-        removal_ratio = _check_ratio(removal_ratio)
+        removal_ratio = check_removal_ratio(removal_ratio)
         pr = self._pruner_for(excludes)
         sens = self.sensitivity()
         plan = self._allocate(pr, sens, removal_ratio, channel_divisible)
@@ -384,7 +379,7 @@ class IterativePruningRunner(_Runner):
             path = self.workspace.spec(self.name, threshold=threshold)
             meta = {"threshold": threshold}
         else:
-            removal_ratio = _check_ratio(removal_ratio)
+            removal_ratio = check_removal_ratio(removal_ratio)
             plan = self._allocate(pr, sens, removal_ratio, channel_divisible)
             path = self.workspace.spec(self.name, ratio=removal_ratio)
             meta = {"removal_ratio": removal_ratio}
@@ -402,30 +397,12 @@ class OneStepPruningRunner(_Runner):
         """EagleEye's per-group ratio distribution, rescaled so MACs hit the target."""
         groups = pr.graph.prunable_groups
         quantum = {g.id: max(channel_divisible, g.blocks) / g.num_channels for g in groups}
-        last_error: Exception | None = None
-        for attempt in range(50):
-            rng = np.random.default_rng([seed, cid, attempt])
-            r = removal_ratio
-            mu = rng.uniform(r / 2, r, len(groups)) if r >= 0.5 else rng.uniform(0, r, len(groups))
-            sigma = rng.uniform(0, 0.3, len(groups))
-            shape = np.clip(rng.normal(mu, sigma), 0.05, MAX_GROUP_RATIO)
-            weights = {g.id: float(w) for g, w in zip(groups, shape, strict=True)}
-
-            def ratios_at(s: float, weights=weights) -> dict[int, float]:
-                return {gid: min(MAX_GROUP_RATIO, s * w) for gid, w in weights.items()}
-
-            try:
-                plan = bisect_plan(
-                    pr.cost, ratios_at, lambda rr: pr.plan(rr, self.criterion, channel_divisible),
-                    removal_ratio, hi=MAX_GROUP_RATIO / min(weights.values()), quantum=quantum,
-                )
-            except PlanError as exc:
-                last_error = exc
-                continue
-            counts = {gid: len(k) for gid, k in plan.kept.items()}
-            return counts, pr.removal(plan)
-        raise PlanError(f"Could not sample a candidate removing {removal_ratio:.1%} of the MACs "
-                        f"within 1 point: {last_error}")
+        plan = sample_plan(
+            pr.cost, [g.id for g in groups],
+            lambda rr: pr.plan(rr, self.criterion, channel_divisible),
+            removal_ratio, seed, cid, quantum,
+        )
+        return {gid: len(k) for gid, k in plan.kept.items()}, pr.removal(plan)
 
     def _load_search(
         self, pr: ChannelPruner, path: Path, forced: bool, weights: str
@@ -469,7 +446,7 @@ class OneStepPruningRunner(_Runner):
                 or not 1 <= num_subnet <= MAX_SUBNETS:
             raise ValueError(f"Expected num_subnet, the number of candidates, between 1 and "
                              f"{MAX_SUBNETS:,}. Received: num_subnet={num_subnet!r}")
-        removal_ratio = _check_ratio(removal_ratio)
+        removal_ratio = check_removal_ratio(removal_ratio)
         pr = self._pruner_for(excludes)
         weights = pr.weights_digest()
         path = self.workspace.search(self.name, removal_ratio)
@@ -548,7 +525,7 @@ class OneStepPruningRunner(_Runner):
         return [c["id"] for c in sorted(scored, key=lambda c: (sign * c["score"], c["id"]))]
 
     def search_result(self, removal_ratio: float) -> dict[str, Any]:
-        path = self.workspace.search(self.name, _check_ratio(removal_ratio))
+        path = self.workspace.search(self.name, check_removal_ratio(removal_ratio))
         if not path.exists():
             raise WorkspaceError(f"No search at {path}: run runner.search(..., "
                                  f"removal_ratio={removal_ratio}) first.")

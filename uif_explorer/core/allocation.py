@@ -1,0 +1,147 @@
+"""Turning a MACs target into per-group ratios: bisection that lands, EagleEye sampling.
+
+Framework-neutral: works on a :class:`~uif_explorer.core.plan.CostModel` and a function that
+builds a plan from per-group ratios, so the PyTorch and Keras backends share it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from uif_explorer.core.plan import CostModel, PlanError, PruningPlan
+
+TARGET_TOLERANCE = 0.01
+MAX_GROUP_RATIO = 0.95
+SAMPLE_MIN_RATIO, SAMPLE_MAX_RATIO = 0.05, 0.9
+
+
+def check_removal_ratio(removal_ratio: float, name: str = "removal_ratio") -> float:
+    ok = (isinstance(removal_ratio, (int, float, np.floating)) and not isinstance(
+        removal_ratio, bool) and not math.isnan(removal_ratio))
+    if not ok or not 0.0 < float(removal_ratio) < 1.0:
+        raise PlanError(
+            f"Expected {name}, the fraction of MACs to remove, in (0, 1). "
+            f"Received: {name}={removal_ratio!r}"
+        )
+    return float(removal_ratio)
+
+
+def bisect_plan(
+    cost: CostModel,
+    ratios_at: Callable[[float], dict[int, float]],
+    plan_of: Callable[[dict[int, float]], PruningPlan],
+    target: float,
+    hi: float,
+    tolerance: float = TARGET_TOLERANCE,
+    steps: int = 50,
+    quantum: Mapping[int, float] | None = None,
+) -> PruningPlan:
+    """A plan whose MACs removal is within ``tolerance`` of ``target``.
+
+    ``ratios_at(x)`` gives per-group ratios that grow with x. Bisection halves the bracket
+    every step, so it cannot stall (the reference's can). Channel rounding makes removal a
+    step function of x: when the bracket closes on a step, the groups that differ between its
+    two ends are switched one at a time, which lands between the steps; if that is still too
+    coarse, single groups are moved by one rounding ``quantum`` while that gets closer.
+    """
+
+    def removal(p: PruningPlan) -> float:
+        return 1.0 - cost.macs(p) / max(1, cost.original_macs)
+
+    reach = removal(plan_of(ratios_at(hi)))
+    if reach < target - tolerance:
+        raise PlanError(
+            f"Cannot remove {target:.1%} of the MACs: pruning every prunable group as far as "
+            f"allowed removes {reach:.1%}. Choose a smaller ratio or exclude fewer layers."
+        )
+    lo = 0.0
+    best, best_err, best_ratios = None, float("inf"), {}
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        plan = plan_of(ratios_at(mid))
+        r = removal(plan)
+        if abs(r - target) < best_err:
+            best, best_err, best_ratios = plan, abs(r - target), ratios_at(mid)
+        if best_err <= tolerance / 4:
+            return best
+        if r < target:
+            lo = mid
+        else:
+            hi = mid
+    low_r, high_r = ratios_at(lo), ratios_at(hi)
+    mixed = dict(low_r)
+    for gid in sorted(high_r):
+        if high_r[gid] == low_r.get(gid):
+            continue
+        mixed[gid] = high_r[gid]
+        plan = plan_of(mixed)
+        r = removal(plan)
+        if abs(r - target) < best_err:
+            best, best_err, best_ratios = plan, abs(r - target), dict(mixed)
+        if r >= target:
+            break
+    while quantum and best_err > tolerance / 4:
+        trial = None
+        for gid, q in quantum.items():
+            for sign in (1.0, -1.0):
+                ratios = dict(best_ratios)
+                ratios[gid] = min(MAX_GROUP_RATIO, max(0.0, ratios.get(gid, 0.0) + sign * q))
+                plan = plan_of(ratios)
+                err = abs(removal(plan) - target)
+                if err < best_err and (trial is None or err < trial[1]):
+                    trial = (plan, err, ratios)
+        if trial is None:
+            break
+        best, best_err, best_ratios = trial
+    if best is None or best_err > tolerance:
+        closest = removal(best) if best is not None else 0.0
+        raise PlanError(
+            f"Could not land within {tolerance:.0%} of removing {target:.1%} of the MACs "
+            f"(closest: {closest:.1%}): channel rounding is too coarse for this model. Try "
+            "channel_divisible=1 or a nearby ratio."
+        )
+    return best
+
+
+def eagleeye_shape(rng: np.random.Generator, n_groups: int, target: float) -> np.ndarray:
+    """Per-group ratios ~ N(mu, sigma) clipped to [0.05, 0.9] (EagleEye's distribution).
+
+    mu ~ U(r/2, r) for r >= 0.5, else U(0, r); sigma ~ U(0, 0.3). The sample is a *shape*: the
+    caller rescales it so the MACs target is met exactly (the reference rejects most samples).
+    """
+    r = target
+    mu = rng.uniform(r / 2, r, n_groups) if r >= 0.5 else rng.uniform(0, r, n_groups)
+    sigma = rng.uniform(0, 0.3, n_groups)
+    return np.clip(rng.normal(mu, sigma), SAMPLE_MIN_RATIO, SAMPLE_MAX_RATIO)
+
+
+def sample_plan(
+    cost: CostModel,
+    group_ids: Sequence[int],
+    plan_of: Callable[[dict[int, float]], PruningPlan],
+    target: float,
+    seed: int,
+    candidate: int,
+    quantum: Mapping[int, float] | None = None,
+    attempts: int = 50,
+) -> PruningPlan:
+    """Candidate ``candidate`` of a seeded search: the same plan every time it is drawn."""
+    last: Exception | None = None
+    for attempt in range(attempts):
+        rng = np.random.default_rng([seed, candidate, attempt])
+        shape = eagleeye_shape(rng, len(group_ids), target)
+        weights = {gid: float(w) for gid, w in zip(group_ids, shape, strict=True)}
+
+        def ratios_at(s: float, weights: dict[int, float] = weights) -> dict[int, float]:
+            return {gid: min(MAX_GROUP_RATIO, s * w) for gid, w in weights.items()}
+
+        try:
+            return bisect_plan(cost, ratios_at, plan_of, target,
+                               hi=MAX_GROUP_RATIO / min(weights.values()), quantum=quantum)
+        except PlanError as exc:
+            last = exc
+    raise PlanError(f"Could not sample a candidate removing {target:.1%} of the MACs within 1 "
+                    f"point: {last}")
