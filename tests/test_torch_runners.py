@@ -373,3 +373,15 @@ def test_process_pool_and_ray_run_elsewhere(resnet20, tmp_path):
     import ray
 
     ray.shutdown()
+
+
+@pytest.mark.slow
+def test_worked_example_runs(tmp_path):
+    res = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "pytorch_resnet20.py"), "--quick",
+         "--workdir", str(tmp_path / "vai"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "one-step best" in res.stdout
+    assert (tmp_path / "out" / "model_slim.pth").exists()
