@@ -38,6 +38,7 @@ def bisect_plan(
     tolerance: float = TARGET_TOLERANCE,
     steps: int = 50,
     quantum: Mapping[int, float] | None = None,
+    counts_of: Callable[[dict[int, float]], dict[int, int]] | None = None,
 ) -> PruningPlan:
     """A plan whose MACs removal is within ``tolerance`` of ``target``.
 
@@ -46,27 +47,45 @@ def bisect_plan(
     step function of x: when the bracket closes on a step, the groups that differ between its
     two ends are switched one at a time, which lands between the steps; if that is still too
     coarse, single groups are moved by one rounding ``quantum`` while that gets closer.
+
+    With ``counts_of`` (ratios -> kept channels per group) and a graph whose MACs depend only
+    on counts, candidates are costed without building plans; one plan is built at the end.
     """
+    fast = counts_of is not None and cost.count_model_exact
 
-    def removal(p: PruningPlan) -> float:
-        return 1.0 - cost.macs(p) / max(1, cost.original_macs)
+    def removal(ratios: dict[int, float]) -> float:
+        macs = cost.macs_of_counts(counts_of(ratios)) if fast else cost.macs(plan_of(ratios))
+        return 1.0 - macs / max(1, cost.original_macs)
 
-    reach = removal(plan_of(ratios_at(hi)))
+    best = _search(removal, ratios_at, target, hi, tolerance, steps, quantum)
+    return plan_of(best)
+
+
+def _search(
+    removal: Callable[[dict[int, float]], float],
+    ratios_at: Callable[[float], dict[int, float]],
+    target: float,
+    hi: float,
+    tolerance: float,
+    steps: int,
+    quantum: Mapping[int, float] | None,
+) -> dict[int, float]:
+    reach = removal(ratios_at(hi))
     if reach < target - tolerance:
         raise PlanError(
             f"Cannot remove {target:.1%} of the MACs: pruning every prunable group as far as "
             f"allowed removes {reach:.1%}. Choose a smaller ratio or exclude fewer layers."
         )
     lo = 0.0
-    best, best_err, best_ratios = None, float("inf"), {}
+    best_err, best_ratios = float("inf"), None
     for _ in range(steps):
         mid = (lo + hi) / 2
-        plan = plan_of(ratios_at(mid))
-        r = removal(plan)
+        ratios = ratios_at(mid)
+        r = removal(ratios)
         if abs(r - target) < best_err:
-            best, best_err, best_ratios = plan, abs(r - target), ratios_at(mid)
+            best_err, best_ratios = abs(r - target), ratios
         if best_err <= tolerance / 4:
-            return best
+            return best_ratios
         if r < target:
             lo = mid
         else:
@@ -77,10 +96,9 @@ def bisect_plan(
         if high_r[gid] == low_r.get(gid):
             continue
         mixed[gid] = high_r[gid]
-        plan = plan_of(mixed)
-        r = removal(plan)
+        r = removal(mixed)
         if abs(r - target) < best_err:
-            best, best_err, best_ratios = plan, abs(r - target), dict(mixed)
+            best_err, best_ratios = abs(r - target), dict(mixed)
         if r >= target:
             break
     while quantum and best_err > tolerance / 4:
@@ -89,21 +107,20 @@ def bisect_plan(
             for sign in (1.0, -1.0):
                 ratios = dict(best_ratios)
                 ratios[gid] = min(MAX_GROUP_RATIO, max(0.0, ratios.get(gid, 0.0) + sign * q))
-                plan = plan_of(ratios)
-                err = abs(removal(plan) - target)
-                if err < best_err and (trial is None or err < trial[1]):
-                    trial = (plan, err, ratios)
+                err = abs(removal(ratios) - target)
+                if err < best_err and (trial is None or err < trial[0]):
+                    trial = (err, ratios)
         if trial is None:
             break
-        best, best_err, best_ratios = trial
-    if best is None or best_err > tolerance:
-        closest = removal(best) if best is not None else 0.0
+        best_err, best_ratios = trial
+    if best_ratios is None or best_err > tolerance:
+        closest = removal(best_ratios) if best_ratios is not None else 0.0
         raise PlanError(
             f"Could not land within {tolerance:.0%} of removing {target:.1%} of the MACs "
             f"(closest: {closest:.1%}): channel rounding is too coarse for this model. Try "
             "channel_divisible=1 or a nearby ratio."
         )
-    return best
+    return best_ratios
 
 
 def eagleeye_shape(rng: np.random.Generator, n_groups: int, target: float) -> np.ndarray:
@@ -127,6 +144,7 @@ def sample_plan(
     candidate: int,
     quantum: Mapping[int, float] | None = None,
     attempts: int = 50,
+    counts_of: Callable[[dict[int, float]], dict[int, int]] | None = None,
 ) -> PruningPlan:
     """Candidate ``candidate`` of a seeded search: the same plan every time it is drawn."""
     last: Exception | None = None
@@ -140,7 +158,8 @@ def sample_plan(
 
         try:
             return bisect_plan(cost, ratios_at, plan_of, target,
-                               hi=MAX_GROUP_RATIO / min(weights.values()), quantum=quantum)
+                               hi=MAX_GROUP_RATIO / min(weights.values()), quantum=quantum,
+                               counts_of=counts_of)
         except PlanError as exc:
             last = exc
     raise PlanError(f"Could not sample a candidate removing {target:.1%} of the MACs within 1 "

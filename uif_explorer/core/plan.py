@@ -141,6 +141,59 @@ class CostModel:
             self._param_axes.append((shape, [(s, uf.roots(s.classes)) for s in axes[name]]))
         self.original_macs = self.macs(None)
         self.original_params = self.params(None)
+        self._build_count_model()
+
+    def _build_count_model(self) -> None:
+        """MACs as a function of per-group kept *counts*, when counts alone determine them.
+
+        True when every op sees each group whole (each of its channels the same number of
+        times), which holds for residuals, concat, flatten, depthwise and chunk alike. Then
+        kept positions per op are ``A @ counts + c`` and the one-step sampler can evaluate
+        thousands of candidates without building a plan for each.
+        """
+        groups = self.graph.groups
+        self.group_index = {g.id: i for i, g in enumerate(groups)}
+        self.full_counts = np.array([g.num_channels for g in groups], dtype=np.int64)
+        gid_of_root = np.full(len(self.graph.uf.parent), -1, dtype=np.int64)
+        for i, g in enumerate(groups):
+            gid_of_root[g.roots] = i
+        n_ops, n_groups = len(self._ops), len(groups)
+        a_in = np.zeros((n_ops, n_groups), dtype=np.int64)
+        a_out = np.zeros((n_ops, n_groups), dtype=np.int64)
+        c_in = np.ones(n_ops, dtype=np.int64)
+        c_out = np.ones(n_ops, dtype=np.int64)
+        self.count_model_exact = True
+        for row, (op, in_roots, out_roots, _f, _d) in enumerate(self._ops):
+            for roots, a, c, use in ((in_roots, a_in, c_in, not op.depthwise),
+                                     (out_roots, a_out, c_out, True)):
+                if roots is None or not use:
+                    continue
+                gids = gid_of_root[roots]
+                c[row] = int((gids < 0).sum())
+                for gi in np.unique(gids[gids >= 0]):
+                    _, per_root = np.unique(roots[gids == gi], return_counts=True)
+                    if len(per_root) != groups[gi].num_channels or per_root.min() != per_root.max():
+                        self.count_model_exact = False
+                    a[row, gi] = int(per_root[0])
+        self._a_in, self._a_out, self._c_in, self._c_out = a_in, a_out, c_in, c_out
+        self._factor = np.array([f for *_, f, _d in self._ops], dtype=np.int64)
+        self._denom = np.array([d for *_, d in self._ops], dtype=np.int64)
+        self._full = np.array([op.full_macs for op, *_ in self._ops], dtype=np.int64)
+        self._groups = np.array([max(1, op.groups) for op, *_ in self._ops], dtype=np.int64)
+        self._has_in = np.array([r[1] is not None and not r[0].depthwise for r in self._ops])
+
+    def macs_of_counts(self, counts: Mapping[int, int]) -> int:
+        """MACs with ``counts[gid]`` channels kept per group (others full); see above."""
+        if not self.count_model_exact:
+            raise PlanError("This graph's MACs depend on which channels are kept, not only on "
+                            "how many; use macs(plan).")
+        k = self.full_counts.copy()
+        for gid, n in counts.items():
+            k[self.group_index[gid]] = n
+        inn = np.where(self._has_in, (self._a_in @ k + self._c_in) // self._groups, 1)
+        out = self._a_out @ k + self._c_out
+        total = self._full - self._factor * self._denom + self._factor * inn * out
+        return int(self.graph.other_macs + total.sum())
 
     def macs(self, plan: PruningPlan | None) -> int:
         removed = plan.removed_roots(self.graph) if plan is not None else None

@@ -25,6 +25,7 @@ from uif_explorer.core.plan import (
     PlanError,
     PruningPlan,
     importance_order,
+    kept_count,
     plan_from_counts,
     plan_from_scores,
 )
@@ -123,6 +124,15 @@ class ChannelPruner:
             orders=self.orders(criterion),
         )
 
+    def counts(self, ratios: Mapping[int, float], channel_divisible: int = 2) -> dict[int, int]:
+        """Kept channels per group for these ratios (the same rounding as ``plan``)."""
+        out = {}
+        for gid, ratio in ratios.items():
+            g = self.graph.groups[gid]
+            if g.prunable and ratio > 0:
+                out[gid] = kept_count(g.num_channels, float(ratio), channel_divisible, g.blocks)
+        return out
+
     def orders(self, criterion: str = "l1") -> dict[int, np.ndarray]:
         """Per group, channel positions from most to least important (cached)."""
         key = ("order:" + criterion, 0)
@@ -168,6 +178,7 @@ class ChannelPruner:
             hi=MAX_GROUP_RATIO / min(1.0, top),
             tolerance=tolerance,
             quantum=quantum,
+            counts_of=lambda r: self.counts(r, channel_divisible),
         )
 
     def macs(self, plan: PruningPlan | None) -> int:

@@ -312,6 +312,7 @@ class IterativePruningRunner(_Runner):
         return bisect_plan(
             pr.cost, ratios_at, lambda r: pr.plan(r, self.criterion, channel_divisible),
             removal_ratio, hi=worst * 1.0001 + 1e-9, quantum=quantum,
+            counts_of=lambda r: pr.counts(r, channel_divisible),
         )
 
     def plan(self, removal_ratio: float, channel_divisible: int = 2,
@@ -401,6 +402,7 @@ class OneStepPruningRunner(_Runner):
             pr.cost, [g.id for g in groups],
             lambda rr: pr.plan(rr, self.criterion, channel_divisible),
             removal_ratio, seed, cid, quantum,
+            counts_of=lambda r: pr.counts(r, channel_divisible),
         )
         return {gid: len(k) for gid, k in plan.kept.items()}, pr.removal(plan)
 
