@@ -354,3 +354,12 @@ def test_register_custom_layer_in_one_call():
         assert count_macs(slim, x) == pr.macs(plan)
     finally:
         unregister_layer(ScaledConv)
+
+
+@pytest.mark.parametrize("name", list(TOPOLOGIES))
+def test_macs_from_counts_equal_macs_from_plan(pruned, name):
+    _, _, pr, plan = pruned[name]
+    if not pr.cost.count_model_exact:
+        pytest.fail(f"{name}: expected every op to see whole groups")
+    counts = {gid: len(k) for gid, k in plan.kept.items()}
+    assert pr.cost.macs_of_counts(counts) == pr.macs(plan)
