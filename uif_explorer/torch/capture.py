@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -1044,5 +1043,5 @@ def digest_weights(model: nn.Module) -> str:
 
 __all__ = [
     "Capture", "CaptureError", "LayerRule", "SpanningNorm", "UnsupportedLayerError", "capture",
-    "digest_weights", "register_layer", "resolve_excludes", "unregister_layer", "math",
+    "digest_weights", "register_layer", "resolve_excludes", "unregister_layer",
 ]
