@@ -35,7 +35,8 @@ def test_ana_prune_search_export(tmp_path, capsys):
     assert main(["search", *common, "--limit", "128", "--ratio", "0.5", "--num-subnet", "2"]) == 0
     spec = Path(ws) / "r20_ratio_0.3.spec"
     out = tmp_path / "m.onnx"
-    assert main(["export", *common, "--spec", str(spec), "--format", "onnx", "--out", str(out)]) == 0
+    assert main(["export", *common, "--spec", str(spec), "--format", "onnx",
+                 "--out", str(out)]) == 0
     assert out.exists()
     capsys.readouterr()
 
