@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 import traceback
@@ -83,6 +84,24 @@ def check(name: str, family: str, ratio: float) -> dict:
     return row
 
 
+def run_child(family: str, name: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--one", family, name, "--ratio", str(args.ratio),
+           "--threads", str(args.threads)]
+    start = time.time()
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"model": name, "family": family, "status": "fail",
+                "error": f"timeout after {args.timeout} s", "seconds": args.timeout}
+    for line in res.stdout.splitlines():
+        if line.startswith("ROW "):
+            return json.loads(line[4:])
+    tail = (res.stderr.strip().splitlines() or ["no output"])[-1][:200]
+    return {"model": name, "family": family, "status": "fail",
+            "error": f"crashed (exit {res.returncode}): {tail}",
+            "seconds": round(time.time() - start, 1)}
+
+
 def markdown(rows: list[dict], ratio: float) -> str:
     ok = sum(r["status"] == "ok" for r in rows)
     lines = [
@@ -121,8 +140,13 @@ def main() -> None:
     ap.add_argument("--out", default="docs/coverage.md")
     ap.add_argument("--json", default="bench/results/coverage_torchvision.json")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--timeout", type=int, default=900, help="seconds per model")
+    ap.add_argument("--one", nargs=2, metavar=("FAMILY", "NAME"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.one:  # child mode: one model per process bounds memory (huge ViTs, RegNets)
+        print("ROW " + json.dumps(check(args.one[1], args.one[0], args.ratio)), flush=True)
+        return
     families = list(FAMILIES) if args.family == "all" else [args.family]
     rows = []
     for fam in families:
@@ -130,7 +154,7 @@ def main() -> None:
         for name in names:
             if args.only and name not in args.only:
                 continue
-            row = check(name, fam, args.ratio)
+            row = run_child(fam, name, args)
             rows.append(row)
             print(json.dumps(row), flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
