@@ -363,3 +363,11 @@ def test_macs_from_counts_equal_macs_from_plan(pruned, name):
         pytest.fail(f"{name}: expected every op to see whole groups")
     counts = {gid: len(k) for gid, k in plan.kept.items()}
     assert pr.cost.macs_of_counts(counts) == pr.macs(plan)
+
+
+def test_depthwise_after_concat_keeps_inputs_separate(pruned):
+    pr = pruned["concat_depthwise"][2]
+    (a,) = group_of(pr, "a.0")
+    (b,) = group_of(pr, "b.0")
+    assert a.id != b.id and a.prunable and b.prunable
+    assert "dw.0" in a.modules and "dw.0" in b.modules

@@ -271,3 +271,21 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
     return model.eval(), torch.randn(*shape)
+
+
+class ConcatDepthwise(nn.Module):
+    """Concat followed by a depthwise conv: each concat input is still pruned on its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = cbr(3, 8)
+        self.b = cbr(3, 12)
+        self.dw = cbr(20, 20, 3, groups=20)
+        self.project = cbr(20, 16, 1)
+        self.head = Head(16)
+
+    def forward(self, x):
+        return self.head(self.project(self.dw(torch.cat([self.a(x), self.b(x)], dim=1))))
+
+
+TOPOLOGIES["concat_depthwise"] = (ConcatDepthwise, IMAGE)

@@ -442,12 +442,12 @@ class _Walker:
         else:
             c_out = wshape[0]
         kernel = int(np.prod(wshape[2:])) if len(wshape) > 2 else 1
-        out_dim = 1 if transposed else 0
         depthwise = groups > 1 and groups == c_in
         if depthwise:
             mult = c_out // c_in
             out_list = np.repeat(in_list, mult)
-            w_axis = self.b.param_axis(w.name, out_dim, wshape[out_dim], module)
+            # no producer space: a depthwise conv follows (it must not link concat inputs)
+            w_axis = self.b.param_axis(w.name, 0, wshape[0], None)
             if transposed:
                 # weight [C_in, mult, k]: dim 0 follows the input channels
                 self.b.unify(w_axis, in_list)
