@@ -6,30 +6,14 @@ model state of its own beyond a reference to the user's model, which it never mu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
-from uif_explorer.core.allocation import (
-    MAX_GROUP_RATIO,
-    TARGET_TOLERANCE,
-    bisect_plan,
-    check_removal_ratio,
-)
-from uif_explorer.core.importance import group_scores
-from uif_explorer.core.plan import (
-    CostModel,
-    PlanError,
-    PruningPlan,
-    importance_order,
-    kept_count,
-    plan_from_counts,
-    plan_from_scores,
-)
-from uif_explorer.core.spec import plan_from_spec, plan_to_spec
+from uif_explorer.core.plan import PruningPlan
+from uif_explorer.core.pruner import BasePruner
 from uif_explorer.torch.apply import make_slim, make_sparse
 from uif_explorer.torch.capture import Capture, capture, digest_weights
 
@@ -59,8 +43,10 @@ def slice_stats(model: nn.Module, cap: Capture) -> list[dict[str, np.ndarray] | 
     return out
 
 
-class ChannelPruner:
+class ChannelPruner(BasePruner):
     """Capture ``model`` at ``inputs`` and offer plans, costs, sparse and slim models."""
+
+    framework = "torch"
 
     def __init__(
         self,
@@ -71,140 +57,16 @@ class ChannelPruner:
         self.model = model
         self.inputs = inputs
         self.capture = capture(model, inputs, excludes)
-        self.graph = self.capture.graph
-        self.cost = CostModel(self.graph)
-        self._scores: dict[tuple[str, int], dict[int, np.ndarray]] = {}
+        super().__init__(self.capture.graph)
 
-    # -- facts ---------------------------------------------------------------------------
-    @property
-    def original_macs(self) -> int:
-        return self.cost.original_macs
-
-    @property
-    def original_params(self) -> int:
-        return self.cost.original_params
-
-    def groups_table(self) -> pd.DataFrame:
-        rows = [
-            {
-                "group": g.id,
-                "name": g.name,
-                "channels": g.num_channels,
-                "prunable": g.prunable,
-                "layers": ", ".join(g.modules),
-                "reason": g.excluded_reason or "",
-            }
-            for g in self.graph.groups
-        ]
-        return pd.DataFrame(rows, columns=["group", "name", "channels", "prunable", "layers",
-                                           "reason"])
-
-    def scores(self, criterion: str = "l1", seed: int = 0) -> dict[int, np.ndarray]:
-        key = (criterion, seed)
-        if key not in self._scores:
-            stats = slice_stats(self.model, self.capture)
-            self._scores[key] = group_scores(self.graph, stats, criterion, seed)
-        return self._scores[key]
+    def slice_stats(self) -> list[dict[str, np.ndarray] | None]:
+        return slice_stats(self.model, self.capture)
 
     def weights_digest(self) -> str:
         return digest_weights(self.model)
 
-    # -- plans ---------------------------------------------------------------------------
-    def plan(
-        self,
-        ratios: float | Mapping[int, float],
-        criterion: str = "l1",
-        channel_divisible: int = 2,
-    ) -> PruningPlan:
-        """A plan from one ratio for every prunable group, or a ratio per group id."""
-        if isinstance(ratios, (int, float)):
-            ratios = {g.id: float(ratios) for g in self.graph.prunable_groups}
-        return plan_from_scores(
-            self.graph, ratios, self.scores(criterion), channel_divisible,
-            orders=self.orders(criterion),
-        )
-
-    def counts(self, ratios: Mapping[int, float], channel_divisible: int = 2) -> dict[int, int]:
-        """Kept channels per group for these ratios (the same rounding as ``plan``)."""
-        out = {}
-        for gid, ratio in ratios.items():
-            g = self.graph.groups[gid]
-            if g.prunable and ratio > 0:
-                out[gid] = kept_count(g.num_channels, float(ratio), channel_divisible, g.blocks)
-        return out
-
-    def orders(self, criterion: str = "l1") -> dict[int, np.ndarray]:
-        """Per group, channel positions from most to least important (cached)."""
-        key = ("order:" + criterion, 0)
-        if key not in self._scores:
-            scores = self.scores(criterion)
-            self._scores[key] = {
-                g.id: importance_order(g, scores[g.id]) for g in self.graph.groups
-            }
-        return self._scores[key]
-
-    def plan_from_counts(self, counts: Mapping[int, int], criterion: str = "l1") -> PruningPlan:
-        return plan_from_counts(self.graph, counts, self.orders(criterion))
-
-    def plan_for_removal(
-        self,
-        removal_ratio: float,
-        criterion: str = "l1",
-        channel_divisible: int = 2,
-        weights: Mapping[int, float] | None = None,
-        tolerance: float = TARGET_TOLERANCE,
-    ) -> PruningPlan:
-        """Uniform (or ``weights``-scaled) group ratios bisected so MACs drop by the target."""
-        check_removal_ratio(removal_ratio)
-        prunable = [g.id for g in self.graph.prunable_groups]
-        if not prunable:
-            raise PlanError("No channel group of this model can be pruned (see groups_table()).")
-        weights = weights or {gid: 1.0 for gid in prunable}
-
-        top = max(1e-9, min(weights.values()))
-
-        def ratios_at(scale: float) -> dict[int, float]:
-            return {gid: min(MAX_GROUP_RATIO, scale * weights.get(gid, 1.0)) for gid in prunable}
-
-        quantum = {
-            g.id: max(channel_divisible, g.blocks) / g.num_channels
-            for g in self.graph.prunable_groups
-        }
-        return bisect_plan(
-            self.cost,
-            ratios_at,
-            lambda r: self.plan(r, criterion, channel_divisible),
-            removal_ratio,
-            hi=MAX_GROUP_RATIO / min(1.0, top),
-            tolerance=tolerance,
-            quantum=quantum,
-            counts_of=lambda r: self.counts(r, channel_divisible),
-        )
-
-    def macs(self, plan: PruningPlan | None) -> int:
-        return self.cost.macs(plan)
-
-    def params(self, plan: PruningPlan | None) -> int:
-        return self.cost.params(plan)
-
-    def removal(self, plan: PruningPlan) -> float:
-        return 1.0 - self.macs(plan) / max(1, self.original_macs)
-
-    # -- models --------------------------------------------------------------------------
     def sparse_model(self, plan: PruningPlan) -> nn.Module:
         return make_sparse(self.model, self.capture, plan)
 
     def slim_model(self, plan: PruningPlan) -> nn.Module:
         return make_slim(self.model, self.capture, plan)
-
-    def to_spec(self, plan: PruningPlan, **meta: object) -> dict:
-        return plan_to_spec(
-            self.graph, plan,
-            weights_digest=self.weights_digest(),
-            macs={"original": self.original_macs / 1e6, "pruned": self.macs(plan) / 1e6},
-            params={"original": self.original_params / 1e6, "pruned": self.params(plan) / 1e6},
-            **meta,
-        )
-
-    def plan_from_spec(self, spec: dict) -> PruningPlan:
-        return plan_from_spec(self.graph, spec)

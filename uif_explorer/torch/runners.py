@@ -11,32 +11,31 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
-from uif_explorer.core.allocation import (
-    MAX_GROUP_RATIO,
-    bisect_plan,
-    check_removal_ratio,
-    sample_plan,
-)
+from uif_explorer.core.allocation import check_removal_ratio
 from uif_explorer.core.plan import PruningPlan
+from uif_explorer.core.runner import (
+    MAX_SUBNETS,
+    SEARCH_KIND,
+    AnalysisError,
+    PlanPreview,
+    Progress,
+    RunnerBase,
+    check_callable,
+    kept_lists,
+    say,
+)
 from uif_explorer.core.sensitivity import (
     DEFAULT_RATIOS,
-    SENS_KIND,
-    max_drop,
     new_sensitivity,
     pending_steps,
-    predicted_score,
-    ratios_for_threshold,
     record_step,
 )
 from uif_explorer.executors import get_executor
@@ -44,25 +43,10 @@ from uif_explorer.torch.apply import make_slim, make_sparse
 from uif_explorer.torch.capture import Capture
 from uif_explorer.torch.evaluation import check_score
 from uif_explorer.torch.pruner import ChannelPruner
-from uif_explorer.workspace import Workspace, WorkspaceError, atomic_write_json, read_json
+from uif_explorer.workspace import WorkspaceError, atomic_write_json, read_json
 
-SEARCH_KIND = "uif-explorer-search"
-MAX_SUBNETS = 100_000
-Progress = Callable[[int, int, dict], None]
-
-
-class AnalysisError(RuntimeError):
-    """The analysis or search cannot run or continue (bad eval_fn, stale files...)."""
-
-
-def _say(msg: str) -> None:
-    print(f"[uif-explorer] {msg}", file=sys.stderr, flush=True)
-
-
-def _check_callable(fn: object, name: str) -> None:
-    if not callable(fn):
-        raise TypeError(f"Expected {name} to be a function taking the model first. "
-                        f"Received: {name}={fn!r}")
+__all__ = ["AnalysisError", "IterativePruningRunner", "OneStepPruningRunner", "PlanPreview",
+           "get_pruning_runner"]
 
 
 @dataclass
@@ -97,27 +81,7 @@ def _evaluate_plan(ctx: _EvalContext, kept: dict[int, list[int]]) -> tuple[float
     return check_score(value, "eval_fn"), os.getpid()
 
 
-def _kept_lists(plan: PruningPlan) -> dict[int, list[int]]:
-    return {int(g): [int(i) for i in k] for g, k in plan.kept.items()}
-
-
-@dataclass
-class PlanPreview:
-    """What a prune would do, computed without building anything (for sliders)."""
-
-    removal_ratio: float
-    achieved_removal: float
-    macs: float  # millions
-    params: float  # millions
-    original_macs: float
-    original_params: float
-    predicted_score: float | None
-    baseline: float | None
-    groups: pd.DataFrame
-    plan: PruningPlan
-
-
-class _Runner:
+class _Runner(RunnerBase):
     def __init__(
         self,
         model: nn.Module,
@@ -133,38 +97,12 @@ class _Runner:
             raise TypeError(f"Expected a torch.nn.Module. Received: model={type(model).__name__}")
         self.model = model
         self.input_signature = input_signature
-        self.excludes = list(excludes) if excludes else []
-        self.higher_is_better = bool(higher_is_better)
-        self.criterion = criterion
-        self.pruner = ChannelPruner(model, input_signature, self.excludes)
-        digest = self.pruner.graph.graph_digest()
-        self.name = name or f"{type(model).__name__}-{digest[:6]}"
-        self.workspace = Workspace(workdir)
+        excludes = list(excludes) if excludes else []
+        self._init_common(ChannelPruner(model, input_signature, excludes), model, workdir, name,
+                          excludes, higher_is_better, criterion)
 
-    # -- helpers -------------------------------------------------------------------------
-    def _pruner_for(self, excludes: Iterable[object] | None) -> ChannelPruner:
-        if excludes is None or list(excludes) == self.excludes:
-            return self.pruner
-        return ChannelPruner(self.model, self.input_signature, list(excludes))
-
-    @property
-    def groups(self) -> pd.DataFrame:
-        return self.pruner.groups_table()
-
-    def _progress(self, total: int, progress: Progress | None):
-        bar = None
-        if progress is None and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, desc=self.name, unit="eval")
-
-        def step(done: int, info: dict) -> None:
-            if progress is not None:
-                progress(done, total, info)
-            if bar is not None:
-                bar.update(1)
-
-        return step, bar
+    def _make_pruner(self, excludes: list) -> ChannelPruner:
+        return ChannelPruner(self.model, self.input_signature, excludes)
 
     def _baseline(self, eval_fn: Callable, args: tuple) -> float:
         model = copy.deepcopy(self.model)
@@ -175,42 +113,8 @@ class _Runner:
                                 f"{exc}") from exc
         return check_score(value, "eval_fn")
 
-    def _write_spec(self, pr: ChannelPruner, plan: PruningPlan, path: Path, **meta) -> None:
-        spec = pr.to_spec(plan, model=self.name, criterion=self.criterion, **meta)
-        atomic_write_json(path, spec)
-        self.workspace.write_latest_spec(path)
-
-    def _build(self, pr: ChannelPruner, plan: PruningPlan, mode: str) -> nn.Module:
-        if mode not in ("sparse", "slim"):
-            raise ValueError(f"Expected mode 'sparse' or 'slim'. Received: mode={mode!r}")
-        return pr.sparse_model(plan) if mode == "sparse" else pr.slim_model(plan)
-
-    def _spec_plan(self, pr: ChannelPruner, spec_path: str | os.PathLike) -> PruningPlan:
-        spec = read_json(Path(spec_path), kind="uif-explorer-spec")
-        return pr.plan_from_spec(spec)
-
-
 class IterativePruningRunner(_Runner):
     """``ana`` once, then ``prune`` to any MACs ratio (sparse model for fine-tuning)."""
-
-    # -- analysis ------------------------------------------------------------------------
-    def _load_sens(self, pr: ChannelPruner, forced: bool, weights: str) -> dict | None:
-        path = self.workspace.sens(self.name)
-        if forced or not path.exists():
-            return None
-        sens = read_json(path, kind=SENS_KIND)
-        if sens.get("graph_digest") != pr.graph.graph_digest():
-            raise WorkspaceError(
-                f"{path} was made for another architecture or input signature (graph digest "
-                f"{sens.get('graph_digest')} != {pr.graph.graph_digest()}); pass forced=True "
-                "to analyse this model afresh, or use another name= / workdir=."
-            )
-        if not sens.get("complete") and sens.get("weights_digest") != weights:
-            raise WorkspaceError(
-                f"{path} holds an unfinished analysis of other weights; it cannot be resumed "
-                "for this model. Pass forced=True to restart it."
-            )
-        return sens
 
     def ana(
         self,
@@ -225,7 +129,7 @@ class IterativePruningRunner(_Runner):
         progress: Progress | None = None,
     ) -> dict[str, Any]:
         """Score the model with each group pruned alone at each ratio; resumable .sens."""
-        _check_callable(eval_fn, "eval_fn")
+        check_callable(eval_fn, "eval_fn")
         ratios = [float(r) for r in ratios]
         if not ratios or any(not 0 < r < 1 for r in ratios):
             raise ValueError(f"Expected sensitivity ratios in (0, 1). Received: ratios={ratios}")
@@ -235,7 +139,7 @@ class IterativePruningRunner(_Runner):
         sens = self._load_sens(pr, forced, weights)
         if sens is not None and sens.get("complete"):
             if sens.get("weights_digest") != weights:
-                _say(f"reusing the finished analysis {path} (made on earlier weights of this "
+                say(f"reusing the finished analysis {path} (made on earlier weights of this "
                      "architecture, as the guide's iterative loop does); forced=True redoes it")
             return sens
         if sens is None:
@@ -252,7 +156,7 @@ class IterativePruningRunner(_Runner):
         steps = pending_steps(sens)
         total = len(steps) + (sens["baseline"] is None)
         n_groups = sum(1 for g in sens["groups"] if g.get("prunable", True))
-        _say(f"sensitivity analysis of {self.name}: {total} evaluations to run "
+        say(f"sensitivity analysis of {self.name}: {total} evaluations to run "
              f"({n_groups} groups x {len(sens['ratios'])} ratios + baseline; "
              f"{sum(len(g['curve']) for g in sens['groups'])} already saved in {path})")
         step, bar = self._progress(total, progress)
@@ -267,7 +171,7 @@ class IterativePruningRunner(_Runner):
             items = []
             for gid, ratio in steps:
                 plan = pr.plan({gid: ratio}, self.criterion, channel_divisible=1)
-                items.append(_kept_lists(plan))
+                items.append(kept_lists(plan))
             ctx = _EvalContext(self.model, pr.capture, "sparse", eval_fn, tuple(args),
                                gpus=tuple(gpus or ()))
             for index, (score, _pid) in get_executor(executor, gpus=gpus).run(
@@ -283,38 +187,6 @@ class IterativePruningRunner(_Runner):
                 bar.close()
         return sens
 
-    def sensitivity(self) -> dict[str, Any]:
-        """The finished analysis of this architecture (raises if there is none yet)."""
-        path = self.workspace.sens(self.name)
-        if not path.exists():
-            raise WorkspaceError(f"No analysis at {path}: run runner.ana(eval_fn, args) first.")
-        sens = read_json(path, kind=SENS_KIND)
-        if sens.get("graph_digest") != self.pruner.graph.graph_digest():
-            raise WorkspaceError(f"{path} was made for another architecture; run ana again "
-                                 "with forced=True.")
-        if not sens.get("complete"):
-            raise WorkspaceError(f"The analysis in {path} is unfinished: run runner.ana(...) "
-                                 "again to resume it.")
-        return sens
-
-    # -- allocation ----------------------------------------------------------------------
-    def _allocate(self, pr: ChannelPruner, sens: dict, removal_ratio: float,
-                  channel_divisible: int) -> PruningPlan:
-        excluded = {g.id for g in pr.graph.groups if not g.prunable}
-        worst = max(max_drop(sens), 1e-6)
-
-        def ratios_at(t: float) -> dict[int, float]:
-            return {gid: min(MAX_GROUP_RATIO, r)
-                    for gid, r in ratios_for_threshold(sens, t, excluded).items()}
-
-        quantum = {g.id: max(channel_divisible, g.blocks) / g.num_channels
-                   for g in pr.graph.prunable_groups}
-        return bisect_plan(
-            pr.cost, ratios_at, lambda r: pr.plan(r, self.criterion, channel_divisible),
-            removal_ratio, hi=worst * 1.0001 + 1e-9, quantum=quantum,
-            counts_of=lambda r: pr.counts(r, channel_divisible),
-        )
-
     def plan(self, removal_ratio: float, channel_divisible: int = 2,
              excludes: Iterable[object] | None = None) -> PlanPreview:
         """Preview a prune: per-group ratios, MACs, params and the predicted score."""
@@ -323,29 +195,6 @@ class IterativePruningRunner(_Runner):
         sens = self.sensitivity()
         plan = self._allocate(pr, sens, removal_ratio, channel_divisible)
         return self._preview(pr, sens, plan, removal_ratio)
-
-    def _preview(self, pr: ChannelPruner, sens: dict | None, plan: PruningPlan,
-                 removal_ratio: float) -> PlanPreview:
-        rows = []
-        for g in pr.graph.groups:
-            kept = len(plan.kept[g.id]) if g.id in plan.kept else g.num_channels
-            rows.append({"group": g.id, "name": g.name, "channels": g.num_channels,
-                         "kept": kept, "ratio": round(1 - kept / g.num_channels, 4),
-                         "prunable": g.prunable})
-        ratios = {gid: 1 - len(k) / pr.graph.groups[gid].num_channels
-                  for gid, k in plan.kept.items()}
-        return PlanPreview(
-            removal_ratio=removal_ratio,
-            achieved_removal=pr.removal(plan),
-            macs=pr.macs(plan) / 1e6,
-            params=pr.params(plan) / 1e6,
-            original_macs=pr.original_macs / 1e6,
-            original_params=pr.original_params / 1e6,
-            predicted_score=predicted_score(sens, ratios) if sens else None,
-            baseline=sens["baseline"] if sens else None,
-            groups=pd.DataFrame(rows),
-            plan=plan,
-        )
 
     def prune(
         self,
@@ -370,13 +219,7 @@ class IterativePruningRunner(_Runner):
             return self._build(pr, plan, mode)
         sens = self.sensitivity()
         if threshold is not None:
-            if not isinstance(threshold, (int, float)) or not threshold >= 0:
-                raise ValueError(f"Expected a threshold >= 0 (relative score drop). "
-                                 f"Received: threshold={threshold!r}")
-            excluded = {g.id for g in pr.graph.groups if not g.prunable}
-            ratios = {gid: min(MAX_GROUP_RATIO, r)
-                      for gid, r in ratios_for_threshold(sens, threshold, excluded).items()}
-            plan = pr.plan(ratios, self.criterion, channel_divisible)
+            plan = self._threshold_plan(pr, sens, threshold, channel_divisible)
             path = self.workspace.spec(self.name, threshold=threshold)
             meta = {"threshold": threshold}
         else:
@@ -392,36 +235,6 @@ class IterativePruningRunner(_Runner):
 
 class OneStepPruningRunner(_Runner):
     """``search`` many candidate strategies scored with adaptive BN, ``prune`` the best."""
-
-    def _sample_counts(self, pr: ChannelPruner, removal_ratio: float, seed: int, cid: int,
-                       channel_divisible: int) -> tuple[dict[int, int], float]:
-        """EagleEye's per-group ratio distribution, rescaled so MACs hit the target."""
-        groups = pr.graph.prunable_groups
-        quantum = {g.id: max(channel_divisible, g.blocks) / g.num_channels for g in groups}
-        plan = sample_plan(
-            pr.cost, [g.id for g in groups],
-            lambda rr: pr.plan(rr, self.criterion, channel_divisible),
-            removal_ratio, seed, cid, quantum,
-            counts_of=lambda r: pr.counts(r, channel_divisible),
-        )
-        return {gid: len(k) for gid, k in plan.kept.items()}, pr.removal(plan)
-
-    def _load_search(
-        self, pr: ChannelPruner, path: Path, forced: bool, weights: str
-    ) -> dict | None:
-        if forced or not path.exists():
-            return None
-        data = read_json(path, kind=SEARCH_KIND)
-        if data.get("graph_digest") != pr.graph.graph_digest():
-            raise WorkspaceError(f"{path} was made for another architecture or input signature;"
-                                 " pass forced=True to search this model afresh.")
-        if data.get("weights_digest") != weights:
-            if data.get("complete"):
-                _say(f"{path} was searched on earlier weights; reusing it (forced=True redoes)")
-                return data
-            raise WorkspaceError(f"{path} holds an unfinished search of other weights; pass "
-                                 "forced=True to restart it.")
-        return data
 
     def search(
         self,
@@ -441,9 +254,9 @@ class OneStepPruningRunner(_Runner):
         progress: Progress | None = None,
     ) -> dict[str, Any]:
         """Sample ``num_subnet`` candidates at ``removal_ratio``, score each; resumable."""
-        _check_callable(eval_fn, "eval_fn")
+        check_callable(eval_fn, "eval_fn")
         if calibration_fn is not None:
-            _check_callable(calibration_fn, "calibration_fn")
+            check_callable(calibration_fn, "calibration_fn")
         if isinstance(num_subnet, bool) or not isinstance(num_subnet, (int, np.integer)) \
                 or not 1 <= num_subnet <= MAX_SUBNETS:
             raise ValueError(f"Expected num_subnet, the number of candidates, between 1 and "
@@ -486,7 +299,7 @@ class OneStepPruningRunner(_Runner):
             })
         pending = [c for c in data["candidates"][:num_subnet] if c["score"] is None]
         total = len(pending) + (data["baseline"]["score"] is None)
-        _say(f"one-step search of {self.name} at {removal_ratio:.0%} MACs removal: {total} "
+        say(f"one-step search of {self.name} at {removal_ratio:.0%} MACs removal: {total} "
              f"evaluations to run ({num_subnet} candidates + baseline; saved in {path})")
         data["complete"] = False
         atomic_write_json(path, data)
@@ -498,7 +311,7 @@ class OneStepPruningRunner(_Runner):
                 atomic_write_json(path, data)
                 done += 1
                 step(done, {"step": "baseline", "score": data["baseline"]["score"]})
-            items = [_kept_lists(pr.plan_from_counts(
+            items = [kept_lists(pr.plan_from_counts(
                 {int(g): n for g, n in c["kept_channels"].items()}, self.criterion))
                 for c in pending]
             ctx = _EvalContext(self.model, pr.capture, "slim", eval_fn, tuple(eval_args),
@@ -521,11 +334,6 @@ class OneStepPruningRunner(_Runner):
         atomic_write_json(path, data)
         return data
 
-    def _ranking(self, data: dict) -> list[int]:
-        scored = [c for c in data["candidates"] if c["score"] is not None]
-        sign = -1.0 if data.get("higher_is_better", True) else 1.0
-        return [c["id"] for c in sorted(scored, key=lambda c: (sign * c["score"], c["id"]))]
-
     def search_result(self, removal_ratio: float) -> dict[str, Any]:
         path = self.workspace.search(self.name, check_removal_ratio(removal_ratio))
         if not path.exists():
@@ -546,22 +354,7 @@ class OneStepPruningRunner(_Runner):
         if spec_path is not None:
             return self._build(pr, self._spec_plan(pr, spec_path), mode)
         data = self.search_result(removal_ratio)
-        if data.get("graph_digest") != pr.graph.graph_digest():
-            raise WorkspaceError("The search was made for another architecture.")
-        by_id = {c["id"]: c for c in data["candidates"]}
-        if index is None:
-            ranking = self._ranking(data)
-            if not ranking:
-                raise WorkspaceError("No candidate has a score yet: run search(...) to finish.")
-            chosen, tag = by_id[ranking[0]], "best"
-        else:
-            if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
-                    or index not in by_id:
-                raise ValueError(f"Expected index to be a candidate id in 0..{len(by_id) - 1}. "
-                                 f"Received: index={index!r}")
-            chosen, tag = by_id[int(index)], str(int(index))
-        plan = pr.plan_from_counts({int(g): n for g, n in chosen["kept_channels"].items()},
-                                   self.criterion)
+        chosen, tag, plan = self._choose_candidate(pr, data, index)
         path = self.workspace.spec(self.name, ratio=removal_ratio, candidate=tag)
         self._write_spec(pr, plan, path, removal_ratio=removal_ratio, candidate=chosen["id"],
                          score=chosen["score"], channel_divisible=data["channel_divisible"])

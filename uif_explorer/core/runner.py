@@ -1,0 +1,286 @@
+"""What the PyTorch and Keras runners share: workspace files, allocation, search bookkeeping.
+
+A backend runner subclasses :class:`RunnerBase`, says how to make a pruner for a set of
+excludes, and runs its own evaluation loop (PyTorch through executors, Keras in-process);
+loading and validating ``.sens`` / ``.search`` files, turning an analysis into a plan,
+previews, specs, candidate sampling and ranking are written once, here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from uif_explorer.core.allocation import MAX_GROUP_RATIO, bisect_plan, sample_plan
+from uif_explorer.core.plan import PruningPlan
+from uif_explorer.core.pruner import BasePruner
+from uif_explorer.core.sensitivity import (
+    SENS_KIND,
+    max_drop,
+    predicted_score,
+    ratios_for_threshold,
+)
+from uif_explorer.workspace import Workspace, WorkspaceError, atomic_write_json, read_json
+
+SEARCH_KIND = "uif-explorer-search"
+MAX_SUBNETS = 100_000
+Progress = Callable[[int, int, dict], None]
+
+
+class AnalysisError(RuntimeError):
+    """The analysis or search cannot run or continue (bad eval_fn, stale files...)."""
+
+
+def say(msg: str) -> None:
+    print(f"[uif-explorer] {msg}", file=sys.stderr, flush=True)
+
+
+def check_callable(fn: object, name: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"Expected {name} to be a function taking the model first. "
+                        f"Received: {name}={fn!r}")
+
+
+def kept_lists(plan: PruningPlan) -> dict[int, list[int]]:
+    return {int(g): [int(i) for i in k] for g, k in plan.kept.items()}
+
+
+@dataclass
+class PlanPreview:
+    """What a prune would do, computed without building anything (for sliders)."""
+
+    removal_ratio: float
+    achieved_removal: float
+    macs: float  # millions
+    params: float  # millions
+    original_macs: float
+    original_params: float
+    predicted_score: float | None
+    baseline: float | None
+    groups: pd.DataFrame
+    plan: PruningPlan
+
+    @property
+    def ratio(self) -> float:
+        """The Keras guide's name for ``removal_ratio``."""
+        return self.removal_ratio
+
+
+class RunnerBase:
+    """Workspace bookkeeping shared by every runner; ``pruner`` is a :class:`BasePruner`."""
+
+    pruner: BasePruner
+    name: str
+    workspace: Workspace
+    excludes: list
+    criterion: str
+    higher_is_better: bool
+
+    def _init_common(self, pruner: BasePruner, model: Any, workdir: str | os.PathLike,
+                     name: str | None, excludes: list, higher_is_better: bool,
+                     criterion: str) -> None:
+        self.pruner = pruner
+        self.excludes = excludes
+        self.higher_is_better = bool(higher_is_better)
+        self.criterion = criterion
+        self.name = name or f"{type(model).__name__}-{pruner.graph.graph_digest()[:6]}"
+        self.workspace = Workspace(workdir)
+        self._pruners: dict[tuple, BasePruner] = {}
+
+    def _make_pruner(self, excludes: list) -> BasePruner:
+        raise NotImplementedError
+
+    def _pruner_for(self, excludes: Iterable[object] | None) -> BasePruner:
+        if excludes is None or list(excludes) == self.excludes:
+            return self.pruner
+        key = tuple(e if isinstance(e, str) else id(e) for e in excludes)
+        if key not in self._pruners:
+            self._pruners[key] = self._make_pruner(list(excludes))
+        return self._pruners[key]
+
+    @property
+    def groups(self) -> pd.DataFrame:
+        """The channel groups (prunable or not, and why)."""
+        return self.pruner.groups_table()
+
+    def _progress(self, total: int, progress: Progress | None):
+        bar = None
+        if progress is None and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc=self.name, unit="eval")
+
+        def step(done: int, info: dict) -> None:
+            if progress is not None:
+                progress(done, total, info)
+            if bar is not None:
+                bar.update(1)
+
+        return step, bar
+
+    # -- sensitivity -----------------------------------------------------------------------
+    def _load_sens(self, pr: BasePruner, forced: bool, weights: str) -> dict | None:
+        path = self.workspace.sens(self.name)
+        if forced or not path.exists():
+            return None
+        sens = read_json(path, kind=SENS_KIND)
+        if sens.get("graph_digest") != pr.graph.graph_digest():
+            raise WorkspaceError(
+                f"{path} was made for another architecture or input signature (graph digest "
+                f"{sens.get('graph_digest')} != {pr.graph.graph_digest()}); pass forced=True "
+                "to analyse this model afresh, or use another name= / workdir=."
+            )
+        if not sens.get("complete") and sens.get("weights_digest") != weights:
+            raise WorkspaceError(
+                f"{path} holds an unfinished analysis of other weights; it cannot be resumed "
+                "for this model. Pass forced=True to restart it."
+            )
+        return sens
+
+    def sensitivity(self, quiet: bool = False) -> dict[str, Any]:
+        """The finished analysis of this architecture (a note when made on other weights)."""
+        path = self.workspace.sens(self.name)
+        if not path.exists():
+            raise WorkspaceError(f"No analysis at {path}: run runner.ana(eval_fn, ...) first.")
+        sens = read_json(path, kind=SENS_KIND)
+        if sens.get("graph_digest") != self.pruner.graph.graph_digest():
+            raise WorkspaceError(f"{path} was made for another architecture; run ana again "
+                                 "with forced=True.")
+        if not sens.get("complete"):
+            raise WorkspaceError(f"The analysis in {path} is unfinished: run runner.ana(...) "
+                                 "again to resume it.")
+        if not quiet and sens.get("weights_digest") != self.pruner.weights_digest():
+            say(f"reusing the finished analysis {path}, made on earlier weights of this "
+                "architecture (the guide's iterative loop); channels are ranked by the "
+                "current weights, so channels already zeroed are pruned first")
+        return sens
+
+    def _allocate(self, pr: BasePruner, sens: dict, removal_ratio: float,
+                  channel_divisible: int) -> PruningPlan:
+        """Bisect the drop threshold so the sensitivity-allocated plan hits the MACs target."""
+        excluded = {g.id for g in pr.graph.groups if not g.prunable}
+        worst = max(max_drop(sens), 1e-6)
+
+        def ratios_at(t: float) -> dict[int, float]:
+            return {gid: min(MAX_GROUP_RATIO, r)
+                    for gid, r in ratios_for_threshold(sens, t, excluded).items()}
+
+        return bisect_plan(
+            pr.cost, ratios_at, lambda r: pr.plan(r, self.criterion, channel_divisible),
+            removal_ratio, hi=worst * 1.0001 + 1e-9, quantum=pr.quantum(channel_divisible),
+            counts_of=lambda r: pr.counts(r, channel_divisible),
+        )
+
+    def _threshold_plan(self, pr: BasePruner, sens: dict, threshold: float,
+                        channel_divisible: int) -> PruningPlan:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+                or not threshold >= 0:
+            raise ValueError("Expected a threshold >= 0 (relative score drop). "
+                             f"Received: threshold={threshold!r}")
+        excluded = {g.id for g in pr.graph.groups if not g.prunable}
+        ratios = {gid: min(MAX_GROUP_RATIO, r)
+                  for gid, r in ratios_for_threshold(sens, threshold, excluded).items()}
+        return pr.plan(ratios, self.criterion, channel_divisible)
+
+    def _preview(self, pr: BasePruner, sens: dict | None, plan: PruningPlan,
+                 removal_ratio: float) -> PlanPreview:
+        rows = []
+        for g in pr.graph.groups:
+            kept = len(plan.kept[g.id]) if g.id in plan.kept else g.num_channels
+            rows.append({"group": g.id, "name": g.name, "channels": g.num_channels,
+                         "kept": kept, "ratio": round(1 - kept / g.num_channels, 4),
+                         "prunable": g.prunable})
+        ratios = {gid: 1 - len(k) / pr.graph.groups[gid].num_channels
+                  for gid, k in plan.kept.items()}
+        return PlanPreview(
+            removal_ratio=removal_ratio,
+            achieved_removal=pr.removal(plan),
+            macs=pr.macs(plan) / 1e6,
+            params=pr.params(plan) / 1e6,
+            original_macs=pr.original_macs / 1e6,
+            original_params=pr.original_params / 1e6,
+            predicted_score=predicted_score(sens, ratios) if sens else None,
+            baseline=sens["baseline"] if sens else None,
+            groups=pd.DataFrame(rows),
+            plan=plan,
+        )
+
+    # -- specs and models ------------------------------------------------------------------
+    def _write_spec(self, pr: BasePruner, plan: PruningPlan, path: Path, **meta) -> None:
+        spec = pr.to_spec(plan, model=self.name, criterion=self.criterion, **meta)
+        atomic_write_json(path, spec)
+        self.workspace.write_latest_spec(path)
+
+    def _build(self, pr: BasePruner, plan: PruningPlan, mode: str) -> Any:
+        if mode not in ("sparse", "slim"):
+            raise ValueError(f"Expected mode 'sparse' or 'slim'. Received: mode={mode!r}")
+        return pr.sparse_model(plan) if mode == "sparse" else pr.slim_model(plan)
+
+    def _spec_plan(self, pr: BasePruner, spec_path: str | os.PathLike) -> PruningPlan:
+        spec = read_json(Path(spec_path), kind="uif-explorer-spec")
+        return pr.plan_from_spec(spec)
+
+    # -- one-step search -------------------------------------------------------------------
+    def _sample_counts(self, pr: BasePruner, removal_ratio: float, seed: int, cid: int,
+                       channel_divisible: int) -> tuple[dict[int, int], float]:
+        """EagleEye's per-group ratio distribution, rescaled so MACs hit the target."""
+        groups = pr.graph.prunable_groups
+        plan = sample_plan(
+            pr.cost, [g.id for g in groups],
+            lambda rr: pr.plan(rr, self.criterion, channel_divisible),
+            removal_ratio, seed, cid, pr.quantum(channel_divisible),
+            counts_of=lambda r: pr.counts(r, channel_divisible),
+        )
+        return {gid: len(k) for gid, k in plan.kept.items()}, pr.removal(plan)
+
+    def _load_search(self, pr: BasePruner, path: Path, forced: bool,
+                     weights: str) -> dict | None:
+        if forced or not path.exists():
+            return None
+        data = read_json(path, kind=SEARCH_KIND)
+        if data.get("graph_digest") != pr.graph.graph_digest():
+            raise WorkspaceError(f"{path} was made for another architecture or input signature;"
+                                 " pass forced=True to search this model afresh.")
+        if data.get("weights_digest") != weights:
+            if data.get("complete"):
+                say(f"{path} was searched on earlier weights; reusing it (forced=True redoes)")
+                return data
+            raise WorkspaceError(f"{path} holds an unfinished search of other weights; pass "
+                                 "forced=True to restart it.")
+        return data
+
+    @staticmethod
+    def _ranking(data: dict) -> list[int]:
+        """Candidate ids, best first (ties broken by id): the best is computed, not implied."""
+        scored = [c for c in data["candidates"] if c["score"] is not None]
+        sign = -1.0 if data.get("higher_is_better", True) else 1.0
+        return [c["id"] for c in sorted(scored, key=lambda c: (sign * c["score"], c["id"]))]
+
+    def _choose_candidate(self, pr: BasePruner, data: dict,
+                          index: int | None) -> tuple[dict, str, PruningPlan]:
+        """(candidate, spec tag, plan) for ``index`` (a candidate id) or the best."""
+        import numpy as np
+
+        if data.get("graph_digest") != pr.graph.graph_digest():
+            raise WorkspaceError("The search was made for another architecture.")
+        by_id = {c["id"]: c for c in data["candidates"]}
+        if index is None:
+            ranking = self._ranking(data)
+            if not ranking:
+                raise WorkspaceError("No candidate has a score yet: run search(...) to finish.")
+            chosen, tag = by_id[ranking[0]], "best"
+        else:
+            if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
+                    or index not in by_id:
+                raise ValueError(f"Expected index to be a candidate id in 0..{len(by_id) - 1}. "
+                                 f"Received: index={index!r}")
+            chosen, tag = by_id[int(index)], str(int(index))
+        plan = pr.plan_from_counts({int(g): n for g, n in chosen["kept_channels"].items()},
+                                   self.criterion)
+        return chosen, tag, plan
