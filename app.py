@@ -2,14 +2,18 @@
 
 import streamlit as st
 
-from uif_explorer.ui import state
+from uif_explorer.ui import state, workspace
 
 st.set_page_config(page_title="UIF Explorer", page_icon=":material/content_cut:", layout="wide")
 state.init()
+workspace.current_token()  # the session's workspace id goes into the URL on every page
 
 # One entry per page; the first visit lands on the default one. Later pages go in this list.
 PAGES = [
     st.Page("pages/model.py", title="Model", icon=":material/memory:", default=True),
+    st.Page("pages/sensitivity.py", title="Sensitivity", icon=":material/show_chart:"),
+    st.Page("pages/one_step.py", title="One-step", icon=":material/scatter_plot:"),
+    st.Page("pages/export.py", title="Export", icon=":material/download:"),
 ]
 
 st.navigation(PAGES).run()

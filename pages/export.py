@@ -1,0 +1,164 @@
+"""Export page: download the current pruned model (slim) in several formats, a report, and
+measure its latency against the original on this machine."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import streamlit as st
+
+from uif_explorer import app_logic, charts, zoo
+from uif_explorer.ui import errors, loaders, workspace
+
+st.title("Export", anchor=False)
+
+with errors.guard("preparing the export"):
+    token = workspace.current_token()
+    folder = workspace.folder_of(token)
+    pruned = workspace.pruned()
+    if pruned is None:
+        st.info("No pruned model in this session yet: prune one on the **Sensitivity** page "
+                "or build a candidate on the **One-step** page, then come back.",
+                icon=":material/info:")
+        found = app_logic.latest_spec(folder)
+        if found is not None and found[1].get("model") in zoo.TORCH_SAMPLES:
+            spec_file, spec = found
+            spec_model = spec["model"]
+            st.markdown(f"This workspace holds the spec `{spec_file.name}` (the newest prune of "
+                        f"`{spec_model}`). It rebuilds the slim model from the original "
+                        "weights; fine-tuning done before a reload is not in it.")
+            if st.button("Rebuild from the saved spec", key="export_rebuild",
+                         icon=":material/restore:"):
+                with st.spinner("Rebuilding and scoring..."):
+                    rebuilder = workspace.runner(token, spec_model, "iterative",
+                                                 loaders.weights_stamp(spec_model))
+                    model = rebuilder.prune(spec_path=spec_file, mode="slim")
+                    images = 200
+                    acc = app_logic.accuracy(model, images)
+                workspace.set_pruned({
+                    "model": model, "kind": "slim", "model_name": spec_model,
+                    "source": f"Rebuilt from {spec_file.name} (original weights)",
+                    "removal_ratio": spec.get("removal_ratio"), "spec_path": str(spec_file),
+                    "accuracy": acc, "images": images,
+                    "macs_m": (spec.get("macs") or {}).get("pruned"),
+                    "params_m": (spec.get("params") or {}).get("pruned"),
+                })
+                st.rerun()
+        st.stop()
+    name = pruned["model_name"]
+    loaded = loaders.load_sample(name)
+    x = zoo.example_input(name)
+
+    slim = pruned.get("slim")
+    if slim is None:  # made once per pruned model, kept with it in this session only
+        with st.spinner("Slimming the pruned model..."):
+            slim = app_logic.slim_of(copy.deepcopy(pruned["model"]), loaded.model)
+        pruned["slim"] = slim
+    slim_macs = None
+    try:
+        from uif_explorer.torch.macs import model_cost
+
+        slim_cost = model_cost(copy.deepcopy(slim), x)
+        slim_macs, slim_params = slim_cost.macs / 1e6, slim_cost.params / 1e6
+    except Exception:  # noqa: BLE001 - the counts are informative only
+        slim_params = pruned.get("params_m")
+    st.markdown(f"**{pruned['source']}** of {loaded.sample.title} (`{name}`).")
+    cols = st.columns(3)
+    cols[0].metric("Accuracy", f"{pruned['accuracy']:.2f} %",
+                   help=app_logic.data_source(pruned["images"]), border=True)
+    cols[1].metric("MACs", f"{slim_macs if slim_macs is not None else pruned['macs_m']:.3f} M",
+                   delta=f"{loaded.summary.macs / 1e6:.3f} M before", delta_color="off",
+                   delta_arrow="off", border=True)
+    cols[2].metric("Params", f"{slim_params:.4f} M",
+                   delta=f"{loaded.summary.params / 1e6:.4f} M before", delta_color="off",
+                   delta_arrow="off", border=True)
+    st.caption(f"Accuracy: {app_logic.data_source(pruned['images'])}. MACs and params in "
+               f"millions, counted on the slim model at input {loaded.summary.input_label} "
+               "(batch 1).")
+
+    st.subheader("Downloads", anchor=False)
+    base = f"{name}_slim"
+    spec_path = Path(pruned.get("spec_path") or "")
+    d1, d2, d3 = st.columns(3)
+    d1.download_button("Slim state dict (.safetensors)",
+                       data=lambda: app_logic.export_bytes(slim, x, "safetensors", folder),
+                       file_name=f"{base}.safetensors", mime="application/octet-stream",
+                       key="dl_safetensors", icon=":material/download:", on_click="ignore")
+    if spec_path.is_file():
+        d2.download_button("Spec (.json)", data=spec_path.read_bytes(),
+                           file_name=f"{spec_path.stem}.spec.json", mime="application/json",
+                           key="dl_spec", icon=":material/download:", on_click="ignore")
+    d3.download_button("TorchScript (.pt)",
+                       data=lambda: app_logic.export_bytes(slim, x, "torchscript", folder),
+                       file_name=f"{base}.torchscript.pt", mime="application/octet-stream",
+                       key="dl_torchscript", icon=":material/download:", on_click="ignore")
+    e1, e2, e3 = st.columns(3)
+    e1.download_button("torch.export program (.pt2)",
+                       data=lambda: app_logic.export_bytes(slim, x, "pt2", folder),
+                       file_name=f"{base}.pt2", mime="application/octet-stream", key="dl_pt2",
+                       icon=":material/download:", on_click="ignore")
+    if e2.button("Make ONNX (checked with ONNX Runtime)", key="export_onnx_make"):
+        with st.spinner("Exporting to ONNX and running it in ONNX Runtime..."):
+            try:
+                pruned["onnx"] = app_logic.onnx_checked(slim, x, folder)
+            except Exception as exc:  # noqa: BLE001 - shown with a fix, traceback to the log
+                errors.show(f"ONNX export failed: {exc}. The other formats still work; "
+                            "torch.export (.pt2) is the closest alternative.", exc)
+    onnx = pruned.get("onnx")
+    if onnx:
+        e2.download_button("ONNX (.onnx)", data=onnx["bytes"], file_name=f"{base}.onnx",
+                           mime="application/octet-stream", key="dl_onnx",
+                           icon=":material/download:", on_click="ignore")
+        e2.caption(f"ONNX Runtime check passed: relative error {onnx['error']:.1e} "
+                   "(at most 1e-4 allowed) on the example input.")
+    st.caption("The slim model rebuilds from the original architecture + the spec + the slim "
+               "state dict. ONNX files are verified with ONNX Runtime when they are made.")
+
+    st.subheader("Report", anchor=False)
+    before, after = app_logic.out_widths(loaded.model), app_logic.out_widths(slim)
+    report_json, report_csv = app_logic.report(
+        {**{k: v for k, v in pruned.items() if k != "model"}, "data": app_logic.data_source(
+            pruned["images"])}, before, after)
+    st.plotly_chart(charts.width_figure(before, after), key="export_widths")
+    def report_html() -> str:
+        from uif_explorer.workspace import Workspace
+
+        figures = [charts.width_figure(before, after)]
+        sens = app_logic.read_sens(Workspace(folder).sens(name))
+        if sens and sens.get("groups"):
+            figures.append(charts.sensitivity_figure(sens))
+        if pruned.get("candidate") is not None:
+            search = app_logic.read_search(Workspace(folder).search(name,
+                                                                    pruned["removal_ratio"]))
+            if search:
+                figures.append(charts.candidates_figure(search))
+        facts = {k: v for k, v in pruned.items()
+                 if isinstance(v, (str, int, float)) and k != "finetune_serial"}
+        facts["accuracy data"] = app_logic.data_source(pruned["images"])
+        return app_logic.html_report(f"UIF Explorer report: {name}", facts, figures)
+
+    r1, r2, r3 = st.columns(3)
+    r1.download_button("Report (.json)", data=report_json, file_name=f"{base}_report.json",
+                       mime="application/json", key="dl_report_json", on_click="ignore")
+    r2.download_button("Report (.csv)", data=report_csv, file_name=f"{base}_report.csv",
+                       mime="text/csv", key="dl_report_csv", on_click="ignore")
+    r3.download_button("Report with charts (.html)", data=report_html,
+                       file_name=f"{base}_report.html", mime="text/html",
+                       key="dl_report_html", on_click="ignore")
+
+    st.subheader("Latency on this machine", anchor=False)
+    if st.button("Measure latency", key="export_latency", icon=":material/timer:"):
+        with st.spinner("Timing both models..."):
+            pruned["latency"] = app_logic.measure_latency(
+                {"original": copy.deepcopy(loaded.model), "pruned": copy.deepcopy(slim)}, x)
+    lat = pruned.get("latency")
+    if lat:
+        l1, l2 = st.columns(2)
+        l1.metric("Original", f"{lat['original']:.2f} ms", border=True)
+        l2.metric("Pruned (slim)", f"{lat['pruned']:.2f} ms",
+                  delta=f"{lat['original'] / max(lat['pruned'], 1e-9):.2f}x faster",
+                  border=True)
+        st.caption(f"Median of 10 forwards each, interleaved, batch 1 at input "
+                   f"{loaded.summary.input_label}, measured on {app_logic.machine_note()}. "
+                   "Other jobs on this machine add noise.")

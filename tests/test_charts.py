@@ -1,0 +1,114 @@
+"""uif_explorer.charts on small hand-made workspace dicts (the shapes of .sens / .search)."""
+
+from __future__ import annotations
+
+import sys
+
+import plotly.graph_objects as go
+
+from uif_explorer import charts
+
+SENS = {
+    "format_version": 1, "kind": "uif-explorer-sensitivity", "metric": "score",
+    "baseline": 90.0, "ratios": [0.3, 0.6], "complete": False,
+    "groups": [
+        {"id": 0, "name": "conv1", "modules": ["conv1", "bn1", "layer1.0.conv2"],
+         "num_channels": 16, "prunable": True, "curve": [[0.3, 85.0], [0.6, 60.0]]},
+        {"id": 1, "name": "layer1.0.conv1", "modules": ["layer1.0.conv1", "layer1.0.bn1"],
+         "num_channels": 16, "prunable": True, "curve": [[0.3, 89.0]]},
+        {"id": 2, "name": "layer2.0.conv1", "modules": ["layer2.0.conv1"],
+         "num_channels": 32, "prunable": True, "curve": []},  # not analysed yet
+        {"id": 3, "name": "fc", "modules": ["fc"], "num_channels": 10, "prunable": False,
+         "curve": []},
+    ],
+}
+
+SEARCH = {
+    "format_version": 1, "kind": "uif-explorer-search", "removal_ratio": 0.3,
+    "higher_is_better": True,
+    "baseline": {"score": 90.0, "macs": 31.0, "params": 0.27},
+    "groups": [{"id": 0, "name": "conv1", "num_channels": 16, "prunable": True},
+               {"id": 1, "name": "layer1.0.conv1", "num_channels": 16, "prunable": True},
+               {"id": 3, "name": "fc", "num_channels": 10, "prunable": False}],
+    "candidates": [
+        {"id": 0, "macs": 21.7, "params": 0.18, "removal": 0.30, "score": 80.0,
+         "ratios": {"0": 0.25, "1": 0.125}},
+        {"id": 1, "macs": 21.6, "params": 0.19, "removal": 0.302, "score": 85.0,
+         "ratios": {"0": 0.125, "1": 0.5}},
+        {"id": 2, "macs": 21.8, "params": 0.17, "removal": 0.298, "score": 70.0,
+         "ratios": {"0": 0.5}},
+        {"id": 3, "macs": 21.7, "params": 0.18, "removal": 0.3, "score": None, "ratios": {}},
+    ],
+    "ranking": [1, 0, 2],
+}
+
+
+def test_sensitivity_figure_one_line_per_analysed_group() -> None:
+    fig = charts.sensitivity_figure(SENS)
+    assert isinstance(fig, go.Figure)
+    assert len(fig.data) == 2  # groups with results; the others are not drawn yet
+    assert fig.layout.xaxis.title.text == "Fraction of the group's channels removed"
+    assert fig.layout.yaxis.title.text == "Score (top-1 accuracy, %)"
+    first = fig.data[0]
+    assert list(first.x) == [0.0, 0.3, 0.6] and list(first.y) == [90.0, 85.0, 60.0]
+    assert "layer1.0.conv2" in first.hovertemplate and "bn1" in first.hovertemplate
+    assert any(s.y0 == 90.0 for s in fig.layout.shapes)  # the baseline line
+
+
+def test_sensitivity_figure_of_an_empty_analysis_has_no_lines() -> None:
+    empty = {**SENS, "baseline": None, "groups": [{**g, "curve": []} for g in SENS["groups"]]}
+    fig = charts.sensitivity_figure(empty)
+    assert len(fig.data) == 0
+
+
+def test_candidates_figure_highlights_the_best_and_carries_ids() -> None:
+    fig = charts.candidates_figure(SEARCH)
+    assert isinstance(fig, go.Figure)
+    assert len(fig.data) == 2
+    others, best = fig.data
+    assert [c[0] for c in others.customdata] == [0, 2]  # unscored candidate 3 left out
+    assert [c[0] for c in best.customdata] == [1] and list(best.y) == [85.0]
+    assert len(others.x) + len(best.x) == len(charts.scored_candidates(SEARCH)) == 3
+    assert fig.layout.xaxis.title.text == "MACs (millions)"
+    assert fig.layout.yaxis.title.text == "Score (top-1 accuracy, %)"
+
+
+def test_best_is_computed_when_the_ranking_is_missing() -> None:
+    assert charts.best_candidate_id({k: v for k, v in SEARCH.items() if k != "ranking"}) == 1
+    lower = {**SEARCH, "higher_is_better": False}
+    del lower["ranking"]
+    assert charts.best_candidate_id(lower) == 2
+
+
+def test_candidate_ratios_figure_one_bar_set_per_chosen_candidate() -> None:
+    fig = charts.candidate_ratios_figure(SEARCH, [0, 1])
+    assert len(fig.data) == 2
+    assert list(fig.data[0].x) == ["conv1", "layer1.0.conv1"]  # prunable groups only
+    assert list(fig.data[0].y) == [0.25, 0.125]
+    assert fig.data[1].name == "candidate 1 (best)"
+    assert fig.layout.yaxis.title.text == "Fraction of the group's channels removed"
+    assert fig.layout.xaxis.title.text == "Channel group (first layer)"
+    assert list(charts.candidate_ratios_figure(SEARCH, [2]).data[0].y) == [0.5, 0.0]
+
+
+def test_width_figure_before_and_after() -> None:
+    before = {"conv1": 16, "layer1.0.conv1": 16, "fc": 10}
+    after = {"conv1": 12, "layer1.0.conv1": 8, "fc": 10}
+    fig = charts.width_figure(before, after)
+    assert len(fig.data) == 2
+    assert [t.name for t in fig.data] == ["before", "after"]
+    assert list(fig.data[1].y) == [12, 8, 10]
+    assert fig.layout.yaxis.title.text == "Output channels"
+    assert fig.layout.xaxis.title.text == "Layer"
+
+
+def test_charts_do_not_import_streamlit() -> None:
+    import importlib
+    import subprocess
+
+    code = ("import sys, uif_explorer.charts; "
+            "print('streamlit' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
+    assert importlib.import_module("uif_explorer.charts") is charts

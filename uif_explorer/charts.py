@@ -1,0 +1,184 @@
+"""Plotly figures of the workspace files: the ONE chart module of the app and the notebooks.
+
+Every function takes the workspace JSON dicts as they are on disk (``.sens``, ``.search``) or
+plain per-layer width mappings and returns a ``plotly.graph_objects.Figure``. No streamlit here.
+Units follow docs conventions: MACs in millions, ratios as fractions shown in percent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import plotly.colors
+import plotly.graph_objects as go
+
+SCORE_TITLE = "Score (top-1 accuracy, %)"
+BEST_COLOR = "#d62728"
+POINT_COLOR = "#1f77b4"
+
+
+def _score_title(data: Mapping[str, Any]) -> str:
+    metric = data.get("metric", "score")
+    if metric in (None, "score", "top1", "accuracy"):
+        return SCORE_TITLE
+    return f"Score ({metric})"
+
+
+def _layers_label(modules: Sequence[str], limit: int = 12) -> str:
+    names = list(modules)
+    shown = "<br>".join(names[:limit])
+    if len(names) > limit:
+        shown += f"<br>... and {len(names) - limit} more"
+    return shown
+
+
+def sensitivity_figure(sens: Mapping[str, Any]) -> go.Figure:
+    """One line per analysed group: score vs fraction of the group's channels removed.
+
+    The baseline (unpruned score) is each line's point at ratio 0 and a dashed horizontal line;
+    hovering a point lists the group's layers. Groups without results yet are left out, so the
+    figure of an unfinished analysis shows what has arrived so far.
+    """
+    fig = go.Figure()
+    baseline = sens.get("baseline")
+    for g in sens.get("groups", []):
+        curve = [(float(r), float(s)) for r, s in g.get("curve", [])]
+        if not curve:
+            continue
+        if baseline is not None:
+            curve = [(0.0, float(baseline))] + curve
+        layers = _layers_label(g.get("modules") or [g.get("name", "")])
+        fig.add_trace(go.Scatter(
+            x=[r for r, _ in curve],
+            y=[s for _, s in curve],
+            mode="lines+markers",
+            name=f"{g.get('name', g.get('id'))} ({g.get('num_channels', '?')} ch)",
+            customdata=[[g.get("id")]] * len(curve),
+            hovertemplate=(
+                f"<b>group {g.get('id')}: {g.get('name')}</b><br>"
+                "removed %{x:.0%} of its channels<br>score %{y:.2f}<br>"
+                f"layers:<br>{layers}<extra></extra>"
+            ),
+        ))
+    if baseline is not None:
+        fig.add_hline(y=float(baseline), line_dash="dash", line_color="gray",
+                      annotation_text=f"baseline {float(baseline):.2f}",
+                      annotation_position="bottom left")
+    fig.update_layout(
+        title="Sensitivity: score with one group pruned at a time",
+        xaxis_title="Fraction of the group's channels removed",
+        yaxis_title=_score_title(sens),
+        legend_title="Group",
+        hovermode="closest",
+        colorway=plotly.colors.qualitative.Dark24,  # 24 distinct colours: one per group
+    )
+    fig.update_xaxes(tickformat=".0%", range=[-0.02, 1.0])
+    return fig
+
+
+def scored_candidates(search: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The candidates that have a score, in id order."""
+    return sorted((c for c in search.get("candidates", []) if c.get("score") is not None),
+                  key=lambda c: c["id"])
+
+
+def best_candidate_id(search: Mapping[str, Any]) -> int | None:
+    """The best candidate's id: from ``ranking`` when present, else computed from the scores."""
+    ranking = search.get("ranking")
+    if ranking:
+        return int(ranking[0])
+    scored = scored_candidates(search)
+    if not scored:
+        return None
+    sign = -1.0 if search.get("higher_is_better", True) else 1.0
+    return int(min(scored, key=lambda c: (sign * c["score"], c["id"]))["id"])
+
+
+def candidates_figure(search: Mapping[str, Any]) -> go.Figure:
+    """Score vs MACs (millions) of every scored candidate; the best one highlighted.
+
+    Two traces: all candidates (ids in ``customdata[0]``) and the best (same customdata).
+    """
+    cands = scored_candidates(search)
+    best = best_candidate_id(search)
+    others = [c for c in cands if c["id"] != best]
+    fig = go.Figure()
+    hover = ("<b>candidate %{customdata[0]}</b><br>MACs %{x:.3f} M<br>score %{y:.2f}<br>"
+             "MACs removed %{customdata[1]:.1%}<extra></extra>")
+    fig.add_trace(go.Scatter(
+        x=[c["macs"] for c in others], y=[c["score"] for c in others], mode="markers",
+        name="candidates", marker={"size": 9, "color": POINT_COLOR, "opacity": 0.75},
+        customdata=[[c["id"], c.get("removal", 0.0)] for c in others], hovertemplate=hover,
+    ))
+    best_c = [c for c in cands if c["id"] == best]
+    fig.add_trace(go.Scatter(
+        x=[c["macs"] for c in best_c], y=[c["score"] for c in best_c], mode="markers",
+        name=f"best (candidate {best})" if best is not None else "best",
+        marker={"size": 15, "color": BEST_COLOR, "symbol": "star"},
+        unselected={"marker": {"opacity": 1.0}},  # the best stays visible beside a selection
+        customdata=[[c["id"], c.get("removal", 0.0)] for c in best_c], hovertemplate=hover,
+    ))
+    base = search.get("baseline") or {}
+    if base.get("score") is not None:
+        fig.add_hline(y=float(base["score"]), line_dash="dash", line_color="gray",
+                      annotation_text=f"unpruned {float(base['score']):.2f}",
+                      annotation_position="bottom left")
+    ratio = search.get("removal_ratio")
+    fig.update_layout(
+        title=f"One-step search: {len(cands)} candidates"
+        + (f" at {float(ratio):.0%} MACs removed" if ratio is not None else ""),
+        xaxis_title="MACs (millions)",
+        yaxis_title=_score_title(search),
+        hovermode="closest",
+        clickmode="event+select",
+    )
+    return fig
+
+
+def _group_names(search: Mapping[str, Any]) -> dict[str, str]:
+    return {str(g["id"]): str(g.get("name", g["id"])) for g in search.get("groups", [])}
+
+
+def candidate_ratios_figure(search: Mapping[str, Any], ids: Sequence[int]) -> go.Figure:
+    """Per-group channel ratios removed of the chosen candidates, as side-by-side bars."""
+    by_id = {int(c["id"]): c for c in search.get("candidates", [])}
+    groups = [g for g in search.get("groups", []) if g.get("prunable", True)]
+    names = [str(g.get("name", g["id"])) for g in groups]
+    best = best_candidate_id(search)
+    fig = go.Figure()
+    for cid in ids:
+        c = by_id.get(int(cid))
+        if c is None:
+            continue
+        ratios = c.get("ratios", {})
+        label = f"candidate {cid}" + (" (best)" if cid == best else "")
+        fig.add_trace(go.Bar(
+            x=names, y=[float(ratios.get(str(g["id"]), 0.0)) for g in groups], name=label,
+            hovertemplate="%{x}: %{y:.1%} of channels removed<extra>" + label + "</extra>",
+        ))
+    fig.update_layout(
+        title="Per-group channels removed",
+        xaxis_title="Channel group (first layer)",
+        yaxis_title="Fraction of the group's channels removed",
+        barmode="group",
+    )
+    fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    return fig
+
+
+def width_figure(before_widths: Mapping[str, int], after_widths: Mapping[str, int]) -> go.Figure:
+    """Per-layer output channels before and after pruning (layers in ``before_widths``' order)."""
+    layers = list(before_widths)
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=layers, y=[int(before_widths[k]) for k in layers], name="before",
+                         hovertemplate="%{x}: %{y} channels<extra>before</extra>"))
+    fig.add_trace(go.Bar(x=layers, y=[int(after_widths.get(k, before_widths[k])) for k in layers],
+                         name="after", hovertemplate="%{x}: %{y} channels<extra>after</extra>"))
+    fig.update_layout(
+        title="Channels per layer, before and after",
+        xaxis_title="Layer",
+        yaxis_title="Output channels",
+        barmode="group",
+    )
+    return fig
