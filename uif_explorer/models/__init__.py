@@ -1,0 +1,1 @@
+"""Architectures of the sample models (PyTorch and Keras 3)."""
