@@ -24,4 +24,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # TensorFlow in one process; it is only needed for CUDA kernels, so remove it every time.
   "$venv/bin/pip" uninstall -y -q triton >/dev/null 2>&1 || true
   echo "$want" > "$stamp"
+  if [ "$mode" = dev ]; then  # dev is a superset: ./run.sh need not install again
+    cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1 > "$venv/.uif-stamp-runtime"
+  fi
 fi
