@@ -158,7 +158,7 @@ class MobileNetV2Small(nn.Module):
 
 
 def mobilenetv2_small(num_classes: int = NUM_CLASSES) -> MobileNetV2Small:
-    """Small MobileNetV2 (train it in ``torch.channels_last``: 2-3x faster on CPU)."""
+    """Small MobileNetV2 (train it in ``torch.channels_last``: ~1.4x faster on CPU, measured)."""
     return MobileNetV2Small(num_classes)
 
 
