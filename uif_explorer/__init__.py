@@ -24,6 +24,7 @@ _LAZY = {
     "adaptive_bn_calibration": "uif_explorer.torch.evaluation",
     "make_label_free_eval": "uif_explorer.torch.evaluation",
     "fine_tune": "uif_explorer.torch.finetune",
+    "OFAPruner": "uif_explorer.torch.ofa",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
