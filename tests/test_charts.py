@@ -112,3 +112,30 @@ def test_charts_do_not_import_streamlit() -> None:
                          timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
     assert importlib.import_module("uif_explorer.charts") is charts
+
+
+def _evolution() -> dict:
+    hist = [
+        {"net_id": "a", "macs": 1.0, "params": 0.1, "acc1": 80.0, "generation": 0},
+        {"net_id": "b", "macs": 2.0, "params": 0.2, "acc1": 85.0, "generation": 0},
+        {"net_id": "c", "macs": 2.5, "params": 0.2, "acc1": 84.0, "generation": 1},  # dominated
+        {"net_id": "d", "macs": 3.0, "params": 0.3, "acc1": 90.0, "generation": 1},
+    ]
+    return {"metric": "acc1", "mode": "max", "history": hist}
+
+
+def test_evolution_figure_draws_every_subnet_and_the_non_dominated_front() -> None:
+    fig = charts.evolution_figure(_evolution(), highlight=["c"])
+    points, front, chosen = fig.data
+    assert len(points.x) == 4
+    assert [c[0] for c in front.customdata] == ["a", "b", "d"]
+    assert [c[0] for c in chosen.customdata] == ["c"]
+    assert fig.layout.xaxis.title.text == "MACs (millions)"
+    assert "accuracy" in fig.layout.yaxis.title.text
+
+
+def test_evolution_figure_filters_by_macs_and_recomputes_the_front() -> None:
+    fig = charts.evolution_figure(_evolution(), macs_range=(2.2, 3.0))
+    points, front = fig.data
+    assert sorted(c[0] for c in points.customdata) == ["c", "d"]
+    assert [c[0] for c in front.customdata] == ["c", "d"]  # c is cheaper, so on the front now

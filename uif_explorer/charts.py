@@ -182,3 +182,67 @@ def width_figure(before_widths: Mapping[str, int], after_widths: Mapping[str, in
         barmode="group",
     )
     return fig
+
+
+def _evolution_records(evo: Mapping[str, Any], macs_range: tuple[float, float] | None
+                       ) -> list[Mapping[str, Any]]:
+    metric = evo.get("metric", "acc1")
+    recs = [r for r in evo.get("history", []) if r.get(metric) is not None]
+    if macs_range is not None:
+        lo, hi = (float(v) for v in macs_range)
+        recs = [r for r in recs if lo <= float(r["macs"]) <= hi]
+    return recs
+
+
+def evolution_figure(evo: Mapping[str, Any],
+                     macs_range: tuple[float, float] | None = None,
+                     highlight: Sequence[str] = ()) -> go.Figure:
+    """OFA search: every evaluated subnet (MACs vs metric, coloured by generation) and the
+    Pareto front of the shown points drawn as a step line.
+
+    ``evo`` is an evolution file (``history`` of records with ``net_id``, ``macs``, ``params``,
+    ``generation`` and the metric). ``macs_range`` filters the points (and the front is
+    recomputed over what is left); ``highlight`` net ids are drawn as large diamonds.
+    ``customdata[0]`` of every point is its ``net_id`` so a plotly selection names subnets.
+    """
+    from uif_explorer.core.evolution import pareto_front
+
+    metric = str(evo.get("metric", "acc1"))
+    mode = str(evo.get("mode", "max"))
+    recs = _evolution_records(evo, macs_range)
+    fig = go.Figure()
+    hover = ("<b>%{customdata[0]}</b><br>MACs %{x:.3f} M<br>" + metric + " %{y:.2f}<br>"
+             "params %{customdata[1]:.4f} M<br>generation %{customdata[2]}<extra></extra>")
+
+    def data(rs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        return {"x": [float(r["macs"]) for r in rs], "y": [float(r[metric]) for r in rs],
+                "customdata": [[r["net_id"], float(r.get("params", 0.0)),
+                                int(r.get("generation", -1))] for r in rs]}
+
+    fig.add_trace(go.Scatter(
+        **data(recs), mode="markers", name="evaluated subnets", hovertemplate=hover,
+        marker={"size": 8, "opacity": 0.7, "color": [int(r.get("generation", -1)) for r in recs],
+                "colorscale": "Viridis", "colorbar": {"title": "generation"}},
+    ))
+    front = pareto_front(recs, metric, mode) if recs else []
+    fig.add_trace(go.Scatter(
+        **data(front), mode="lines+markers", name="Pareto front", hovertemplate=hover,
+        line={"shape": "hv", "color": BEST_COLOR}, marker={"size": 11, "color": BEST_COLOR},
+        unselected={"marker": {"opacity": 1.0}},
+    ))
+    chosen = [r for r in recs if r["net_id"] in set(highlight)]
+    if chosen:
+        fig.add_trace(go.Scatter(
+            **data(chosen), mode="markers", name="selected", hovertemplate=hover,
+            marker={"size": 16, "symbol": "diamond-open", "color": "black",
+                    "line": {"width": 2}},
+        ))
+    fig.update_layout(
+        title=f"OFA search: {len(recs)} subnets, {len(front)} on the Pareto front",
+        xaxis_title="MACs (millions)",
+        yaxis_title=_score_title({"metric": metric}) if metric != "acc1" else SCORE_TITLE,
+        hovermode="closest",
+        clickmode="event+select",
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig
