@@ -999,7 +999,11 @@ def capture(
     for norm in walker.spanning:
         if not norm.module:
             _exclude_classes(graph, norm.classes, "a norm without a module spans channels")
-    return Capture(graph, walker.spanning, walker.depthwise, walker.custom, sorted(excluded))
+    cap = Capture(graph, walker.spanning, walker.depthwise, walker.custom, sorted(excluded))
+    from uif_explorer.torch.probe import freeze_breaking_groups  # probe imports apply -> here
+
+    freeze_breaking_groups(work, cap, args)
+    return cap
 
 
 def _exclude_classes(graph: ChannelGraph, classes: np.ndarray, reason: str) -> None:
