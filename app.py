@@ -13,6 +13,7 @@ PAGES = [
     st.Page("pages/model.py", title="Model", icon=":material/memory:", default=True),
     st.Page("pages/sensitivity.py", title="Sensitivity", icon=":material/show_chart:"),
     st.Page("pages/one_step.py", title="One-step", icon=":material/scatter_plot:"),
+    st.Page("pages/ofa.py", title="OFA Pareto", icon=":material/stacked_line_chart:"),
     st.Page("pages/export.py", title="Export", icon=":material/download:"),
 ]
 

@@ -8,12 +8,15 @@ here (on a GPU box, or with ``--executor ray`` on a cluster) can be opened in th
     uif-explorer prune   --model resnet20 --ratio 0.4 --mode slim --out slim.safetensors
     uif-explorer search  --model resnet20 --ratio 0.5 --num-subnet 50 --executor process
     uif-explorer export  --model resnet20 --spec .vai/ResNet-xxxxxx_ratio_0.4.spec --format onnx
+    uif-explorer ofa-train  --model mobilenetv2_small --expand-ratio 0.5 0.75 1 --epochs 1
+    uif-explorer ofa-search --supernet mobilenetv2_small --min-macs 3 --max-macs 5
     uif-explorer app     --port 8501
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -156,6 +159,115 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ofa_train(args: argparse.Namespace) -> int:
+    from uif_explorer import ofa_app, zoo
+
+    if args.model not in zoo.TORCH_SAMPLES:
+        raise ValueError(f"Expected --model to be a PyTorch sample model "
+                         f"({', '.join(zoo.TORCH_SAMPLES)}). Received: {args.model!r}")
+    if any(not 0 < r <= 1 for r in args.expand_ratio):
+        raise ValueError(f"Expected --expand-ratio values in (0, 1] (fractions of channels "
+                         f"kept). Received: {args.expand_ratio}")
+    path = ofa_app.train_supernet(
+        args.model, Path(args.workdir), images=args.images, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, expand_ratio=args.expand_ratio,
+        channel_divisible=args.divisible, eval_images=args.eval_images,
+        name=args.name or f"{args.model}_supernet", progress=_tqdm_progress("sandwich", "step"))
+    info = json.loads(path.read_text())
+    acc, macs = info.get("accuracy") or {}, info.get("macs") or {}
+    print(f"supernet saved: {path} (+ {path.with_suffix('.safetensors').name})")
+    for mode in ("max", "min"):
+        score = acc.get(f"{mode}_subnet")
+        print(f"  {mode} subnet: {macs[f'{mode}_subnet']:.3f} M MACs"
+              + (f", top-1 {score:.2f} % ({acc['test_data']})" if score is not None else ""))
+    return 0
+
+
+def _supernet_ref(args: argparse.Namespace):
+    """A bundled supernet by sample name, or a supernet .json (``save_supernet``'s) by path."""
+    from uif_explorer import ofa_app, zoo
+    from uif_explorer.workspace import read_json
+
+    bundled = {r.sample: r for r in ofa_app.bundled_supernets()}
+    if args.supernet in bundled:
+        return bundled[args.supernet]
+    path = Path(args.supernet)
+    if path.suffix != ".json":
+        path = path.with_suffix(".json")
+    if not path.exists():
+        raise ValueError(f"Expected --supernet to be a bundled supernet ({', '.join(bundled)}) "
+                         f"or a supernet .json file. Received: {args.supernet!r} (no {path})")
+    info = read_json(path, kind=ofa_app.SUPERNET_KIND)
+    sample = args.model or info.get("sample")
+    if sample not in zoo.TORCH_SAMPLES:
+        raise ValueError(f"{path} does not name its sample model; pass --model (one of "
+                         f"{', '.join(zoo.TORCH_SAMPLES)}).")
+    return ofa_app.SupernetRef(f"file:{path}", sample, path, False, str(path), info)
+
+
+def cmd_ofa_search(args: argparse.Namespace) -> int:
+    from uif_explorer import ofa_app
+    from uif_explorer.torch.ofa import save_subnet_config
+
+    ref = _supernet_ref(args)
+    _, ofa_model = ofa_app.load_supernet_ref(ref)
+    span = ofa_app.supernet_span(ofa_model)
+
+    def pick(macs: float | None, flops: float | None, which: str) -> float | None:
+        if macs is not None and flops is not None and macs != flops:
+            raise ValueError(f"Expected --{which}-macs or --{which}-flops (the guide's name for "
+                             f"the same MACs), not both. Received: {macs} and {flops}")
+        return macs if macs is not None else flops
+
+    lo = pick(args.min_macs, args.min_flops, "min")
+    hi = pick(args.max_macs, args.max_flops, "max")
+    lo, hi = (span[0] if lo is None else lo), (span[1] if hi is None else hi)
+    settings = ofa_app.search_settings(
+        lo, hi, population=args.population, iterations=args.iterations, images=args.images,
+        macs_step=args.macs_step, mutate_size=args.mutate_size,
+        crossover_size=args.crossover_size, calib_batches=args.calib_batches)
+    name = args.name or ofa_app.search_name(ref, settings)
+    ofa_app.check_range(ofa_model, lo, hi)
+    print(f"searching {lo:.3f}-{hi:.3f} M MACs of {ref.path.name} (its subnets: "
+          f"{span[0]:.3f}-{span[1]:.3f} M), at most {ofa_app.planned_evaluations(settings)} "
+          f"subnets, top-1 on the first {args.images} bundled test images", file=sys.stderr)
+    path = ofa_app.run_search(ofa_model, ref, Path(args.workdir), settings, name=name,
+                              forced=args.forced, progress=_tqdm_progress(name, "subnet"),
+                              executor=None if args.executor == "inline" else args.executor)
+    evo = ofa_app.read_search(path) or {}
+    pareto_path = Path(args.pareto) if args.pareto else path.with_name(
+        path.name.replace("_evolution.json", "_pareto.json"))
+    save_subnet_config(evo.get("pareto_set", {}), pareto_path)
+    print(f"{len(evo.get('history', []))} subnets evaluated; {len(evo.get('pareto_front', []))} "
+          f"on the Pareto front. Search: {path}; Pareto set: {pareto_path}")
+    for key, entry in (evo.get("pareto_set") or {}).items():
+        print(f"  {key:>8} M MACs bin: {entry['acc1']:.2f} % ({entry['macs']:.3f} M MACs, "
+              f"{entry['params']:.4f} M params, {entry['net_id']})")
+    return 0
+
+
+def _tqdm_progress(desc: str, unit: str):
+    """A ``progress(done, total, info)`` callback drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    state: dict = {}
+
+    def progress(done: int, total: int | None, info: dict | None = None) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr,
+                                      disable=None)
+        bar.update(int(done) - bar.n)
+        if info:
+            shown = {k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in info.items()
+                     if k in ("loss", "lr", "acc1", "macs", "epoch")}
+            bar.set_postfix(shown, refresh=False)
+        if total is not None and done >= total:
+            bar.close()
+
+    return progress
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     env = {**os.environ, "UIF_PORT": str(args.port)}
     return subprocess.call([str(REPO_ROOT / "run.sh")], env=env)
@@ -213,6 +325,48 @@ def build_parser() -> argparse.ArgumentParser:
                    default="state_dict")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("ofa-train", help="make and sandwich-train a supernet (once-for-all)")
+    p.add_argument("--model", default="mobilenetv2_small",
+                   help="PyTorch sample model to start from (default mobilenetv2_small)")
+    p.add_argument("--expand-ratio", type=float, nargs="+", default=[0.5, 0.75, 1.0],
+                   help="fractions of each group's channels kept (default 0.5 0.75 1)")
+    p.add_argument("--divisible", type=int, default=8, help="channel_divisible (default 8)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--images", type=int, default=10000,
+                   help="first training images of the bundled subset (default all 10,000)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.02,
+                   help="initial learning rate, cosine schedule (default 0.02: trained start)")
+    p.add_argument("--eval-images", type=int, default=500,
+                   help="test images to measure the max/min subnets on (0: skip)")
+    p.add_argument("--workdir", default=".vai", help="workspace folder (default .vai)")
+    p.add_argument("--name", help="file stem of the supernet (default <model>_supernet)")
+    p.set_defaults(func=cmd_ofa_train)
+    p = sub.add_parser("ofa-search", help="evolutionary search of a supernet's subnets")
+    p.add_argument("--supernet", default="mobilenetv2_small",
+                   help="bundled supernet (mobilenetv2_small, resnet20) or a supernet .json")
+    p.add_argument("--model", help="sample model of a supernet .json that does not name one")
+    p.add_argument("--min-macs", type=float, help="MACs range in millions (default: all)")
+    p.add_argument("--max-macs", type=float)
+    p.add_argument("--min-flops", type=float, help="the guide's name for --min-macs")
+    p.add_argument("--max-flops", type=float, help="the guide's name for --max-macs")
+    p.add_argument("--macs-step", type=float, help="Pareto-set bin width, M MACs (default: "
+                   "about 20 bins over the range)")
+    p.add_argument("--population", type=int, default=16, help="parent_popu_size (default 16)")
+    p.add_argument("--iterations", type=int, default=10, help="generations (default 10)")
+    p.add_argument("--mutate-size", type=int, help="default population / 2")
+    p.add_argument("--crossover-size", type=int, help="default population / 4")
+    p.add_argument("--images", type=int, default=500,
+                   help="first bundled test images that score each subnet (default 500)")
+    p.add_argument("--calib-batches", type=int, default=4,
+                   help="training batches of 64 for BatchNorm calibration (default 4)")
+    p.add_argument("--executor", choices=["inline", "process", "ray"], default="inline")
+    p.add_argument("--workdir", default=".vai", help="workspace folder (default .vai)")
+    p.add_argument("--name", help="name of the search files (default: supernet + settings tag)")
+    p.add_argument("--pareto", help="where to write the Pareto set "
+                   "(default <workdir>/<name>_pareto.json)")
+    p.add_argument("--forced", action="store_true", help="start afresh instead of resuming")
+    p.set_defaults(func=cmd_ofa_search)
     p = sub.add_parser("app", help="start the web app (same as ./run.sh)")
     p.add_argument("--port", type=int, default=8501)
     p.set_defaults(func=cmd_app)

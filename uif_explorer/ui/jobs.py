@@ -166,3 +166,50 @@ class JobRegistry:
 def registry() -> JobRegistry:
     """The server's one job registry (shared by all sessions; keyed by workspace token)."""
     return JobRegistry()
+
+
+# -- widgets shared by the pages ---------------------------------------------------------------
+def progress_block(job: Job | None, what: str) -> None:
+    """A running job's progress bar (steps, elapsed, time left) and Cancel button; a failed
+    or cancelled job's message. Nothing for no job or a finished one (the page shows results).
+    """
+    from uif_explorer.ui import errors
+
+    if job is None:
+        return
+    if job.running:
+        st.progress(job.fraction, text=f"{what}: {describe(job)}")
+        if st.button("Cancel", key=f"cancel_{job.name}", icon=":material/stop:"):
+            job.cancel()
+            st.toast("Cancelling after the current step...")
+    elif job.status == FAILED:
+        errors.show(f"{what} stopped: {job.error}. What was saved is kept; fix the cause "
+                    "(see the message) and start it again to resume.")
+    elif job.status == CANCELLED:
+        st.info(f"{what} cancelled after {job.done} steps; saved steps are kept, start it "
+                "again to resume.", icon=":material/info:")
+
+
+SEEN_KEY = "jobs_seen"
+"""Session key: job name -> serial of the run whose end this session has already drawn."""
+
+
+def rerun_when_finished(job: Job | None) -> None:
+    """Called from a polling fragment: when its job has ended, redraw the whole page once
+    (so buttons, sliders and results outside the fragment catch up)."""
+    if job is not None and not job.running:
+        seen = st.session_state.setdefault(SEEN_KEY, {})
+        if seen.get(job.name) != job.serial:
+            seen[job.name] = job.serial
+            st.rerun()
+
+
+def poll(job: Job | None, body: Callable[[], None], every: float = 0.5) -> None:
+    """Run ``body`` (which should call :func:`rerun_when_finished`) in a fragment refreshed
+    every ``every`` seconds while ``job`` runs; else once, marking a finished job as seen."""
+    if job is not None and job.running:
+        st.fragment(body, run_every=every)()
+    else:
+        if job is not None:
+            st.session_state.setdefault(SEEN_KEY, {})[job.name] = job.serial
+        body()
