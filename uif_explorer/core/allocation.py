@@ -51,25 +51,55 @@ def bisect_plan(
     With ``counts_of`` (ratios -> kept channels per group) and a graph whose MACs depend only
     on counts, candidates are costed without building plans; one plan is built at the end.
     """
-    fast = counts_of is not None and cost.count_model_exact
+    return plan_of(bisect_ratios(cost, ratios_at, plan_of, target, hi, tolerance, steps, quantum,
+                                 counts_of))
 
-    def removal(ratios: dict[int, float]) -> float:
+
+def bisect_ratios(
+    cost: CostModel,
+    ratios_at: Callable[[float], dict[int, float]],
+    plan_of: Callable[[dict[int, float]], PruningPlan],
+    target: float,
+    hi: float,
+    tolerance: float = TARGET_TOLERANCE,
+    steps: int = 40,
+    quantum: Mapping[int, float] | None = None,
+    counts_of: Callable[[dict[int, float]], dict[int, int]] | None = None,
+) -> dict[int, float]:
+    """The per-group ratios :func:`bisect_plan` builds its plan from."""
+    fast = counts_of is not None and cost.count_model_exact
+    ids = sorted(ratios_at(hi))
+
+    def as_dict(r: np.ndarray) -> dict[int, float]:
+        return {gid: float(v) for gid, v in zip(ids, r, strict=True)}
+
+    def removal(r: np.ndarray) -> float:
+        ratios = as_dict(r)
         macs = cost.macs_of_counts(counts_of(ratios)) if fast else cost.macs(plan_of(ratios))
         return 1.0 - macs / max(1, cost.original_macs)
 
-    best = _search(removal, ratios_at, target, hi, tolerance, steps, quantum)
-    return plan_of(best)
+    def at(x: float) -> np.ndarray:
+        ratios = ratios_at(x)
+        return np.array([ratios.get(gid, 0.0) for gid in ids], dtype=float)
+
+    q = None if not quantum else np.array([quantum.get(gid, np.nan) for gid in ids])
+    return as_dict(search_ratios(removal, at, target, hi, tolerance, steps, q))
 
 
-def _search(
-    removal: Callable[[dict[int, float]], float],
-    ratios_at: Callable[[float], dict[int, float]],
+def search_ratios(
+    removal: Callable[[np.ndarray], float],
+    ratios_at: Callable[[float], np.ndarray],
     target: float,
     hi: float,
-    tolerance: float,
-    steps: int,
-    quantum: Mapping[int, float] | None,
-) -> dict[int, float]:
+    tolerance: float = TARGET_TOLERANCE,
+    steps: int = 40,
+    quantum: np.ndarray | None = None,
+) -> np.ndarray:
+    """Ratios (one per group, an array) whose ``removal`` is within ``tolerance`` of target.
+
+    Arrays rather than dicts because the one-step sampler calls this thousands of times
+    (see :func:`bisect_plan` for the method); a NaN quantum leaves that group alone.
+    """
     reach = removal(ratios_at(hi))
     if reach < target - tolerance:
         raise PlanError(
@@ -77,50 +107,50 @@ def _search(
             f"allowed removes {reach:.1%}. Choose a smaller ratio or exclude fewer layers."
         )
     lo = 0.0
-    best_err, best_ratios = float("inf"), None
+    best_err, best = float("inf"), None
     for _ in range(steps):
         mid = (lo + hi) / 2
         ratios = ratios_at(mid)
         r = removal(ratios)
         if abs(r - target) < best_err:
-            best_err, best_ratios = abs(r - target), ratios
+            best_err, best = abs(r - target), ratios
         if best_err <= tolerance / 4:
-            return best_ratios
+            return best
         if r < target:
             lo = mid
         else:
             hi = mid
     low_r, high_r = ratios_at(lo), ratios_at(hi)
-    mixed = dict(low_r)
-    for gid in sorted(high_r):
-        if high_r[gid] == low_r.get(gid):
-            continue
-        mixed[gid] = high_r[gid]
+    mixed = low_r.copy()
+    for i in np.flatnonzero(high_r != low_r):
+        mixed[i] = high_r[i]
         r = removal(mixed)
         if abs(r - target) < best_err:
-            best_err, best_ratios = abs(r - target), dict(mixed)
+            best_err, best = abs(r - target), mixed.copy()
         if r >= target:
             break
-    while quantum and best_err > tolerance / 4:
+    while quantum is not None and best is not None and best_err > tolerance / 4:
         trial = None
-        for gid, q in quantum.items():
+        for i, q in enumerate(quantum):
+            if np.isnan(q):
+                continue
             for sign in (1.0, -1.0):
-                ratios = dict(best_ratios)
-                ratios[gid] = min(MAX_GROUP_RATIO, max(0.0, ratios.get(gid, 0.0) + sign * q))
+                ratios = best.copy()
+                ratios[i] = min(MAX_GROUP_RATIO, max(0.0, ratios[i] + sign * q))
                 err = abs(removal(ratios) - target)
                 if err < best_err and (trial is None or err < trial[0]):
                     trial = (err, ratios)
         if trial is None:
             break
-        best_err, best_ratios = trial
-    if best_ratios is None or best_err > tolerance:
-        closest = removal(best_ratios) if best_ratios is not None else 0.0
+        best_err, best = trial
+    if best is None or best_err > tolerance:
+        closest = removal(best) if best is not None else 0.0
         raise PlanError(
             f"Could not land within {tolerance:.0%} of removing {target:.1%} of the MACs "
             f"(closest: {closest:.1%}): channel rounding is too coarse for this model. Try "
             "channel_divisible=1 or a nearby ratio."
         )
-    return best_ratios
+    return best
 
 
 def eagleeye_shape(rng: np.random.Generator, n_groups: int, target: float) -> np.ndarray:
@@ -135,6 +165,59 @@ def eagleeye_shape(rng: np.random.Generator, n_groups: int, target: float) -> np
     return np.clip(rng.normal(mu, sigma), SAMPLE_MIN_RATIO, SAMPLE_MAX_RATIO)
 
 
+def sample_ratio_vector(
+    removal: Callable[[np.ndarray], float],
+    n_groups: int,
+    target: float,
+    seed: int,
+    candidate: int,
+    quantum: np.ndarray | None = None,
+    attempts: int = 50,
+) -> np.ndarray:
+    """Ratios of candidate ``candidate`` of a seeded search (the same every time it is drawn):
+    EagleEye's shape, rescaled by bisection so the MACs land on the target."""
+    last: Exception | None = None
+    for attempt in range(attempts):
+        rng = np.random.default_rng([seed, candidate, attempt])
+        shape = eagleeye_shape(rng, n_groups, target)
+
+        def ratios_at(s: float, shape: np.ndarray = shape) -> np.ndarray:
+            return np.minimum(MAX_GROUP_RATIO, s * shape)
+
+        try:
+            return search_ratios(removal, ratios_at, target, MAX_GROUP_RATIO / shape.min(),
+                                 quantum=quantum)
+        except PlanError as exc:
+            last = exc
+    raise PlanError(f"Could not sample a candidate removing {target:.1%} of the MACs within 1 "
+                    f"point: {last}")
+
+
+def sample_ratios(
+    cost: CostModel,
+    group_ids: Sequence[int],
+    plan_of: Callable[[dict[int, float]], PruningPlan],
+    target: float,
+    seed: int,
+    candidate: int,
+    quantum: Mapping[int, float] | None = None,
+    attempts: int = 50,
+    counts_of: Callable[[dict[int, float]], dict[int, int]] | None = None,
+) -> dict[int, float]:
+    """:func:`sample_ratio_vector` keyed by group id, costed by plans or counts."""
+    ids = list(group_ids)
+    fast = counts_of is not None and cost.count_model_exact
+
+    def removal(r: np.ndarray) -> float:
+        ratios = {gid: float(v) for gid, v in zip(ids, r, strict=True)}
+        macs = cost.macs_of_counts(counts_of(ratios)) if fast else cost.macs(plan_of(ratios))
+        return 1.0 - macs / max(1, cost.original_macs)
+
+    q = None if not quantum else np.array([quantum.get(gid, np.nan) for gid in ids])
+    r = sample_ratio_vector(removal, len(ids), target, seed, candidate, q, attempts)
+    return {gid: float(v) for gid, v in zip(ids, r, strict=True)}
+
+
 def sample_plan(
     cost: CostModel,
     group_ids: Sequence[int],
@@ -146,21 +229,6 @@ def sample_plan(
     attempts: int = 50,
     counts_of: Callable[[dict[int, float]], dict[int, int]] | None = None,
 ) -> PruningPlan:
-    """Candidate ``candidate`` of a seeded search: the same plan every time it is drawn."""
-    last: Exception | None = None
-    for attempt in range(attempts):
-        rng = np.random.default_rng([seed, candidate, attempt])
-        shape = eagleeye_shape(rng, len(group_ids), target)
-        weights = {gid: float(w) for gid, w in zip(group_ids, shape, strict=True)}
-
-        def ratios_at(s: float, weights: dict[int, float] = weights) -> dict[int, float]:
-            return {gid: min(MAX_GROUP_RATIO, s * w) for gid, w in weights.items()}
-
-        try:
-            return bisect_plan(cost, ratios_at, plan_of, target,
-                               hi=MAX_GROUP_RATIO / min(weights.values()), quantum=quantum,
-                               counts_of=counts_of)
-        except PlanError as exc:
-            last = exc
-    raise PlanError(f"Could not sample a candidate removing {target:.1%} of the MACs within 1 "
-                    f"point: {last}")
+    """Candidate ``candidate`` of a seeded search as a plan (see :func:`sample_ratios`)."""
+    return plan_of(sample_ratios(cost, group_ids, plan_of, target, seed, candidate, quantum,
+                                 attempts, counts_of))

@@ -39,6 +39,21 @@ def kept_count(num_channels: int, ratio: float, divisible: int = 1, blocks: int 
     return int(min(num_channels, max(d, keep)))
 
 
+def kept_counts(channels: np.ndarray, ratios: np.ndarray, divisible: int = 1,
+                blocks: np.ndarray | None = None) -> np.ndarray:
+    """:func:`kept_count` over arrays of groups at once (ratios already checked in [0, 1))."""
+    channels = np.asarray(channels, dtype=np.int64)
+    keep_frac = 1.0 - np.asarray(ratios, dtype=float)
+    blocks = np.ones_like(channels) if blocks is None else np.asarray(blocks, dtype=np.int64)
+    d = max(1, int(divisible))
+    plain = np.minimum(channels, np.maximum(d, np.round(keep_frac * channels / d).astype(
+        np.int64) * d))
+    plain = np.where(channels <= d, channels, plain)
+    per_block = channels // blocks
+    blocked = blocks * np.maximum(1, np.round(keep_frac * per_block).astype(np.int64))
+    return np.where(blocks > 1, blocked, plain)
+
+
 @dataclass
 class PruningPlan:
     """Per group: the kept canonical channel positions (absent group = untouched)."""
@@ -190,6 +205,10 @@ class CostModel:
         k = self.full_counts.copy()
         for gid, n in counts.items():
             k[self.group_index[gid]] = n
+        return self.macs_of_count_vector(k)
+
+    def macs_of_count_vector(self, k: np.ndarray) -> int:
+        """:meth:`macs_of_counts` with kept counts of every group in ``graph.groups`` order."""
         inn = np.where(self._has_in, (self._a_in @ k + self._c_in) // self._groups, 1)
         out = self._a_out @ k + self._c_out
         total = self._full - self._factor * self._denom + self._factor * inn * out

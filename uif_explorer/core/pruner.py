@@ -19,6 +19,7 @@ from uif_explorer.core.allocation import (
     TARGET_TOLERANCE,
     bisect_plan,
     check_removal_ratio,
+    sample_ratio_vector,
 )
 from uif_explorer.core.channels import ChannelGraph
 from uif_explorer.core.importance import group_scores
@@ -28,6 +29,7 @@ from uif_explorer.core.plan import (
     PruningPlan,
     importance_order,
     kept_count,
+    kept_counts,
     plan_from_counts,
     plan_from_scores,
 )
@@ -44,6 +46,8 @@ class BasePruner:
     def __init__(self, graph: ChannelGraph) -> None:
         self.graph = graph
         self.cost = CostModel(graph)
+        self._channels = np.array([g.num_channels for g in graph.groups], dtype=np.int64)
+        self._blocks = np.array([g.blocks for g in graph.groups], dtype=np.int64)
         self._cache: dict[tuple[str, int], dict[int, np.ndarray]] = {}
 
     # -- backend hooks -------------------------------------------------------------------
@@ -104,12 +108,39 @@ class BasePruner:
 
     def counts(self, ratios: Mapping[int, float], channel_divisible: int = 2) -> dict[int, int]:
         """Kept channels per group for these ratios (the same rounding as ``plan``)."""
-        out = {}
-        for gid, ratio in ratios.items():
-            g = self.graph.groups[gid]
-            if g.prunable and ratio > 0:
-                out[gid] = kept_count(g.num_channels, float(ratio), channel_divisible, g.blocks)
-        return out
+        ids = [gid for gid, r in ratios.items() if r > 0 and self.graph.groups[gid].prunable]
+        if not ids:
+            return {}
+        r = np.fromiter((ratios[gid] for gid in ids), float, len(ids))
+        if np.isnan(r).any() or (r >= 1.0).any():
+            kept_count(1, float(r[np.isnan(r) | (r >= 1.0)][0]))  # raises the usual PlanError
+        return dict(zip(ids, kept_counts(self._channels[ids], r, channel_divisible,
+                                         self._blocks[ids]).tolist(), strict=True))
+
+    def sample_counts(self, removal_ratio: float, seed: int, candidate: int,
+                      channel_divisible: int = 2) -> dict[int, int]:
+        """Kept channels per group of one-step candidate ``candidate`` (EagleEye sampling),
+        costed on count vectors alone: thousands per second (``bench/sampling.py``).
+        Needs ``cost.count_model_exact``; groups left whole are omitted."""
+        groups = self.graph.prunable_groups
+        ids = np.array([g.id for g in groups], dtype=np.int64)
+        pos = np.array([self.cost.group_index[g.id] for g in groups], dtype=np.int64)
+        n, blocks = self._channels[ids], self._blocks[ids]
+        base = self.cost.full_counts
+        orig = max(1, self.cost.original_macs)
+
+        def kept(r: np.ndarray) -> np.ndarray:
+            return kept_counts(n, r, channel_divisible, blocks)
+
+        def removal(r: np.ndarray) -> float:
+            k = base.copy()
+            k[pos] = kept(r)
+            return 1.0 - self.cost.macs_of_count_vector(k) / orig
+
+        quantum = np.maximum(channel_divisible, blocks) / n
+        r = sample_ratio_vector(removal, len(ids), removal_ratio, seed, candidate, quantum)
+        k = kept(r)
+        return {int(g): int(c) for g, c, full in zip(ids, k, n, strict=True) if c < full}
 
     def plan_from_counts(self, counts: Mapping[int, int], criterion: str = "l1") -> PruningPlan:
         return plan_from_counts(self.graph, counts, self.orders(criterion))

@@ -109,6 +109,51 @@ class RunnerBase:
         """The channel groups (prunable or not, and why)."""
         return self.pruner.groups_table()
 
+    # -- readable summaries (notebooks, REPL); the logic lives in uif_explorer.reports ----------
+    def groups_frame(self) -> pd.DataFrame:
+        """The channel groups: id, first layer, channels, prunable, layers, why excluded."""
+        return self.pruner.groups_table()
+
+    def sensitivity_frame(self) -> pd.DataFrame:
+        """The finished analysis as a table: score per group and ratio, worst drop."""
+        from uif_explorer.reports import sensitivity_frame
+
+        return sensitivity_frame(self.sensitivity(quiet=True))
+
+    def search_frame(self, removal_ratio: float | None = None,
+                     group_ratios: bool = False) -> pd.DataFrame:
+        """The one-step candidates at ``removal_ratio`` (default: the newest search file of
+        this model) as a table: MACs, params, MACs removed, score and rank."""
+        from uif_explorer.core.allocation import check_removal_ratio
+        from uif_explorer.reports import search_frame
+
+        if removal_ratio is None:
+            found = sorted(self.workspace.root.glob(f"{self.name}_ratio_*.search"),
+                           key=lambda p: p.stat().st_mtime)
+            if not found:
+                raise WorkspaceError(f"No search of {self.name} in {self.workspace.root}: run "
+                                     "runner.search(...) first.")
+            path = found[-1]
+        else:
+            path = self.workspace.search(self.name, check_removal_ratio(removal_ratio))
+            if not path.exists():
+                raise WorkspaceError(f"No search at {path}: run runner.search(...) at "
+                                     f"{removal_ratio} first.")
+        return search_frame(read_json(path, kind=SEARCH_KIND), group_ratios)
+
+    def __repr__(self) -> str:
+        from uif_explorer.reports import runner_text
+
+        try:
+            return runner_text(self)
+        except Exception:  # a half-built runner (e.g. in a traceback) still has a repr
+            return object.__repr__(self)
+
+    def _repr_html_(self) -> str:
+        from uif_explorer.reports import runner_html
+
+        return runner_html(self)
+
     def _progress(self, total: int, progress: Progress | None):
         bar = None
         if progress is None and sys.stderr.isatty():
@@ -230,6 +275,9 @@ class RunnerBase:
     def _sample_counts(self, pr: BasePruner, removal_ratio: float, seed: int, cid: int,
                        channel_divisible: int) -> tuple[dict[int, int], float]:
         """EagleEye's per-group ratio distribution, rescaled so MACs hit the target."""
+        if pr.cost.count_model_exact:  # cost count vectors; no plan needed (bench/sampling.py)
+            counts = pr.sample_counts(removal_ratio, seed, cid, channel_divisible)
+            return counts, 1.0 - pr.cost.macs_of_counts(counts) / max(1, pr.original_macs)
         groups = pr.graph.prunable_groups
         plan = sample_plan(
             pr.cost, [g.id for g in groups],
