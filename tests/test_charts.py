@@ -139,3 +139,91 @@ def test_evolution_figure_filters_by_macs_and_recomputes_the_front() -> None:
     points, front = fig.data
     assert sorted(c[0] for c in points.customdata) == ["c", "d"]
     assert [c[0] for c in front.customdata] == ["c", "d"]  # c is cheaper, so on the front now
+
+
+def _brute_front(points: list[tuple[float, float]], mode: str) -> set[int]:
+    """Indices of the points no other point dominates (fewer-or-equal MACs, better-or-equal
+    score, one strictly): the definition, checked pair by pair."""
+    sign = 1.0 if mode == "max" else -1.0
+    front = set()
+    for i, (m, s) in enumerate(points):
+        dominated = any(
+            m2 <= m and sign * s2 >= sign * s and (m2 < m or sign * s2 > sign * s)
+            for j, (m2, s2) in enumerate(points) if j != i)
+        if not dominated:
+            front.add(i)
+    return front
+
+
+def test_evolution_front_is_the_brute_force_non_dominated_set() -> None:
+    import numpy as np
+
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        mode = "max" if seed % 2 == 0 else "min"
+        n = int(rng.integers(5, 60))
+        macs = rng.uniform(1.0, 10.0, n).round(2)  # rounding gives some equal MACs (ties)
+        score = rng.uniform(50.0, 95.0, n).round(1)
+        hist = [{"net_id": f"n{i}", "macs": float(m), "params": 0.1, "acc1": float(s),
+                 "generation": i % 3} for i, (m, s) in enumerate(zip(macs, score))]
+        fig = charts.evolution_figure({"metric": "acc1", "mode": mode, "history": hist})
+        points, front = fig.data[:2]
+        assert len(points.x) == n
+        got = {int(c[0][1:]) for c in front.customdata}
+        assert got == _brute_front(list(zip(macs.tolist(), score.tolist())), mode), seed
+        assert list(front.x) == sorted(front.x)  # drawn left to right as a step line
+        assert front.line.shape == "hv"
+
+
+def test_figure_of_picks_the_figure_from_a_dict_or_a_file(tmp_path) -> None:
+    import json
+
+    assert charts.figure_of(SENS).layout.xaxis.title.text == \
+        charts.sensitivity_figure(SENS).layout.xaxis.title.text
+    assert len(charts.figure_of(SEARCH).data) == 2
+    evo = {**_evolution(), "kind": "uif-explorer-evolution"}
+    front = charts.figure_of(evo, macs_range=(2.2, 3.0)).data[1]
+    assert [c[0] for c in front.customdata] == ["c", "d"]
+    for name, data, title in (("a.sens", SENS, "Sensitivity"), ("b.search", SEARCH, "One-step"),
+                              ("c_evolution.json", evo, "OFA search")):
+        path = tmp_path / name
+        path.write_text(json.dumps(data))
+        assert charts.figure_of(path).layout.title.text.startswith(title)
+        assert charts.figure_of(str(path)).layout.title.text.startswith(title)
+
+
+def test_figure_of_a_pareto_set_draws_its_history() -> None:
+    from uif_explorer.torch.ofa.search import ParetoSet
+
+    evo = _evolution()
+    pareto = ParetoSet({"2": {**evo["history"][1], "subnet_setting": []}})
+    pareto.history = evo["history"]
+    fig = charts.figure_of(pareto)
+    assert len(fig.data[0].x) == 4
+    assert [c[0] for c in fig.data[1].customdata] == ["a", "b", "d"]
+
+
+def test_figure_of_rejects_what_it_cannot_draw() -> None:
+    import pytest
+
+    with pytest.raises(TypeError, match="workspace dict"):
+        charts.figure_of(3)
+    with pytest.raises(ValueError, match="Expected a .sens"):
+        charts.figure_of({"kind": "uif-explorer-spec"})
+
+
+def test_model_width_figure_of_real_models_sparse_equals_slim() -> None:
+    from uif_explorer.torch.pruner import ChannelPruner
+    from uif_explorer.zoo import example_input, load_torch_sample
+
+    model = load_torch_sample("resnet20")
+    pruner = ChannelPruner(model, example_input("resnet20"))
+    plan = pruner.plan_for_removal(0.4)
+    sparse, slim = pruner.sparse_model(plan), pruner.slim_model(plan)
+    fig = charts.model_width_figure(model, sparse)
+    before, after = fig.data
+    assert list(before.x) == [n for n, m in model.named_modules()
+                              if type(m).__name__ in ("Conv2d", "Linear")]
+    assert list(after.y) == list(charts.model_width_figure(model, slim).data[1].y)
+    assert sum(after.y) < sum(before.y) and all(a <= b for a, b in zip(after.y, before.y))
+    assert fig.layout.yaxis.title.text == "Output channels"

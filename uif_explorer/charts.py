@@ -246,3 +246,74 @@ def evolution_figure(evo: Mapping[str, Any],
         legend={"orientation": "h", "y": -0.2},
     )
     return fig
+
+
+# -- conveniences for notebooks: any workspace object in, the right figure out -------------------
+def _kind_of(data: Mapping[str, Any]) -> str:
+    kind = str(data.get("kind", ""))
+    if kind.endswith("sensitivity") or ("ratios" in data and "candidates" not in data):
+        return "sens"
+    if kind.endswith("search") or "candidates" in data:
+        return "search"
+    if kind.endswith("evolution") or "history" in data:
+        return "evolution"
+    raise ValueError("Expected a .sens, .search or OFA evolution file (or its dict); found "
+                     f"kind={data.get('kind')!r} with keys {sorted(data)[:8]}")
+
+
+def _runner_data(runner: Any) -> Mapping[str, Any]:
+    from uif_explorer.workspace import read_json
+
+    sens = [runner.workspace.sens(runner.name)]
+    found = sorted(runner.workspace.root.glob(f"{runner.name}_ratio_*.search"),
+                   key=lambda p: p.stat().st_mtime)[-1:]
+    # an iterative runner (it has ana) shows its analysis first, a one-step runner its search
+    for path in (sens + found) if hasattr(runner, "ana") else (found + sens):
+        if path.exists():
+            return read_json(path)
+    raise ValueError(f"{runner.name} has no analysis and no search in {runner.workspace.root} "
+                     "yet: run runner.ana(...) or runner.search(...) first.")
+
+
+def figure_data(obj: Any, mode: str = "max") -> Mapping[str, Any]:
+    """The workspace dict behind ``obj``: a dict, a path to a file, a runner (its analysis,
+    else its newest search) or an OFA ``ParetoSet`` (its history)."""
+    import os
+    from pathlib import Path
+
+    from uif_explorer.reports import load, pareto_metric
+
+    if isinstance(obj, (str, os.PathLike)):
+        return load(Path(obj))
+    if hasattr(obj, "pruner") and hasattr(obj, "workspace"):
+        return _runner_data(obj)
+    if isinstance(obj, Mapping) and hasattr(obj, "history") and "history" not in obj:
+        return {"metric": pareto_metric(obj) or "acc1", "mode": mode,
+                "history": list(obj.history)}
+    if isinstance(obj, Mapping):
+        return obj
+    raise TypeError("Expected a workspace dict, a file path, a runner or a ParetoSet. "
+                    f"Received: {type(obj).__name__}")
+
+
+def figure_of(obj: Any, **kwargs: Any) -> go.Figure:
+    """The natural figure of ``obj`` (see :func:`figure_data`): sensitivity curves of an
+    analysis, candidates of a one-step search, subnets and Pareto front of an OFA search.
+    ``kwargs`` go to that figure function (e.g. ``macs_range=`` for an OFA search)."""
+    data = figure_data(obj, kwargs.pop("mode", "max"))
+    kind = _kind_of(data)
+    if kind == "sens":
+        return sensitivity_figure(data, **kwargs)
+    if kind == "search":
+        return candidates_figure(data, **kwargs)
+    return evolution_figure(data, **kwargs)
+
+
+def model_width_figure(before: Any, after: Any) -> go.Figure:
+    """Channels per layer of two models (torch or Keras): the original (or a runner, meaning
+    its model) and the pruned one, sparse or slim; zeroed channels do not count."""
+    from uif_explorer.reports import layer_widths
+
+    if hasattr(before, "pruner") and hasattr(before, "model"):
+        before = before.model
+    return width_figure(layer_widths(before), layer_widths(after))
