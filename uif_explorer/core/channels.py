@@ -355,3 +355,47 @@ def _same_blocks(a: np.ndarray, b: np.ndarray, blocks: int) -> bool:
         set(a[i * size : (i + 1) * size].tolist()) == set(b[i * size : (i + 1) * size].tolist())
         for i in range(blocks)
     )
+
+
+# -- channel-class arrays: the values both backends' graph walks carry -------------------------
+@dataclass
+class Val:
+    """A tensor value: its real shape and its channel-class array (broadcastable to it)."""
+
+    shape: tuple[int, ...]
+    cls: np.ndarray
+
+    def full(self) -> np.ndarray:
+        return np.broadcast_to(self.cls, self.shape)
+
+
+def varies(cls: np.ndarray, dim: int) -> bool:
+    """Whether the class array changes along ``dim`` (else that dim is a broadcast copy)."""
+    if cls.shape[dim] <= 1:
+        return False
+    first = np.take(cls, [0], axis=dim)
+    return not np.array_equal(np.broadcast_to(first, cls.shape), cls)
+
+
+def varying_dims(cls: np.ndarray) -> list[int]:
+    return [d for d in range(cls.ndim) if varies(cls, d)]
+
+
+def compress(cls: np.ndarray) -> np.ndarray:
+    """Shrink dims along which the class does not vary back to size 1 (keeps walks cheap)."""
+    for d in range(cls.ndim):
+        if cls.shape[d] > 1 and not varies(cls, d):
+            cls = np.take(cls, [0], axis=d)
+    return np.ascontiguousarray(cls)
+
+
+def channel_list(v: Val, dim: int) -> np.ndarray | None:
+    """Classes along ``dim`` if they do not depend on any other dim, else None."""
+    dim = dim % len(v.shape)
+    cls = v.cls
+    for d in range(cls.ndim):
+        if d != dim and varies(cls, d):
+            return None
+    idx = [0] * cls.ndim
+    idx[dim] = slice(None)
+    return np.broadcast_to(cls[tuple(idx)], (v.shape[dim],)).copy()

@@ -33,6 +33,10 @@ from uif_explorer.core.channels import (
     ChannelGraphBuilder,
     MacOp,
     ParamSlice,
+    Val,
+    channel_list,
+    compress,
+    varying_dims,
 )
 from uif_explorer.keras import macs as kmacs
 
@@ -356,42 +360,6 @@ def resolve_layer(model: keras.Model, path: str) -> Any:
 
 
 # -- channel classes ---------------------------------------------------------------------------
-@dataclass
-class Val:
-    shape: tuple[int, ...]
-    cls: np.ndarray
-
-
-def _varies(cls: np.ndarray, dim: int) -> bool:
-    if cls.shape[dim] <= 1:
-        return False
-    first = np.take(cls, [0], axis=dim)
-    return not np.array_equal(np.broadcast_to(first, cls.shape), cls)
-
-
-def _varying_dims(cls: np.ndarray) -> list[int]:
-    return [d for d in range(cls.ndim) if _varies(cls, d)]
-
-
-def _compress(cls: np.ndarray) -> np.ndarray:
-    for d in range(cls.ndim):
-        if cls.shape[d] > 1 and not _varies(cls, d):
-            cls = np.take(cls, [0], axis=d)
-    return np.ascontiguousarray(cls)
-
-
-def channel_list(v: Val, dim: int) -> np.ndarray | None:
-    """Classes along ``dim`` if they do not depend on any other dim, else None."""
-    dim = dim % len(v.shape)
-    cls = v.cls
-    for d in range(cls.ndim):
-        if d != dim and _varies(cls, d):
-            return None
-    idx = [0] * cls.ndim
-    idx[dim] = slice(None)
-    return np.broadcast_to(cls[tuple(idx)], (v.shape[dim],)).copy()
-
-
 def _along(lst: np.ndarray, axis: int, ndim: int) -> np.ndarray:
     axis %= ndim
     return lst.reshape([-1 if d == axis else 1 for d in range(ndim)])
@@ -804,7 +772,7 @@ class _Walker:
         axes = node.config.get("axis", -1)
         axes = [axes] if isinstance(axes, int) else list(axes)
         nd = len(x.shape)
-        if {int(a) % nd for a in axes} & set(_varying_dims(x.cls)):
+        if {int(a) % nd for a in axes} & set(varying_dims(x.cls)):
             raise _Barrier("LayerNormalization statistics span the channels")
         return [Val(x.shape, x.cls)]
 
@@ -812,7 +780,7 @@ class _Walker:
         x = self._single(xs)
         w = self.weights(node)
         key, shape = w["alpha"]  # input shape without batch, shared axes set to 1
-        for d in _varying_dims(x.cls):
+        for d in varying_dims(x.cls):
             if d == 0:
                 continue
             if shape[d - 1] > 1:
@@ -856,7 +824,7 @@ class _Walker:
         if spanning:
             axes = node.config.get("axis", -1)
             axes = [axes] if isinstance(axes, int) else list(axes)
-            if {int(a) % len(shape) for a in axes} & set(_varying_dims(x.cls)):
+            if {int(a) % len(shape) for a in axes} & set(varying_dims(x.cls)):
                 raise _Barrier("softmax across channels")
         return [Val(shape, x.cls)]
 
@@ -867,7 +835,7 @@ class _Walker:
         axis = _channel_axis(node.config, nd)
         if len(shape) != len(x.shape) or shape[axis] != x.shape[axis] or shape[0] != x.shape[0]:
             raise _Barrier("spatial layer that changes channels")
-        if any(d not in (axis,) for d in _varying_dims(x.cls)):
+        if any(d not in (axis,) for d in varying_dims(x.cls)):
             raise _Barrier("spatial layer over positions that carry channels")
         return [Val(shape, x.cls)]
 
@@ -876,7 +844,7 @@ class _Walker:
         shape = self.out_shape(node)
         nd = len(x.shape)
         axis = _channel_axis(node.config, nd)
-        if any(d != axis for d in _varying_dims(x.cls)):
+        if any(d != axis for d in varying_dims(x.cls)):
             raise _Barrier("global pooling over positions that carry channels")
         lst = channel_list(x, axis)
         if len(shape) == nd:
@@ -904,7 +872,7 @@ class _Walker:
         ref = full[0]
         for v in full[1:]:
             self.b.unify(ref.cls, v.cls)
-        ref_vary = set(_varying_dims(ref.cls))
+        ref_vary = set(varying_dims(ref.cls))
         for v in tensors:
             if any(v is f for f in full):
                 continue
@@ -939,7 +907,7 @@ class _Walker:
             target = [v.shape[d] if d == dim else max(p.cls.shape[d] for p in xs)
                       for d in range(nd)]
             parts.append(np.broadcast_to(v.cls, target))
-        return [Val(shape, _compress(np.concatenate(parts, axis=dim)))]
+        return [Val(shape, compress(np.concatenate(parts, axis=dim)))]
 
     def _flatten(self, node: Node, xs: list[Val]) -> list[Val]:
         x = self._single(xs)
@@ -947,13 +915,13 @@ class _Walker:
         cls = np.broadcast_to(x.cls, x.shape)
         if node.config.get("data_format") == "channels_first" and cls.ndim > 2:
             cls = np.moveaxis(cls, 1, -1)
-        return [Val(shape, _compress(np.ascontiguousarray(cls).reshape(shape)))]
+        return [Val(shape, compress(np.ascontiguousarray(cls).reshape(shape)))]
 
     def _reshape(self, node: Node, xs: list[Val]) -> list[Val]:
         """Flatten-like merges and unit dims only; a reshape that splits channels is a barrier."""
         x = self._single(xs)
         shape = self.out_shape(node)
-        vary = _varying_dims(x.cls)
+        vary = varying_dims(x.cls)
         if not vary:
             return [Val(shape, np.full([1] * len(shape), x.cls.ravel()[0], dtype=np.int64))]
         a = [(d, s) for d, s in enumerate(x.shape) if s != 1]
@@ -979,7 +947,7 @@ class _Walker:
             if gv and (len(gv) != 1 or len(gj) != 1):
                 raise _Barrier("reshape that splits or mixes channel dims")
         cls = np.ascontiguousarray(np.broadcast_to(x.cls, x.shape)).reshape(shape)
-        cls = _compress(cls)
+        cls = compress(cls)
         self.reshapes[node.path] = (cls, tuple(shape))
         return [Val(shape, cls)]
 

@@ -31,6 +31,11 @@ from uif_explorer.core.channels import (
     ChannelGraphBuilder,
     MacOp,
     ParamSlice,
+    Val,
+    channel_list,
+    compress,
+    varies,
+    varying_dims,
 )
 from uif_explorer.torch.macs import as_tuple, count_macs_by_module
 
@@ -49,17 +54,6 @@ class ParamVal:
 
     name: str
     shape: tuple[int, ...]
-
-
-@dataclass
-class Val:
-    """A tensor value: its real shape and its channel-class array (broadcastable to it)."""
-
-    shape: tuple[int, ...]
-    cls: np.ndarray
-
-    def full(self) -> np.ndarray:
-        return np.broadcast_to(self.cls, self.shape)
 
 
 @dataclass
@@ -171,38 +165,6 @@ def _module_path(node: torch.fx.Node) -> str:
         return "(model)"
     fqn = list(stack.values())[-1][0]
     return fqn or "(model)"
-
-
-def _varies(cls: np.ndarray, dim: int) -> bool:
-    if cls.shape[dim] <= 1:
-        return False
-    first = np.take(cls, [0], axis=dim)
-    return not np.array_equal(np.broadcast_to(first, cls.shape), cls)
-
-
-def _varying_dims(cls: np.ndarray) -> list[int]:
-    return [d for d in range(cls.ndim) if _varies(cls, d)]
-
-
-def _compress(cls: np.ndarray) -> np.ndarray:
-    """Shrink dims along which the class does not vary back to size 1."""
-    for d in range(cls.ndim):
-        if cls.shape[d] > 1 and not _varies(cls, d):
-            cls = np.take(cls, [0], axis=d)
-    return np.ascontiguousarray(cls)
-
-
-def _channel_list(v: Val, dim: int) -> np.ndarray | None:
-    """Classes along ``dim`` if they do not depend on any other dim, else None."""
-    dim = dim % len(v.shape)
-    cls = v.cls
-    for d in range(cls.ndim):
-        if d != dim and _varies(cls, d):
-            return None
-    idx = [0] * cls.ndim
-    idx[dim] = slice(None)
-    line = cls[tuple(idx)]
-    return np.broadcast_to(line, (v.shape[dim],)).copy()
 
 
 class _Walker:
@@ -387,7 +349,7 @@ class _Walker:
         for a in _flat_vals(self.arg(list(node.args))):
             if not isinstance(a, Val) or self._inside(a, owner):
                 continue
-            lst = _channel_list(a, rule.channel_dim)
+            lst = channel_list(a, rule.channel_dim)
             for pn, d in rule.in_dims.items():
                 n_in = params[pn].shape[d]
                 if lst is None or len(lst) != n_in:
@@ -431,7 +393,7 @@ class _Walker:
         if not isinstance(x, Val) or not isinstance(w, ParamVal):
             raise _Barrier("convolution with computed weights")
         out_shape = self.shape(node)
-        in_list = _channel_list(x, 1)
+        in_list = channel_list(x, 1)
         if in_list is None:
             raise _Barrier("convolution input channels depend on position")
         module = self.module_of(w.name)
@@ -494,7 +456,7 @@ class _Walker:
         bias = self.arg(node.args[2]) if len(node.args) > 2 else None
         if not isinstance(x, Val) or not isinstance(w, ParamVal):
             raise _Barrier("linear with computed weights")
-        in_list = _channel_list(x, -1)
+        in_list = channel_list(x, -1)
         if in_list is None:
             raise _Barrier("linear input features depend on position")
         module = self.module_of(w.name)
@@ -528,7 +490,7 @@ class _Walker:
         x = self.arg(node.args[0])
         if not isinstance(x, Val):
             raise _Barrier("batch norm of a non-tensor")
-        lst = _channel_list(x, 1)
+        lst = channel_list(x, 1)
         if lst is None:
             raise _Barrier("batch norm input channels depend on position")
         weight, bias = self.arg(node.args[1]), self.arg(node.args[2])
@@ -552,13 +514,13 @@ class _Walker:
         if not isinstance(x, Val):
             raise _Barrier("layer norm of a non-tensor")
         nd = len(norm_shape)
-        varying = _varying_dims(x.cls)
+        varying = varying_dims(x.cls)
         inner = [d for d in varying if d >= len(x.shape) - nd]
         if not inner:
             return Val(x.shape, x.cls)
         if nd != 1 or not isinstance(weight, ParamVal):
             raise _Barrier("layer norm over several dims (or without weights) spans channels")
-        lst = _channel_list(x, -1)
+        lst = channel_list(x, -1)
         if lst is None:
             raise _Barrier("layer norm input channels depend on position")
         module = self._norm_params(node, [weight], lst, "norm")
@@ -574,7 +536,7 @@ class _Walker:
         eps = float(node.args[4]) if len(node.args) > 4 else 1e-5
         if not isinstance(x, Val):
             raise _Barrier("group norm of a non-tensor")
-        lst = _channel_list(x, 1)
+        lst = channel_list(x, 1)
         if lst is None:
             raise _Barrier("group norm input channels depend on position")
         if not isinstance(weight, ParamVal):
@@ -590,7 +552,7 @@ class _Walker:
         if not isinstance(x, Val):
             raise _Barrier("prelu of a non-tensor")
         if isinstance(w, ParamVal) and int(np.prod(w.shape)) > 1:
-            lst = _channel_list(x, 1)
+            lst = channel_list(x, 1)
             if lst is None:
                 raise _Barrier("prelu input channels depend on position")
             self._norm_params(node, [w], lst, "other")
@@ -630,7 +592,7 @@ class _Walker:
         ref = full[0]
         for v in full[1:]:
             self.b.unify(ref.cls, v.cls)
-        ref_vary = set(_varying_dims(ref.cls))
+        ref_vary = set(varying_dims(ref.cls))
         for v in tensors:
             if any(v is f for f in full):
                 continue
@@ -646,7 +608,7 @@ class _Walker:
                 if pshape[d] == shape[d] and shape[d] > 1:
                     if len(ref_vary) != 1 or d < pad:
                         raise _Barrier("weight broadcast across several channel dims")
-                    lst = _channel_list(ref, d)
+                    lst = channel_list(ref, d)
                     module = self.module_of(p.name)
                     self.b.add_slice(ParamSlice(p.name, d - pad, lst, role="other"), module)
                     if module in self.excluded:
@@ -673,14 +635,14 @@ class _Walker:
         for p in parts:
             tshape = [p.shape[dim] if d == dim else target[d] for d in range(nd)]
             cls_parts.append(np.broadcast_to(p.cls, tshape))
-        return Val(shape, _compress(np.concatenate(cls_parts, axis=dim)))
+        return Val(shape, compress(np.concatenate(cls_parts, axis=dim)))
 
     def _spatial(self, node: torch.fx.Node) -> object:
         x = self.arg(node.args[0])
         if not isinstance(x, Val):
             return self.output_fixed(node, "derived from weights or constants")
         val = node.meta.get("val")
-        vary = _varying_dims(x.cls)
+        vary = varying_dims(x.cls)
         if any(d >= 2 for d in vary):
             raise _Barrier("spatial op over positions that carry channels")
         if isinstance(val, (list, tuple)):  # max_pool with indices
@@ -703,7 +665,7 @@ class _Walker:
         if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
             dims = list(range(nd))
         dims = sorted({int(d) % nd for d in dims})
-        if set(dims) & set(_varying_dims(x.cls)):
+        if set(dims) & set(varying_dims(x.cls)):
             raise _Barrier("reduction across channels")
         cls = x.cls
         if not keep:
@@ -717,7 +679,7 @@ class _Walker:
         if not isinstance(x, Val):
             return self.output_fixed(node, "derived from weights or constants")
         dim = int(node.args[1]) % len(x.shape) if len(node.args) > 1 else len(x.shape) - 1
-        if _varies(x.cls, dim):
+        if varies(x.cls, dim):
             raise _Barrier("softmax/sort across channels")
         val = node.meta.get("val")
         if isinstance(val, (list, tuple)):
@@ -793,7 +755,7 @@ def _reshape(w: _Walker, node: torch.fx.Node) -> Val:
     """Follow flatten-like reshapes; a reshape that splits a channel dim is a barrier."""
     x = _tensor_arg(w, node)
     out = w.shape(node)
-    vary = _varying_dims(x.cls)
+    vary = varying_dims(x.cls)
     if not vary:
         return Val(out, np.full([1] * len(out), x.cls.ravel()[0], dtype=np.int64))
     groups = _reshape_groups(x.shape, out)
@@ -869,7 +831,7 @@ def _flatten(w: _Walker, node: torch.fx.Node) -> Val:
 def _select(w: _Walker, node: torch.fx.Node) -> Val:
     x = _tensor_arg(w, node)
     d = int(node.args[1]) % len(x.shape)
-    if _varies(x.cls, d):
+    if varies(x.cls, d):
         raise _Barrier("indexing one channel")
     cls = np.take(x.cls, 0, axis=d) if x.cls.shape[d] == 1 else np.take(x.cls, 0, axis=d)
     return Val(w.shape(node), cls)
@@ -882,7 +844,7 @@ def _slice(w: _Walker, node: torch.fx.Node) -> Val:
     out = w.shape(node)
     if out == x.shape:
         return Val(out, x.cls)
-    if _varies(x.cls, d):
+    if varies(x.cls, d):
         raise _Barrier("slicing channels at fixed positions")
     return Val(out, x.cls)
 
@@ -896,7 +858,7 @@ def _split(w: _Walker, node: torch.fx.Node) -> tuple:
     d = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
     d = int(d) % nd
     shapes = [tuple(t.shape) for t in val]
-    if not _varies(x.cls, d):
+    if not varies(x.cls, d):
         return tuple(Val(s, x.cls) for s in shapes)
     sizes = [s[d] for s in shapes]
     if len(set(sizes)) != 1 or name == "split_with_sizes":
@@ -912,7 +874,7 @@ def _roll(w: _Walker, node: torch.fx.Node) -> Val:
     x = _tensor_arg(w, node)
     dims = node.args[2] if len(node.args) > 2 else ()
     dims = [dims] if isinstance(dims, int) else list(dims)
-    if not dims or any(_varies(x.cls, int(d) % len(x.shape)) for d in dims):
+    if not dims or any(varies(x.cls, int(d) % len(x.shape)) for d in dims):
         raise _Barrier("rolling across channels")
     return Val(x.shape, x.cls)
 
@@ -920,7 +882,7 @@ def _roll(w: _Walker, node: torch.fx.Node) -> Val:
 def _unbind(w: _Walker, node: torch.fx.Node) -> tuple:
     x = _tensor_arg(w, node)
     d = int(node.args[1]) % len(x.shape) if len(node.args) > 1 else 0
-    if _varies(x.cls, d):
+    if varies(x.cls, d):
         raise _Barrier("unbinding channels")
     val = node.meta.get("val")
     cls = np.take(x.cls, 0, axis=d)
