@@ -1,5 +1,6 @@
 """Export page: download the current pruned model (slim) in several formats, a report, and
-measure its latency against the original on this machine."""
+measure its latency against the original on this machine. PyTorch models export as
+safetensors / TorchScript / torch.export / ONNX; Keras models as a safe-mode ``.keras`` file."""
 
 from __future__ import annotations
 
@@ -8,10 +9,21 @@ from pathlib import Path
 
 import streamlit as st
 
-from uif_explorer import app_logic, charts, zoo
+from uif_explorer import app_logic, charts, model_source, zoo
 from uif_explorer.ui import errors, loaders, workspace
 
 st.title("Export", anchor=False)
+
+
+def _original(name: str):
+    """The loaded model the pruned one was made from (the current one, or its sample)."""
+    current = loaders.current()
+    if current.name == name:
+        return current
+    if name in zoo.SAMPLE_MODELS:
+        return loaders.load_sample(name)
+    return None
+
 
 with errors.guard("preparing the export"):
     token = workspace.current_token()
@@ -22,105 +34,160 @@ with errors.guard("preparing the export"):
                 "or build a candidate on the **One-step** page, then come back.",
                 icon=":material/info:")
         found = app_logic.latest_spec(folder)
-        if found is not None and found[1].get("model") in zoo.TORCH_SAMPLES:
+        current = loaders.current()
+        if found is not None and found[1].get("model") == current.name:
             spec_file, spec = found
-            spec_model = spec["model"]
             st.markdown(f"This workspace holds the spec `{spec_file.name}` (the newest prune of "
-                        f"`{spec_model}`). It rebuilds the slim model from the original "
+                        f"`{current.name}`). It rebuilds the slim model from the original "
                         "weights; fine-tuning done before a reload is not in it.")
             if st.button("Rebuild from the saved spec", key="export_rebuild",
                          icon=":material/restore:"):
                 with st.spinner("Rebuilding and scoring..."):
-                    rebuilder = workspace.runner(token, spec_model, "iterative",
-                                                 loaders.weights_stamp(spec_model))
+                    rebuilder = workspace.runner(token, current, "iterative")
                     model = rebuilder.prune(spec_path=spec_file, mode="slim")
-                    images = 200
-                    acc = app_logic.accuracy(model, images)
+                    ev = loaders.evaluator(current, 200)
+                    acc = ev.score(model)
                 workspace.set_pruned({
-                    "model": model, "kind": "slim", "model_name": spec_model,
+                    "model": model, "kind": "slim", "model_name": current.name,
+                    "framework": current.framework,
                     "source": f"Rebuilt from {spec_file.name} (original weights)",
                     "removal_ratio": spec.get("removal_ratio"), "spec_path": str(spec_file),
-                    "accuracy": acc, "images": images,
+                    "accuracy": acc, "images": ev.images, "score_source": ev.describe(),
+                    "label_free": ev.label_free,
                     "macs_m": (spec.get("macs") or {}).get("pruned"),
                     "params_m": (spec.get("params") or {}).get("pruned"),
                 })
                 st.rerun()
         st.stop()
     name = pruned["model_name"]
-    loaded = loaders.load_sample(name)
-    x = zoo.example_input(name)
+    loaded = _original(name)
+    if loaded is None:
+        st.warning(f"The pruned model was made from `{name}`, which is no longer the current "
+                   "model: make it current again on the **Model** page (or prune the current "
+                   "one) to export.", icon=":material/info:")
+        st.stop()
+    keras_model = loaded.framework == "keras"
+    x = model_source.example_input(loaded.source)
+    score_source = pruned.get("score_source") or app_logic.data_source(pruned["images"])
+    score_title = "Label-free score" if pruned.get("label_free") else "Accuracy"
+    spec_path = Path(pruned.get("spec_path") or "")
 
     slim = pruned.get("slim")
+    slim_error = None
     if slim is None:  # made once per pruned model, kept with it in this session only
         with st.spinner("Slimming the pruned model..."):
-            slim = app_logic.slim_of(copy.deepcopy(pruned["model"]), loaded.model)
-        pruned["slim"] = slim
+            try:
+                if keras_model:
+                    slim = (pruned["model"] if pruned["kind"] == "slim" else
+                            app_logic.keras_slim_of(workspace.runner(token, loaded, "iterative"),
+                                                    spec_path))
+                else:
+                    slim = app_logic.slim_of(copy.deepcopy(pruned["model"]), loaded.model)
+            except Exception as exc:  # noqa: BLE001 - e.g. a .pt2 graph with grouped convs
+                slim_error = exc
+        if slim is not None:
+            pruned["slim"] = slim
+    if slim is None:
+        errors.show(f"The slim (smaller) model cannot be built: {app_logic.first_line(slim_error)}"
+                    ". Exported programs fix the group count of grouped / depthwise "
+                    "convolutions in their graph; upload the architecture with a state dict "
+                    "instead to get a slim model. The sparse model's state dict (same shapes as "
+                    "the original, pruned channels zero) is below.", slim_error)
+        d1, _ = st.columns(2)
+        d1.download_button("Sparse state dict (.safetensors)",
+                           data=lambda: app_logic.export_bytes(pruned["model"], x,
+                                                               "safetensors", folder),
+                           file_name=f"{name}_sparse.safetensors",
+                           mime="application/octet-stream", key="dl_sparse",
+                           on_click="ignore")
+        st.stop()
     slim_macs = None
     try:
-        from uif_explorer.torch.macs import model_cost
+        if keras_model:
+            from uif_explorer.keras.macs import count_macs, count_params
 
-        slim_cost = model_cost(copy.deepcopy(slim), x)
-        slim_macs, slim_params = slim_cost.macs / 1e6, slim_cost.params / 1e6
+            slim_macs = count_macs(slim, tuple(loaded.source.input_shape)) / 1e6
+            slim_params = count_params(slim) / 1e6
+        else:
+            from uif_explorer.torch.macs import model_cost
+
+            slim_cost = model_cost(copy.deepcopy(slim), x)
+            slim_macs, slim_params = slim_cost.macs / 1e6, slim_cost.params / 1e6
     except Exception:  # noqa: BLE001 - the counts are informative only
         slim_params = pruned.get("params_m")
-    st.markdown(f"**{pruned['source']}** of {loaded.sample.title} (`{name}`).")
+    st.markdown(f"**{pruned['source']}** of {loaded.title} (`{name}`).")
     cols = st.columns(3)
-    cols[0].metric("Accuracy", f"{pruned['accuracy']:.2f} %",
-                   help=app_logic.data_source(pruned["images"]), border=True)
+    cols[0].metric(score_title, f"{pruned['accuracy']:.2f} %", help=score_source, border=True)
     cols[1].metric("MACs", f"{slim_macs if slim_macs is not None else pruned['macs_m']:.3f} M",
                    delta=f"{loaded.summary.macs / 1e6:.3f} M before", delta_color="off",
                    delta_arrow="off", border=True)
     cols[2].metric("Params", f"{slim_params:.4f} M",
                    delta=f"{loaded.summary.params / 1e6:.4f} M before", delta_color="off",
                    delta_arrow="off", border=True)
-    st.caption(f"Accuracy: {app_logic.data_source(pruned['images'])}. MACs and params in "
-               f"millions, counted on the slim model at input {loaded.summary.input_label} "
-               "(batch 1).")
+    st.caption(f"{score_title}: {score_source}. MACs and params in millions, counted on the "
+               f"slim model at input {loaded.summary.input_label} (batch 1).")
 
     st.subheader("Downloads", anchor=False)
     base = f"{name}_slim"
-    spec_path = Path(pruned.get("spec_path") or "")
-    d1, d2, d3 = st.columns(3)
-    d1.download_button("Slim state dict (.safetensors)",
-                       data=lambda: app_logic.export_bytes(slim, x, "safetensors", folder),
-                       file_name=f"{base}.safetensors", mime="application/octet-stream",
-                       key="dl_safetensors", icon=":material/download:", on_click="ignore")
-    if spec_path.is_file():
-        d2.download_button("Spec (.json)", data=spec_path.read_bytes(),
-                           file_name=f"{spec_path.stem}.spec.json", mime="application/json",
-                           key="dl_spec", icon=":material/download:", on_click="ignore")
-    d3.download_button("TorchScript (.pt)",
-                       data=lambda: app_logic.export_bytes(slim, x, "torchscript", folder),
-                       file_name=f"{base}.torchscript.pt", mime="application/octet-stream",
-                       key="dl_torchscript", icon=":material/download:", on_click="ignore")
-    e1, e2, e3 = st.columns(3)
-    e1.download_button("torch.export program (.pt2)",
-                       data=lambda: app_logic.export_bytes(slim, x, "pt2", folder),
-                       file_name=f"{base}.pt2", mime="application/octet-stream", key="dl_pt2",
-                       icon=":material/download:", on_click="ignore")
-    if e2.button("Make ONNX (checked with ONNX Runtime)", key="export_onnx_make"):
-        with st.spinner("Exporting to ONNX and running it in ONNX Runtime..."):
-            try:
-                pruned["onnx"] = app_logic.onnx_checked(slim, x, folder)
-            except Exception as exc:  # noqa: BLE001 - shown with a fix, traceback to the log
-                errors.show(f"ONNX export failed: {exc}. The other formats still work; "
-                            "torch.export (.pt2) is the closest alternative.", exc)
-    onnx = pruned.get("onnx")
-    if onnx:
-        e2.download_button("ONNX (.onnx)", data=onnx["bytes"], file_name=f"{base}.onnx",
-                           mime="application/octet-stream", key="dl_onnx",
-                           icon=":material/download:", on_click="ignore")
-        e2.caption(f"ONNX Runtime check passed: relative error {onnx['error']:.1e} "
-                   "(at most 1e-4 allowed) on the example input.")
-    st.caption("The slim model rebuilds from the original architecture + the spec + the slim "
-               "state dict. ONNX files are verified with ONNX Runtime when they are made.")
+    if keras_model:
+        d1, d2 = st.columns(2)
+        d1.download_button("Slim Keras model (.keras)",
+                           data=lambda: app_logic.keras_export_bytes(slim, folder),
+                           file_name=f"{base}.keras", mime="application/octet-stream",
+                           key="dl_keras", icon=":material/download:", on_click="ignore")
+        if spec_path.is_file():
+            d2.download_button("Spec (.json)", data=spec_path.read_bytes(),
+                               file_name=f"{spec_path.stem}.spec.json", mime="application/json",
+                               key="dl_spec", icon=":material/download:", on_click="ignore")
+        st.caption("The .keras file loads with keras.saving.load_model(path, safe_mode=True): "
+                   "it holds only built-in Keras layers with fewer filters.")
+    else:
+        d1, d2, d3 = st.columns(3)
+        d1.download_button("Slim state dict (.safetensors)",
+                           data=lambda: app_logic.export_bytes(slim, x, "safetensors", folder),
+                           file_name=f"{base}.safetensors", mime="application/octet-stream",
+                           key="dl_safetensors", icon=":material/download:", on_click="ignore")
+        if spec_path.is_file():
+            d2.download_button("Spec (.json)", data=spec_path.read_bytes(),
+                               file_name=f"{spec_path.stem}.spec.json", mime="application/json",
+                               key="dl_spec", icon=":material/download:", on_click="ignore")
+        d3.download_button("TorchScript (.pt)",
+                           data=lambda: app_logic.export_bytes(slim, x, "torchscript", folder),
+                           file_name=f"{base}.torchscript.pt", mime="application/octet-stream",
+                           key="dl_torchscript", icon=":material/download:", on_click="ignore")
+        e1, e2, e3 = st.columns(3)
+        e1.download_button("torch.export program (.pt2)",
+                           data=lambda: app_logic.export_bytes(slim, x, "pt2", folder),
+                           file_name=f"{base}.pt2", mime="application/octet-stream",
+                           key="dl_pt2", icon=":material/download:", on_click="ignore")
+        if e2.button("Make ONNX (checked with ONNX Runtime)", key="export_onnx_make"):
+            with st.spinner("Exporting to ONNX and running it in ONNX Runtime..."):
+                try:
+                    pruned["onnx"] = app_logic.onnx_checked(slim, x, folder)
+                except Exception as exc:  # noqa: BLE001 - shown with a fix, traceback to log
+                    errors.show(f"ONNX export failed: {exc}. The other formats still work; "
+                                "torch.export (.pt2) is the closest alternative.", exc)
+        onnx = pruned.get("onnx")
+        if onnx:
+            e2.download_button("ONNX (.onnx)", data=onnx["bytes"], file_name=f"{base}.onnx",
+                               mime="application/octet-stream", key="dl_onnx",
+                               icon=":material/download:", on_click="ignore")
+            e2.caption(f"ONNX Runtime check passed: relative error {onnx['error']:.1e} "
+                       "(at most 1e-4 allowed) on the example input.")
+        st.caption("The slim model rebuilds from the original architecture + the spec + the "
+                   "slim state dict. ONNX files are verified with ONNX Runtime when they are "
+                   "made.")
 
     st.subheader("Report", anchor=False)
-    before, after = app_logic.out_widths(loaded.model), app_logic.out_widths(slim)
+    if keras_model:
+        before, after = app_logic.keras_out_widths(loaded.model), app_logic.keras_out_widths(slim)
+    else:
+        before, after = app_logic.out_widths(loaded.model), app_logic.out_widths(slim)
     report_json, report_csv = app_logic.report(
-        {**{k: v for k, v in pruned.items() if k != "model"}, "data": app_logic.data_source(
-            pruned["images"])}, before, after)
+        {**{k: v for k, v in pruned.items() if k != "model"}, "data": score_source},
+        before, after)
     st.plotly_chart(charts.width_figure(before, after), key="export_widths")
+
     def report_html() -> str:
         from uif_explorer.workspace import Workspace
 
@@ -135,7 +202,7 @@ with errors.guard("preparing the export"):
                 figures.append(charts.candidates_figure(search))
         facts = {k: v for k, v in pruned.items()
                  if isinstance(v, (str, int, float)) and k != "finetune_serial"}
-        facts["accuracy data"] = app_logic.data_source(pruned["images"])
+        facts["score data"] = score_source
         return app_logic.html_report(f"UIF Explorer report: {name}", facts, figures)
 
     r1, r2, r3 = st.columns(3)
@@ -150,8 +217,12 @@ with errors.guard("preparing the export"):
     st.subheader("Latency on this machine", anchor=False)
     if st.button("Measure latency", key="export_latency", icon=":material/timer:"):
         with st.spinner("Timing both models..."):
-            pruned["latency"] = app_logic.measure_latency(
-                {"original": copy.deepcopy(loaded.model), "pruned": copy.deepcopy(slim)}, x)
+            if keras_model:
+                pruned["latency"] = app_logic.measure_keras_latency(
+                    {"original": loaded.model, "pruned": slim}, x)
+            else:
+                pruned["latency"] = app_logic.measure_latency(
+                    {"original": copy.deepcopy(loaded.model), "pruned": copy.deepcopy(slim)}, x)
     lat = pruned.get("latency")
     if lat:
         l1, l2 = st.columns(2)

@@ -1,24 +1,60 @@
-"""Model page: the loaded model's size, cost, accuracy and per-layer table."""
+"""Model page: the current model's size, cost, accuracy, layer table and channel groups, and
+the uploads that change it (your own model, evaluation data, a workspace from elsewhere)."""
 
 import streamlit as st
 
 from uif_explorer import summary, zoo
-from uif_explorer.ui import errors, loaders, model_view
+from uif_explorer.loading import LoadError
+from uif_explorer.ui import errors, loaders, model_view, state, upload_view
 
 st.title("Model", anchor=False)
 st.markdown(
-    "UIF Explorer prunes channels of CNNs. Pick a model in the sidebar to see its size, "
-    "its accuracy and where its MACs are."
+    "UIF Explorer prunes channels of CNNs. Pick a sample model in the sidebar, or upload your "
+    "own below, to see its size, its accuracy, where its MACs are and which layers are tied "
+    "into channel groups."
 )
 
 with errors.guard("showing the model"):
-    name = model_view.sample_picker()
+    model_view.sample_picker()
+    upload_view.flash()
+    source = state.current_source()
     try:
-        loaded = loaders.load_sample(name)
+        loaded = loaders.current()
+    except LoadError as exc:
+        errors.show(f"The model **{source.title}** cannot be loaded: {exc}")
+        loaded = None
     except Exception as exc:  # noqa: BLE001 - explained on the page, traceback to the log
+        name = source.arch or source.name
         weights = zoo.SAMPLE_MODELS[name].weights_path if name in zoo.SAMPLE_MODELS else None
         errors.show(summary.load_error_hint(name, exc, weights), exc)
-        st.stop()
-    model_view.header(loaded)
-    model_view.metric_cards(loaded, loaders.bundled_test_size())
-    model_view.layer_table(loaded.summary)
+        loaded = None
+    if loaded is not None:
+        model_view.header(loaded)
+        score = help_text = None
+        if loaded.sample is None:
+            key = f"model_score:{loaders.cache_key(loaded.source, '')}"
+            done = st.session_state.get(key)
+            if done:
+                score, help_text = done
+        model_view.metric_cards(loaded, loaders.bundled_test_size(), score, help_text)
+        if loaded.sample is None:
+            if st.button("Score the model", key="model_score", icon=":material/speed:"):
+                try:
+                    with st.spinner("Scoring..."):
+                        ev = loaders.evaluator(loaded, 500)
+                        value = ev.score(loaders.private_copy(loaded))
+                    st.session_state[key] = (f"{value:.2f} %", ev.describe())
+                    st.rerun()
+                except LoadError as exc:
+                    errors.show(str(exc))
+        model_view.layer_table(loaded.summary)
+        try:
+            model_view.groups_table(loaders.groups(loaded))
+        except Exception as exc:  # noqa: BLE001 - an unprunable model is still shown
+            first = (str(exc).strip().splitlines() or ["no details"])[0][:400]
+            errors.show(f"This model cannot be pruned: {type(exc).__name__}: {first}. Its "
+                        "params and MACs above are still right; the Sensitivity and One-step "
+                        "pages need a model whose channels can be followed.", exc)
+    st.divider()
+    upload_view.upload_section()
+    upload_view.data_section(source)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from uif_explorer import app_logic, charts
-from uif_explorer.ui import errors, jobs, loaders, state, workspace
+from uif_explorer import app_logic, charts, model_source
+from uif_explorer.loading import LoadError
+from uif_explorer.ui import errors, jobs, loaders, workspace
 
 st.title("One-step", anchor=False)
 st.markdown(
@@ -15,28 +16,24 @@ st.markdown(
 )
 
 
-def _progress_block(job: jobs.Job | None) -> None:
-    if job is None:
-        return
-    if job.running:
-        st.progress(job.fraction, text=f"Searching: {jobs.describe(job)}")
-        if st.button("Cancel", key="search_cancel", icon=":material/stop:"):
-            job.cancel()
-    elif job.status == jobs.FAILED:
-        errors.show(f"The search stopped: {job.error}. Scored candidates are kept; fix the "
-                    "cause and press Run search again to resume.")
-    elif job.status == jobs.CANCELLED:
-        st.info(f"Search cancelled after {job.done} steps; press Run search to resume.",
-                icon=":material/info:")
-
-
 with errors.guard("showing the one-step search"):
     token = workspace.current_token()
-    name = state.model_name()
-    loaded = loaders.load_sample(name)
-    runner = workspace.runner(token, name, "one_step", loaders.weights_stamp(name))
+    try:
+        loaded = loaders.current()
+    except Exception as exc:  # noqa: BLE001 - the Model page explains loading problems
+        errors.show(f"The current model cannot be loaded ({exc}); open the **Model** page to "
+                    "pick or upload another one.", exc)
+        st.stop()
+    name = loaded.name
+    try:
+        runner = workspace.runner(token, loaded, "one_step")
+    except Exception as exc:  # noqa: BLE001 - an unprunable model: say why
+        errors.show(f"**{loaded.title}** cannot be pruned: {type(exc).__name__}: "
+                    f"{app_logic.first_line(exc)}. The Model page still shows its params and "
+                    "MACs.", exc)
+        st.stop()
     registry = jobs.registry()
-    st.caption(f"Model: **{loaded.sample.title}** (`{name}`, chosen on the Model page), "
+    st.caption(f"Model: **{loaded.title}** (`{name}`, chosen on the Model page), "
                f"{loaded.summary.macs / 1e6:.2f} M MACs at input {loaded.summary.input_label}.")
 
     c1, c2, c3, c4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
@@ -44,59 +41,63 @@ with errors.guard("showing the one-step search"):
                                      help="How many strategies to sample and score."))
     pct = int(c2.number_input("MACs to remove (%)", 5, 80, 30, key="os_pct"))
     images = int(c3.selectbox("Eval images", app_logic.IMAGE_CHOICES, index=1, key="os_images",
-                              help="First images of the bundled Fashion-MNIST test subset."))
+                              help="First images of the evaluation data (the bundled "
+                              "Fashion-MNIST test subset unless you uploaded an .npz)."))
     ratio = pct / 100
     job_name = f"search:{name}:{ratio}"
     search_path = runner.workspace.search(runner.name, ratio)
     job = registry.get(token, job_name)
+    try:
+        run_ev = loaders.evaluator(loaded, images)
+    except LoadError as exc:
+        run_ev = None
+        st.warning(str(exc), icon=":material/dataset:")
     if c4.button("Run search", type="primary", key="os_run",
-                 disabled=job is not None and job.running):
-        from uif_explorer.torch.evaluation import adaptive_bn_calibration, top1_accuracy
-
+                 disabled=run_ev is None or (job is not None and job.running)):
         existing = app_logic.read_search(search_path)
-        forced = existing is not None and existing.get("images") not in (None, images)
+        old = app_logic.read_settings(search_path)
+        forced = existing is not None and (
+            existing.get("images") not in (None, images)
+            or old.get("images") not in (None, images)
+            or old.get("score", run_ev.describe()) != run_ev.describe())
 
-        def work(job: jobs.Job, n=num_subnet, ratio=ratio, images=images, forced=forced):
-            result = runner.search(
-                calibration_fn=adaptive_bn_calibration, calib_args=(app_logic.calib_loader(),),
-                eval_fn=top1_accuracy, eval_args=(app_logic.test_loader(images),),
-                num_subnet=n, removal_ratio=ratio, forced=forced, progress=job.progress)
-            return result
+        def work(job: jobs.Job, n=num_subnet, ratio=ratio, ev=run_ev, forced=forced):
+            return model_source.search(runner, loaded.source, ev, n, ratio, bool(forced),
+                                       job.progress)
 
-        app_logic.write_settings(search_path, images, [ratio])
+        app_logic.write_settings(search_path, images, [ratio], run_ev.describe())
         job = registry.start(token, job_name, work, label="One-step search")
 
     def live() -> None:
         job = registry.get(token, job_name)
-        _progress_block(job)
+        jobs.progress_block(job, "Search")
         search = app_logic.read_search(search_path)
         if search and job is not None and job.running:
             scored = len(charts.scored_candidates(search))
             st.caption(f"{scored} candidates scored so far.")
-        if job is not None and not job.running:
-            seen = st.session_state.setdefault("jobs_seen", {})
-            if seen.get(job.name) != job.serial:
-                seen[job.name] = job.serial
-                st.rerun()
+        jobs.rerun_when_finished(job)
 
-    if job is not None and job.running:
-        st.fragment(live, run_every=0.5)()
-    else:
-        if job is not None:
-            st.session_state.setdefault("jobs_seen", {})[job.name] = job.serial
-        live()
+    jobs.poll(job, live)
 
     search = app_logic.read_search(search_path)
-    used = int(app_logic.read_settings(search_path).get("images") or images)
+    found = app_logic.read_settings(search_path)
+    used = int(found.get("images") or images)
+    try:
+        ev = loaders.evaluator(loaded, used)
+    except LoadError:
+        ev = None
+    score_text = str(found.get("score") or (ev.describe() if ev is not None
+                                             else app_logic.data_source(used)))
+    calib_text = (f"{app_logic.CALIB_BATCHES * 64} training images" if ev is None or ev.bundled
+                  else "the first 256 images of your data")
     if not search or not charts.scored_candidates(search):
         st.info(f"No scored candidates at {pct} % MACs removed in this workspace yet: press "
                 "**Run search**.", icon=":material/info:")
     elif job is None or not job.running:
         best = charts.best_candidate_id(search)
-        st.caption(f"Score: {app_logic.data_source(used)}, in %, after adaptive BN on "
-                   f"{app_logic.CALIB_BATCHES * 64} training images. MACs in millions at input "
-                   f"{loaded.summary.input_label} (batch 1). Click a point to compare it with "
-                   "the best.")
+        st.caption(f"Score: {score_text}, in %, after adaptive BN on {calib_text}. MACs in "
+                   f"millions at input {loaded.summary.input_label} (batch 1). Click a point to "
+                   "compare it with the best.")
         left, right = st.columns([3, 2])
         with left:
             event = st.plotly_chart(charts.candidates_figure(search), key="os_scatter",
@@ -132,29 +133,43 @@ with errors.guard("showing the one-step search"):
         st.plotly_chart(charts.candidate_ratios_figure(search, ids), key="os_ratios")
         st.dataframe(app_logic.candidate_ratios_table(search, ids), hide_index=True,
                      key="os_ratio_table")
-        if st.button(f"Build candidate {chosen}", type="primary", key="os_build",
-                     icon=":material/build:"):
+        if ev is None:
+            st.info("Upload evaluation data on the **Model** page to build and score a "
+                    "candidate.", icon=":material/dataset:")
+        elif st.button(f"Build candidate {chosen}", type="primary", key="os_build",
+                       icon=":material/build:"):
             with st.spinner("Building the slim model and scoring it..."):
-                from uif_explorer.torch.evaluation import adaptive_bn_calibration
-
-                model = runner.prune(removal_ratio=ratio, index=chosen)
+                kind = "slim"
+                try:
+                    model = model_source.build_candidate(runner, loaded.source, ratio, chosen)
+                except Exception as exc:  # noqa: BLE001 - e.g. grouped convs of a .pt2 graph
+                    if loaded.source.kind != model_source.PT2:
+                        raise
+                    errors.log.warning("slim build failed, using the sparse model", exc_info=exc)
+                    model = runner.prune(removal_ratio=ratio, index=chosen, mode="sparse")
+                    kind = "sparse"
                 # scored like in the search: BatchNorm statistics re-estimated first
-                adaptive_bn_calibration(model, app_logic.calib_loader())
-                acc = app_logic.accuracy(model, used)
+                ev.calib_fn(model, *ev.calib_args)
+                acc = ev.score(model)
             cand = next(c for c in search["candidates"] if c["id"] == chosen)
             workspace.set_pruned({
-                "model": model, "kind": "slim", "model_name": name,
+                "model": model, "kind": kind, "model_name": name,
+                "framework": loaded.framework,
                 "source": f"One-step candidate {chosen} at {pct} % MACs removed",
                 "removal_ratio": ratio, "candidate": chosen,
                 "spec_path": str(runner.workspace.spec(name, ratio=ratio, candidate=str(chosen))),
-                "accuracy": acc, "images": used, "macs_m": cand["macs"],
+                "accuracy": acc, "images": ev.images, "score_source": ev.describe(),
+                "label_free": ev.label_free, "macs_m": cand["macs"],
                 "params_m": cand["params"],
             })
         pruned = workspace.pruned()
         if pruned and pruned["model_name"] == name and pruned.get("candidate") is not None:
+            shown = pruned.get("score_source") or app_logic.data_source(pruned["images"])
             st.metric(f"Built: {pruned['source']}", f"{pruned['accuracy']:.2f} %",
-                      help=app_logic.data_source(pruned["images"]), border=True)
-            st.caption(f"Slim model, {pruned['macs_m']:.3f} M MACs, {pruned['params_m']:.4f} M "
-                       f"params; accuracy: {app_logic.data_source(pruned['images'])}, after "
-                       f"adaptive BN on {app_logic.CALIB_BATCHES * 64} training images as in "
-                       "the search (no fine-tuning). Download it on the Export page.")
+                      help=shown, border=True)
+            model_kind = "Slim" if pruned["kind"] == "slim" else "Sparse (the exported " \
+                "program's grouped convolutions cannot be sliced)"
+            st.caption(f"{model_kind} model, {pruned['macs_m']:.3f} M MACs, "
+                       f"{pruned['params_m']:.4f} M params; score: {shown}, after adaptive BN "
+                       f"on {calib_text} as in the search (no fine-tuning). Download it on the "
+                       "Export page.")

@@ -1,5 +1,7 @@
 """Sensitivity page: analyse each channel group in the background, pick a MACs ratio, prune,
-fine-tune. The analysis lives in the session's workspace (``.sens``) and survives a reload."""
+fine-tune. The analysis lives in the session's workspace (``.sens``) and survives a reload.
+Works on the current model of any source (PyTorch or Keras; see ``uif_explorer.model_source``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import copy
 import streamlit as st
 
 from uif_explorer import app_logic, charts, data
-from uif_explorer.ui import errors, jobs, loaders, state, workspace
+from uif_explorer.core.plan import PlanError
+from uif_explorer.loading import LoadError
+from uif_explorer.ui import errors, jobs, loaders, workspace
 
 st.title("Sensitivity", anchor=False)
 st.markdown(
@@ -19,181 +23,197 @@ st.markdown(
 PRESETS = {p.label: p for p in app_logic.SENS_PRESETS}
 
 
-def _progress_block(job: jobs.Job | None, what: str) -> None:
-    if job is None:
-        return
-    if job.running:
-        st.progress(job.fraction, text=f"{what}: {jobs.describe(job)}")
-        if st.button("Cancel", key=f"cancel_{job.name}", icon=":material/stop:"):
-            job.cancel()
-            st.toast("Cancelling after the current step...")
-    elif job.status == jobs.FAILED:
-        errors.show(f"{what} stopped: {job.error}. What was saved is kept; fix the cause "
-                    "(see the message) and start it again to resume.")
-    elif job.status == jobs.CANCELLED:
-        st.info(f"{what} cancelled after {job.done} steps; saved steps are kept, start it "
-                "again to resume.", icon=":material/info:")
-
-
-def _rerun_when_finished(job: jobs.Job | None) -> None:
-    """A fragment saw its job end: redraw the whole page once (buttons, slider...)."""
-    if job is not None and not job.running:
-        seen = st.session_state.setdefault("jobs_seen", {})
-        if seen.get(job.name) != job.serial:
-            seen[job.name] = job.serial
-            st.rerun()
-
-
-def _curves(sens: dict | None, images: int | None) -> None:
+def _curves(sens: dict | None, score_source: str) -> None:
     if not sens:
         st.info("No analysis of this model in this workspace yet: press **Run analysis**.",
                 icon=":material/info:")
         return
     done, total = app_logic.sens_progress(sens)
-    src = app_logic.data_source(images) if images else "the analysis's eval data"
     status = "finished" if sens.get("complete") else "unfinished"
-    st.caption(f"{done} of {total} evaluations saved ({status}). Score: {src}, in %. "
+    st.caption(f"{done} of {total} evaluations saved ({status}). Score: {score_source}. "
                "x: fraction of the group's channels removed.")
     st.plotly_chart(charts.sensitivity_figure(sens), key="sens_curves")
 
 
 with errors.guard("showing the sensitivity analysis"):
     token = workspace.current_token()
-    name = state.model_name()
-    loaded = loaders.load_sample(name)
-    stamp = loaders.weights_stamp(name)
-    runner = workspace.runner(token, name, "iterative", stamp)
+    try:
+        loaded = loaders.current()
+    except Exception as exc:  # noqa: BLE001 - the Model page explains loading problems
+        errors.show(f"The current model cannot be loaded ({exc}); open the **Model** page to "
+                    "pick or upload another one.", exc)
+        st.stop()
+    name = loaded.name
+    try:
+        runner = workspace.runner(token, loaded, "iterative")
+    except Exception as exc:  # noqa: BLE001 - an unprunable model: say why
+        errors.show(f"**{loaded.title}** cannot be pruned: {type(exc).__name__}: "
+                    f"{app_logic.first_line(exc)}. The Model page still shows its params and "
+                    "MACs.", exc)
+        st.stop()
     sens_path = runner.workspace.sens(runner.name)
     registry = jobs.registry()
     job_name = f"sensitivity:{name}"
-    st.caption(f"Model: **{loaded.sample.title}** (`{name}`, chosen on the Model page), "
+    st.caption(f"Model: **{loaded.title}** (`{name}`, chosen on the Model page), "
                f"{loaded.summary.macs / 1e6:.2f} M MACs at input {loaded.summary.input_label}.")
 
+    settings = app_logic.read_settings(sens_path)
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     preset = PRESETS[c1.selectbox("Analysis setting", list(PRESETS), key="sens_preset",
-                                  help="Images of the bundled Fashion-MNIST test subset used "
-                                  "to score each step, and the channel ratios tried per group.")]
+                                  help="Images of the evaluation data used to score each step "
+                                  "(the bundled Fashion-MNIST test subset unless you uploaded "
+                                  "an .npz), and the channel ratios tried per group.")]
+    try:
+        run_ev = loaders.evaluator(loaded, preset.images)
+    except LoadError as exc:
+        run_ev = None
+        st.warning(f"{exc}", icon=":material/dataset:")
     job = registry.get(token, job_name)
     if c2.button("Run analysis", type="primary", key="sens_run",
-                 disabled=job is not None and job.running):
+                 disabled=run_ev is None or (job is not None and job.running)):
         existing = app_logic.read_sens(sens_path)
         forced = existing is not None and (
             existing.get("complete")
             or sorted(existing["ratios"]) != sorted(preset.ratios)
-            or app_logic.read_settings(sens_path).get("images") != preset.images)
-        app_logic.write_settings(sens_path, preset.images, preset.ratios)
-        from uif_explorer.torch.evaluation import top1_accuracy
+            or settings.get("images") != preset.images
+            or settings.get("score", run_ev.describe()) != run_ev.describe())
+        app_logic.write_settings(sens_path, preset.images, preset.ratios, run_ev.describe())
 
-        def work(job: jobs.Job, images=preset.images, ratios=preset.ratios, forced=forced):
-            return runner.ana(top1_accuracy, args=(app_logic.test_loader(images),),
-                              ratios=ratios, forced=bool(forced), progress=job.progress)
+        def work(job: jobs.Job, ev=run_ev, ratios=preset.ratios, forced=forced):
+            return runner.ana(ev.eval_fn, args=ev.eval_args, ratios=ratios,
+                              forced=bool(forced), progress=job.progress)
 
         job = registry.start(token, job_name, work, label="Sensitivity analysis")
+        settings = app_logic.read_settings(sens_path)
+
+    def score_source() -> str:
+        found = app_logic.read_settings(sens_path)
+        if found.get("score"):
+            return str(found["score"])
+        if found.get("images"):
+            return app_logic.data_source(int(found["images"])) + ", in %"
+        return "the data the analysis was run with (outside the app)"
 
     def live() -> None:
         job = registry.get(token, job_name)
-        _progress_block(job, "Sensitivity analysis")
-        _curves(app_logic.read_sens(sens_path), app_logic.read_settings(sens_path).get("images"))
-        _rerun_when_finished(job)
+        jobs.progress_block(job, "Sensitivity analysis")
+        _curves(app_logic.read_sens(sens_path), score_source())
+        jobs.rerun_when_finished(job)
 
-    if job is not None and job.running:
-        st.fragment(live, run_every=0.5)()
-    else:
-        if job is not None:
-            st.session_state.setdefault("jobs_seen", {})[job.name] = job.serial
-        live()
+    jobs.poll(job, live)
 
     sens = app_logic.read_sens(sens_path)
     known_images = app_logic.read_settings(sens_path).get("images")  # None: made by the CLI
     images = int(known_images or 200)
-    sens_source = (app_logic.data_source(int(known_images)) if known_images
-                   else "the data the analysis was run with (outside the app)")
+    try:
+        ev = loaders.evaluator(loaded, images)
+    except LoadError:
+        ev = None
+    label_free = ev is not None and ev.label_free
+    word = "score" if label_free else "accuracy"
     if sens and sens.get("complete"):
         st.subheader("Choose how much to prune", anchor=False)
         pct = st.slider("MACs to remove (%)", min_value=5, max_value=80, value=30, step=1,
                         key="sens_macs_pct",
                         help="Fraction of the original model's MACs to remove; the groups' "
                         "ratios come from the curves above.")
-        preview = runner.plan(pct / 100)
+        try:
+            preview, divisible = app_logic.plan_preview(runner, pct / 100)
+        except PlanError as exc:
+            st.warning(f"{exc} Move the slider to a nearby value.", icon=":material/tune:")
+            st.stop()
         cols = st.columns(4)
-        for col, (label, value) in zip(cols, app_logic.preview_metrics(preview, images).items(),
-                                       strict=False):
+        metrics = app_logic.preview_metrics(preview, images, label_free=label_free)
+        for col, (label, value) in zip(cols, metrics.items(), strict=False):
             col.metric(label, value, border=True)
         st.caption(
             f"Computed from the pruning plan without building the model: MACs in millions at "
             f"input {loaded.summary.input_label} (batch 1), params in millions; the predicted "
-            f"accuracy adds up the curves' drops ({sens_source}). Original: "
+            f"{word} adds up the curves' drops ({score_source()}). Original: "
             f"{preview.original_macs:.3f} M MACs, {preview.original_params:.4f} M params."
         )
         st.dataframe(preview.groups, hide_index=True, key="sens_plan_table",
                      column_config={"ratio": st.column_config.NumberColumn(
                          "Ratio removed", format="%.3f")})
-        if st.button("Prune", type="primary", key="sens_prune", icon=":material/content_cut:"):
+        if ev is None:
+            st.info("Upload evaluation data on the **Model** page to prune and score this "
+                    "model.", icon=":material/dataset:")
+        elif st.button("Prune", type="primary", key="sens_prune", icon=":material/content_cut:"):
             with st.spinner("Pruning and scoring..."):
                 ratio = pct / 100
-                model = runner.prune(removal_ratio=ratio, mode="sparse")
-                acc = app_logic.accuracy(model, images)
+                model = runner.prune(removal_ratio=ratio, mode="sparse",
+                                     channel_divisible=divisible)
+                acc = ev.score(model)
             registry.forget(token, f"finetune:{name}")  # its result belongs to the old prune
             workspace.set_pruned({
                 "model": model, "kind": "sparse", "model_name": name,
+                "framework": loaded.framework,
                 "source": f"Sensitivity, {pct} % of MACs removed",
                 "removal_ratio": ratio, "spec_path": str(runner.workspace.spec(name, ratio=ratio)),
-                "accuracy": acc, "images": images, "macs_m": preview.macs,
+                "accuracy": acc, "images": ev.images, "score_source": ev.describe(),
+                "label_free": ev.label_free, "macs_m": preview.macs,
                 "params_m": preview.params,
             })
         pruned = workspace.pruned()
         if pruned and pruned["model_name"] == name and pruned["source"].startswith("Sens"):
-            st.metric(f"Pruned accuracy ({pruned['source']})", f"{pruned['accuracy']:.2f} %",
+            shown = pruned.get("score_source") or app_logic.data_source(pruned["images"])
+            title = "Pruned score" if pruned.get("label_free") else "Pruned accuracy"
+            st.metric(f"{title} ({pruned['source']})", f"{pruned['accuracy']:.2f} %",
                       delta=f"{pruned['accuracy'] - sens['baseline']:.2f} points vs unpruned",
                       border=True)
-            st.caption(f"Measured on the pruned (sparse) model: "
-                       f"{app_logic.data_source(pruned['images'])}. Spec saved as "
+            st.caption(f"Measured on the pruned (sparse) model: {shown}. Spec saved as "
                        f"`{runner.workspace.spec(name, ratio=pruned['removal_ratio']).name}`.")
 
             st.subheader("Fine-tune", anchor=False)
-            f1, f2, f3, f4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
-            epochs = f1.number_input("Epochs", 1, 10, 1, key="ft_epochs")
-            lr = f2.number_input("Learning rate", 0.0001, 1.0, 0.01, format="%.4f", key="ft_lr")
-            batches = f3.number_input("Batches of 128 per epoch", 1, 79, 10, key="ft_batches",
-                                      help="From the bundled 10,000 training images.")
-            ft_name = f"finetune:{name}"
-            ft_job = registry.get(token, ft_name)
-            if f4.button("Fine-tune", key="ft_run", disabled=ft_job is not None and ft_job.running):
-                from uif_explorer.torch.finetune import fine_tune
-
-                def tune(job: jobs.Job, model=copy.deepcopy(pruned["model"]),
-                         teacher=copy.deepcopy(loaded.model), epochs=int(epochs), lr=float(lr),
-                         batches=int(batches), images=pruned["images"]):
-                    loader = data.torch_loader("train", batch_size=128, limit=batches * 128)
-                    history = fine_tune(model, loader, epochs=epochs, lr=lr, teacher=teacher,
-                                        max_batches=batches, progress=job.progress)
-                    return {"model": model, "accuracy": app_logic.accuracy(model, images),
-                            "history": history, "epochs": epochs, "lr": lr}
-
-                ft_job = registry.start(token, ft_name, tune, label="Fine-tuning")
-
-            def ft_live() -> None:
-                job = registry.get(token, ft_name)
-                _progress_block(job, "Fine-tuning")
-                if job is not None and job.status == jobs.DONE:
-                    res = job.result
-                    cur = workspace.pruned()
-                    if cur is not None and cur.get("finetune_serial") != job.serial:
-                        kept = {k: v for k, v in cur.items() if k not in workspace.DERIVED}
-                        workspace.set_pruned({**kept, "model": res["model"],
-                                              "accuracy_before_ft": cur["accuracy"],
-                                              "accuracy": res["accuracy"],
-                                              "finetune_serial": job.serial,
-                                              "source": cur["source"] + f", fine-tuned "
-                                              f"{res['epochs']} epoch(s)"})
-                    st.success(f"Accuracy after fine-tuning: {res['accuracy']:.2f} % "
-                               f"({app_logic.data_source(pruned['images'])}).",
-                               icon=":material/check:")
-                _rerun_when_finished(job)
-
-            if ft_job is not None and ft_job.running:
-                st.fragment(ft_live, run_every=0.5)()
+            if (loaded.framework != "torch" or ev is None or not ev.bundled
+                    or loaded.source.batch_fixed):
+                st.info(
+                    "Fine-tuning in the app uses the bundled Fashion-MNIST training images, so "
+                    "it is offered for PyTorch models that take them. Otherwise fine-tune the "
+                    "sparse model in your own training loop (Keras: `fit()`; the masks keep "
+                    "pruned channels at zero), then export it.", icon=":material/info:")
             else:
-                if ft_job is not None:
-                    st.session_state.setdefault("jobs_seen", {})[ft_job.name] = ft_job.serial
-                ft_live()
+                f1, f2, f3, f4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
+                epochs = f1.number_input("Epochs", 1, 10, 1, key="ft_epochs")
+                lr = f2.number_input("Learning rate", 0.0001, 1.0, 0.01, format="%.4f",
+                                     key="ft_lr")
+                batches = f3.number_input("Batches of 128 per epoch", 1, 79, 10,
+                                          key="ft_batches",
+                                          help="From the bundled 10,000 training images.")
+                ft_name = f"finetune:{name}"
+                ft_job = registry.get(token, ft_name)
+                if f4.button("Fine-tune", key="ft_run",
+                             disabled=ft_job is not None and ft_job.running):
+                    from uif_explorer.torch.finetune import fine_tune
+
+                    def tune(job: jobs.Job, model=copy.deepcopy(pruned["model"]),
+                             teacher=copy.deepcopy(loaded.model), epochs=int(epochs),
+                             lr=float(lr), batches=int(batches), ev=ev):
+                        loader = data.torch_loader("train", batch_size=128, limit=batches * 128)
+                        history = fine_tune(model, loader, epochs=epochs, lr=lr,
+                                            teacher=teacher, max_batches=batches,
+                                            progress=job.progress)
+                        return {"model": model, "accuracy": ev.score(model),
+                                "history": history, "epochs": epochs, "lr": lr}
+
+                    ft_job = registry.start(token, ft_name, tune, label="Fine-tuning")
+
+                def ft_live() -> None:
+                    job = registry.get(token, ft_name)
+                    jobs.progress_block(job, "Fine-tuning")
+                    if job is not None and job.status == jobs.DONE:
+                        res = job.result
+                        cur = workspace.pruned()
+                        if cur is not None and cur.get("finetune_serial") != job.serial:
+                            kept = {k: v for k, v in cur.items() if k not in workspace.DERIVED}
+                            workspace.set_pruned({**kept, "model": res["model"],
+                                                  "accuracy_before_ft": cur["accuracy"],
+                                                  "accuracy": res["accuracy"],
+                                                  "finetune_serial": job.serial,
+                                                  "source": cur["source"] + f", fine-tuned "
+                                                  f"{res['epochs']} epoch(s)"})
+                        st.success(f"Accuracy after fine-tuning: {res['accuracy']:.2f} % "
+                                   f"({shown}).", icon=":material/check:")
+                    jobs.rerun_when_finished(job)
+
+                jobs.poll(ft_job, ft_live)

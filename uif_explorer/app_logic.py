@@ -205,15 +205,18 @@ def measure_latency(models: dict[str, nn.Module], inputs: torch.Tensor, repeats:
 
 
 # -- formatted numbers shown by the pages (one place, so tests compare the same strings) -----
-def preview_metrics(preview: Any, images: int | None) -> dict[str, str]:
-    """Metric label -> value of a ``runner.plan`` preview, with units."""
+def preview_metrics(preview: Any, images: int | None,
+                    label_free: bool = False) -> dict[str, str]:
+    """Metric label -> value of a ``runner.plan`` preview, with units (a label-free score is
+    called a score, never an accuracy)."""
     out = {
         "MACs after pruning": f"{preview.macs:.3f} M",
         "Params after pruning": f"{preview.params:.4f} M",
         "MACs removed": f"{100 * preview.achieved_removal:.1f} %",
     }
     if preview.predicted_score is not None:
-        out["Predicted accuracy"] = f"{preview.predicted_score:.2f} %"
+        label = "Predicted label-free score" if label_free else "Predicted accuracy"
+        out[label] = f"{preview.predicted_score:.2f} %"
     return out
 
 
@@ -222,11 +225,17 @@ def settings_path(sens_path: Path) -> Path:
     return Path(sens_path).with_suffix(".sens-settings.json")
 
 
-def write_settings(sens_path: Path, images: int, ratios: Sequence[float]) -> None:
+def write_settings(sens_path: Path, images: int, ratios: Sequence[float],
+                   score: str | None = None) -> None:
+    """Record the images and ratios of a run started by the app and, when given, what its
+    score is (``Evaluator.describe()``: top-1 on which data, or the label-free score)."""
     from uif_explorer.workspace import atomic_write_json
 
-    atomic_write_json(settings_path(sens_path), {"format_version": 1, "images": int(images),
-                                                  "ratios": [float(r) for r in ratios]})
+    doc: dict[str, Any] = {"format_version": 1, "images": int(images),
+                           "ratios": [float(r) for r in ratios]}
+    if score:
+        doc["score"] = str(score)
+    atomic_write_json(settings_path(sens_path), doc)
 
 
 def read_settings(sens_path: Path) -> dict[str, Any]:
@@ -268,3 +277,62 @@ def html_report(title: str, facts: dict[str, Any], figures: Sequence[Any]) -> st
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title></head><body style='font-family:sans-serif'><h1>{html.escape(title)}</h1>"
             f"<table>{rows}</table>{charts_html}</body></html>")
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (pages show it; the traceback goes to the log)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else "no details"
+
+
+# -- Keras counterparts of the export helpers (Keras is imported only when called) ------------
+def keras_export_bytes(model: Any, workdir: Path) -> bytes:
+    """The ``.keras`` file of ``model`` (``uif_explorer.keras.export_keras``), as bytes."""
+    from uif_explorer.keras.export import export_keras
+
+    path = export_keras(model, Path(workdir) / "exports" / "slim.keras")
+    return path.read_bytes()
+
+
+def keras_out_widths(model: Any) -> dict[str, int]:
+    """Output channels of every Conv / Dense layer of a Keras model, by layer name."""
+    widths = {}
+    for layer in model.layers:
+        config = layer.get_config()
+        for key in ("filters", "units"):
+            if isinstance(config.get(key), int):
+                widths[layer.name] = int(config[key])
+    return widths
+
+
+def keras_slim_of(runner: Any, spec_path: str | Path) -> Any:
+    """The slim Keras model of a spec (the runner's model with fewer filters)."""
+    return runner.prune(spec_path=spec_path, mode="slim")
+
+
+def measure_keras_latency(models: dict[str, Any], inputs: Any, repeats: int = 10,
+                          warmup: int = 2, clock: Callable[[], float] = time.perf_counter
+                          ) -> dict[str, float]:
+    """Median milliseconds per ``model(x, training=False)`` of each Keras model, interleaved."""
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(warmup):
+        for m in models.values():
+            m(inputs, training=False)
+    for _ in range(repeats):
+        for name, m in models.items():
+            start = clock()
+            m(inputs, training=False)
+            times[name].append((clock() - start) * 1000.0)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def plan_preview(runner: Any, ratio: float) -> tuple[Any, int]:
+    """``runner.plan(ratio)`` and the channel rounding it used: 2 (the runners' default), or 1
+    when rounding to pairs of channels cannot land within 1 point (small models, few groups).
+    Raises ``PlanError`` when neither lands; pages show its message."""
+    from uif_explorer.core.plan import PlanError
+
+    try:
+        return runner.plan(ratio), 2
+    except PlanError:
+        return runner.plan(ratio, channel_divisible=1), 1

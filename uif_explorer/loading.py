@@ -10,9 +10,12 @@ message says what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import zipfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -210,3 +213,378 @@ def load_npz_dataset(data: bytes, layout: str = "NCHW", num_classes: int | None 
                             f"{int(y.min())}..{int(y.max())}.")
         y = y.astype(np.int64)
     return x, y
+
+
+# -- upload limits -----------------------------------------------------------------------------
+DEFAULT_MAX_UPLOAD_MB = 500
+TRUST_ENV = "UIF_TRUST_PICKLE"
+MAX_UPLOAD_ENV = "UIF_MAX_UPLOAD_MB"
+
+
+def max_upload_mb() -> int:
+    """The upload limit in MB: ``UIF_MAX_UPLOAD_MB`` (a positive integer), else 500."""
+    raw = os.environ.get(MAX_UPLOAD_ENV, "").strip()
+    try:
+        value = int(raw) if raw else DEFAULT_MAX_UPLOAD_MB
+    except ValueError:
+        value = DEFAULT_MAX_UPLOAD_MB
+    return value if value > 0 else DEFAULT_MAX_UPLOAD_MB
+
+
+def check_upload_size(data: bytes, limit_mb: int | None = None) -> None:
+    """Refuse empty files and files over the limit (checked by us, whatever the web server
+    allowed), so one upload cannot fill the memory or the disk of a shared server."""
+    limit = max_upload_mb() if limit_mb is None else int(limit_mb)
+    if not data:
+        raise LoadError("The file is empty; upload it again.")
+    if len(data) > limit * 1024 * 1024:
+        raise LoadError(
+            f"The file is {len(data) / 1024**2:.0f} MB; uploads are limited to {limit} MB. "
+            f"Start the app with {MAX_UPLOAD_ENV}=<MB> to allow larger files."
+        )
+
+
+def trust_pickle_enabled() -> bool:
+    """Whether the server was started with the explicit trust option (``UIF_TRUST_PICKLE=1``)."""
+    return os.environ.get(TRUST_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- torch.export programs ---------------------------------------------------------------------
+_PT2_ALLOWED_TOP = {"archive_format", "archive_version", "byteorder", ".data"}
+_PT2_ALLOWED_DATA = {"weights", "constants", "sample_inputs"}
+
+
+def _pt2_members(zf: zipfile.ZipFile) -> list[str]:
+    """Members of a ``.pt2`` archive, refusing anything that ``torch.export.load`` could turn
+    into code: compiled kernels (AOTInductor ``.so``), pickled weights or custom objects."""
+    names = zf.namelist()
+    roots = {n.split("/", 1)[0] for n in names}
+    if len(roots) != 1:
+        raise LoadError("The .pt2 archive has several top-level folders; save it again with "
+                        "torch.export.save(ep, 'model.pt2').")
+    for name in names:
+        parts = name.split("/")[1:]
+        if not parts or parts == [""]:
+            continue
+        head = parts[0]
+        if head in _PT2_ALLOWED_TOP or head in ("models", "extra"):
+            continue
+        if head == "data" and len(parts) > 1 and parts[1] in _PT2_ALLOWED_DATA:
+            continue
+        raise LoadError(
+            f"The .pt2 archive holds {'/'.join(parts)!r}, which is not part of a plain exported "
+            "program (compiled AOTInductor or ExecuTorch payloads are refused: they run native "
+            "code). Upload the output of torch.export.save(torch.export.export(model, args))."
+        )
+    return names
+
+
+def _check_pt2_payloads(zf: zipfile.ZipFile, names: list[str]) -> None:
+    """No member may need unpickling: configs say ``use_pickle: false`` and every ``.pt``
+    member loads with ``weights_only=True`` (``torch.export.load`` would otherwise fall back
+    to a full unpickle)."""
+    import json
+
+    import torch
+
+    for name in names:
+        if name.endswith("_config.json") and "/data/" in name:
+            try:
+                config = json.loads(zf.read(name)).get("config", {})
+            except (ValueError, AttributeError) as exc:
+                raise LoadError(f"The .pt2 archive's {name!r} is not valid JSON.") from exc
+            for fqn, meta in (config or {}).items():
+                if not isinstance(meta, dict):
+                    raise LoadError(f"The .pt2 archive's {name!r} is malformed.")
+                if meta.get("use_pickle"):
+                    raise LoadError(
+                        f"The .pt2 archive stores {fqn!r} as a pickle, which could run code; "
+                        "refused. Export a model whose weights are plain tensors."
+                    )
+                path = str(meta.get("path_name", ""))
+                if "/constants/" in name and not path.startswith("tensor_"):
+                    raise LoadError(
+                        f"The .pt2 archive holds a custom object constant ({fqn!r}), which is "
+                        "loaded by unpickling; refused. Export a model without TorchScript or "
+                        "opaque objects."
+                    )
+        elif name.endswith(".pt"):
+            try:
+                torch.load(io.BytesIO(zf.read(name)), map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - anything but plain tensors is refused
+                raise LoadError(
+                    f"The .pt2 archive's {name.split('/', 1)[-1]!r} holds Python objects, not "
+                    "only tensors, and is not unpickled here. Export the model again with "
+                    "plain tensor example inputs."
+                ) from exc
+
+
+def load_exported_program(data: bytes) -> Any:
+    """An ``nn.Module`` (``ep.module()``) from the bytes of a ``torch.export.save`` file,
+    without unpickling anything and on the CPU."""
+    import torch
+
+    check_upload_size(data)
+    kind = sniff(data)
+    if kind != "pt2":
+        raise LoadError(f"Expected a torch.export program (.pt2, written by torch.export.save). "
+                        f"Received a {kind} file.")
+    check_archive(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = _pt2_members(zf)
+        _check_pt2_payloads(zf, names)
+    try:
+        ep = torch.export.load(io.BytesIO(data))
+        module = ep.module()
+    except LoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - version skew, corrupt graph, CUDA-only ops...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise LoadError(
+            f"torch.export.load could not read the program ({type(exc).__name__}: {first}). "
+            f"Export it with torch {torch.__version__.split('+')[0]} on the CPU "
+            "(model.cpu() before torch.export.export) and upload it again."
+        ) from exc
+    if not isinstance(module, torch.nn.Module):
+        raise LoadError("The .pt2 program did not give a PyTorch module.")
+    # ep.module() refuses .train()/.eval() (which evaluation and export call); a copy is a
+    # plain GraphModule with the same graph and weights that accepts them.
+    import copy
+
+    return copy.deepcopy(module).eval()
+
+
+# -- Keras .keras files ------------------------------------------------------------------------
+KERAS_LAYERS = frozenset("""
+Activation ActivityRegularization AdaptiveAveragePooling1D AdaptiveAveragePooling2D
+AdaptiveAveragePooling3D AdaptiveMaxPooling1D AdaptiveMaxPooling2D AdaptiveMaxPooling3D Add
+AdditiveAttention AlphaDropout Attention Average AveragePooling1D AveragePooling2D
+AveragePooling3D AvgPool1D AvgPool2D AvgPool3D BatchNormalization Bidirectional CenterCrop
+Concatenate Conv1D Conv1DTranspose Conv2D Conv2DTranspose Conv3D Conv3DTranspose ConvLSTM1D
+ConvLSTM2D ConvLSTM3D Convolution1D Convolution1DTranspose Convolution2D Convolution2DTranspose
+Convolution3D Convolution3DTranspose Cropping1D Cropping2D Cropping3D Dense DepthwiseConv1D
+DepthwiseConv2D Dot Dropout ELU EinsumDense Embedding Flatten GRU GaussianDropout GaussianNoise
+GlobalAveragePooling1D GlobalAveragePooling2D GlobalAveragePooling3D GlobalAvgPool1D
+GlobalAvgPool2D GlobalAvgPool3D GlobalMaxPool1D GlobalMaxPool2D GlobalMaxPool3D
+GlobalMaxPooling1D GlobalMaxPooling2D GlobalMaxPooling3D GroupNormalization Identity InputLayer
+LSTM LayerNormalization LeakyReLU Masking MaxPool1D MaxPool2D MaxPool3D MaxPooling1D
+MaxPooling2D MaxPooling3D Maximum Minimum MultiHeadAttention Multiply Normalization PReLU
+Permute RMSNormalization ReLU RepeatVector Rescaling Reshape Resizing SeparableConv1D
+SeparableConv2D SeparableConvolution1D SeparableConvolution2D SimpleRNN Softmax
+SpatialDropout1D SpatialDropout2D SpatialDropout3D Subtract TimeDistributed UnitNormalization
+UpSampling1D UpSampling2D UpSampling3D ZeroPadding1D ZeroPadding2D ZeroPadding3D
+""".split())
+"""Built-in Keras layers a ``.keras`` upload may hold. ``Lambda`` (arbitrary code),
+``TFSMLayer``, ``TorchModuleWrapper``, ``JaxLayer``/``FlaxLayer`` and custom classes are not."""
+KERAS_MODELS = {("keras.src.models.functional", "Functional"),
+                ("keras.src.models.sequential", "Sequential"),
+                ("keras", "Functional"), ("keras", "Sequential"),
+                ("keras.models", "Functional"), ("keras.models", "Sequential")}
+KERAS_HELPER_MODULES = frozenset({
+    "keras", "keras.initializers", "keras.regularizers", "keras.constraints", "keras.optimizers",
+    "keras.optimizers.schedules", "keras.losses", "keras.metrics", "keras.activations",
+    "keras.dtype_policies",
+})
+MAX_KERAS_CONFIG = 64 * 1024 * 1024
+
+
+def _keras_objects(obj: Any, path: str = "config") -> Any:
+    """Every ``{"class_name": ..., "module": ...}`` entry of a Keras config, depth first."""
+    if isinstance(obj, dict):
+        if "class_name" in obj:
+            yield path, obj
+        for key, value in obj.items():
+            yield from _keras_objects(value, f"{path}.{key}")
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            yield from _keras_objects(value, f"{path}[{i}]")
+
+
+def check_keras_config(data: bytes) -> dict[str, Any]:
+    """Read a ``.keras`` archive's ``config.json`` without Keras and refuse anything that is not
+    a Functional / Sequential model of built-in layers (returns the parsed config)."""
+    import json
+
+    kind = sniff(data)
+    if kind != "keras":
+        raise LoadError(f"Expected a Keras model file (.keras, written by model.save). "
+                        f"Received a {kind} file. Legacy .h5 files: load them in Keras and "
+                        "save again as .keras.")
+    check_archive(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        info = zf.getinfo("config.json")
+        if info.file_size > MAX_KERAS_CONFIG:
+            raise LoadError("The .keras file's config.json is larger than 64 MB; refused.")
+        try:
+            config = json.loads(zf.read("config.json"))
+        except ValueError as exc:
+            raise LoadError("The .keras file's config.json is not valid JSON; save the model "
+                            "again with model.save('model.keras').") from exc
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise LoadError("The .keras file's config.json does not describe a model.")
+    for where, entry in _keras_objects(config):
+        cls, module = entry.get("class_name"), entry.get("module")
+        registered = entry.get("registered_name")
+        if cls == "__keras_tensor__" and module is None:
+            continue
+        if cls in ("__lambda__", "__function__", "__bytes__") or cls == "Lambda":
+            what = "Lambda layer" if cls == "Lambda" else "serialised Python function"
+            raise LoadError(
+                f"The model holds a {what} ({where}): its code would run when loaded, so it "
+                "is refused. "
+                "Replace it with built-in Keras layers (e.g. Activation, Rescaling, Reshape) "
+                "and save again."
+            )
+        if registered not in (None, cls):
+            raise LoadError(
+                f"The model holds a custom object {registered!r} ({where}). Only built-in Keras "
+                "layers load safely here; rebuild the model from keras.layers and save again."
+            )
+        if (module, cls) in KERAS_MODELS:
+            continue
+        if module == "keras.layers":
+            if cls not in KERAS_LAYERS:
+                raise LoadError(
+                    f"The model holds a {cls} layer ({where}), which is not among the built-in "
+                    "layers this app loads (no Lambda, TFSMLayer or wrapped torch/JAX "
+                    "modules). Replace it and save again."
+                )
+            continue
+        if module in KERAS_HELPER_MODULES:
+            continue
+        raise LoadError(
+            f"The model holds the class {cls!r} from module {module!r} ({where}). Only "
+            "Functional and Sequential models of built-in Keras layers are accepted: a "
+            "subclassed keras.Model or a custom layer runs its own Python code and has no "
+            "inspectable graph to prune. Rebuild it with the Functional API "
+            "(keras.Model(inputs, outputs)) or keras.Sequential and save it again."
+        )
+    return config
+
+
+def load_keras_model(data: bytes, workdir: str | os.PathLike) -> Any:
+    """A Keras model from ``.keras`` bytes: the config is checked first (no Keras import), then
+    ``keras.saving.load_model(safe_mode=True)`` reads a copy under ``<workdir>/uploads``."""
+    check_upload_size(data)
+    check_keras_config(data)
+    folder = Path(workdir) / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{sha256_of(data)}.keras"
+    if not path.exists():
+        from uif_explorer.workspace import atomic_write_bytes
+
+        atomic_write_bytes(path, data)
+    import keras
+
+    try:
+        model = keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise LoadError(
+            f"Keras could not load the model in safe mode ({type(exc).__name__}: {first}). "
+            f"Save it again with Keras {keras.__version__} (model.save('model.keras'))."
+        ) from exc
+    if not isinstance(model, keras.Model):
+        raise LoadError("The .keras file does not hold a keras.Model.")
+    for weight in model.weights:
+        value = np.asarray(keras.ops.convert_to_numpy(weight))
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise LoadError(f"The model's weights hold NaN or Inf values (first in "
+                            f"{weight.path!r}); train or save it again.")
+    return model
+
+
+# -- whole pickled modules (trust option only) -------------------------------------------------
+def load_pickled_module(data: bytes, trust: bool) -> Any:
+    """A whole ``torch.save(model)`` module; unpickling runs code, so only with ``trust``."""
+    import torch
+
+    if not trust:
+        raise LoadError(
+            "Whole pickled models are refused: unpickling a file runs the code inside it, so an "
+            "uploaded pickle could take over this server. Upload a state dict, safetensors, a "
+            "torch.export program (.pt2) or a .keras file instead; or, on your own machine "
+            f"with files you trust, start the app with {TRUST_ENV}=1 (./run.sh --trust-pickle)."
+        )
+    check_upload_size(data)
+    kind = sniff(data)
+    if kind not in ("torch-zip", "pickle"):
+        raise LoadError(f"Expected a pickled PyTorch model (torch.save(model, ...)). Received a "
+                        f"{kind} file.")
+    if kind == "torch-zip":
+        check_archive(data)
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - missing classes, truncated files...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise LoadError(
+            f"The pickle could not be loaded ({type(exc).__name__}: {first}). Its classes must "
+            "be importable by the server (start it from your project's folder / PYTHONPATH)."
+        ) from exc
+    if not isinstance(obj, torch.nn.Module):
+        raise LoadError(f"The pickle holds a {type(obj).__name__}, not an nn.Module. For a "
+                        "state dict, choose the architecture and upload it as weights.")
+    return obj.eval()
+
+
+# -- workspace archives ------------------------------------------------------------------------
+WORKSPACE_SUFFIXES = (".sens", ".search", ".spec", ".json", ".safetensors", ".pth", ".pt")
+WORKSPACE_NAMES = ("latest_spec",)
+MAX_WORKSPACE_MEMBERS = 2000
+
+
+def workspace_members(data: bytes) -> dict[str, bytes]:
+    """The usable files of a zipped workspace folder, by sanitised base name.
+
+    Refuses absolute paths, ``..``, symlinks, unknown file types and too many members; a
+    single top folder (``.vai/``) is stripped. Names never become paths as given: each is
+    reduced to ``[A-Za-z0-9_.-]`` and used inside the target folder only.
+    """
+    import stat
+
+    from uif_explorer.workspace import sanitize_name
+
+    check_upload_size(data)
+    if sniff(data) not in ("zip", "npz", "keras", "pt2", "torch-zip"):
+        raise LoadError("Expected a .zip of a workspace folder (workspace.json, *.sens, "
+                        "*.search, *.spec).")
+    check_archive(data)
+    out: dict[str, bytes] = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        if len(infos) > MAX_WORKSPACE_MEMBERS:
+            raise LoadError(f"The archive has {len(infos)} files; a workspace has far fewer.")
+        for info in infos:
+            name = info.filename.replace("\\", "/")
+            parts = name.split("/")
+            if name.startswith("/") or ".." in parts or (parts[0].endswith(":")):
+                raise LoadError(f"The archive member {name!r} points outside its folder; "
+                                "refused. Zip the workspace folder itself.")
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise LoadError(f"The archive member {name!r} is a symbolic link; refused.")
+            base = parts[-1]
+            if parts[0] in ("__MACOSX",) or base.startswith("._"):
+                continue
+            if not (base.endswith(WORKSPACE_SUFFIXES) or base in WORKSPACE_NAMES):
+                raise LoadError(
+                    f"The archive holds {base!r}, which is not a workspace file (expected "
+                    "workspace.json, *.sens, *.search, *.spec, *.json, latest_spec and "
+                    "optionally the weights). Zip only the workspace folder."
+                )
+            if len(parts) > 3:
+                raise LoadError(f"The archive member {name!r} is nested too deeply; zip the "
+                                "workspace folder itself.")
+            clean = sanitize_name(base)
+            if clean in out:
+                raise LoadError(f"The archive holds {base!r} twice.")
+            out[clean] = zf.read(info)
+    if "workspace.json" not in out:
+        raise LoadError("The archive holds no workspace.json: zip a folder made by "
+                        "`uif-explorer ana/search --workdir ...` (or the API with "
+                        "session.write_workspace_info).")
+    return out

@@ -78,9 +78,14 @@ def evaluation_loader(source: str = "bundled", limit: int | None = 500, batch_si
     return DataLoader(TensorDataset(*tensors), batch_size=batch_size), y is not None
 
 
-def write_workspace_info(workdir: str | Path, choice: ModelChoice, weights_digest: str) -> None:
+def write_workspace_info(workdir: str | Path, choice: ModelChoice, weights_digest: str,
+                         name: str | None = None) -> None:
+    """Record which model a workspace folder is about, so the app can reopen it elsewhere
+    (``name``: the runner's file stem, when it was given one)."""
     info = {"format_version": 1, "kind": "uif-explorer-workspace", "framework": "torch",
             **asdict(choice), "weights_digest": weights_digest}
+    if name:
+        info["name"] = str(name)
     info["input_shape"] = list(choice.example_input().shape)
     atomic_write_json(Path(workdir) / "workspace.json", info)
 

@@ -93,11 +93,43 @@ def test_the_page_follows_the_model_chosen_in_the_session(app: AppTest) -> None:
     _check_numbers(at, "vgg_small")
 
 
-def test_every_torch_sample_is_offered(app: AppTest) -> None:
+def test_every_sample_is_offered(app: AppTest) -> None:
     at = app.run()
     assert at.sidebar.selectbox(key="model_picker").options == [
-        zoo.SAMPLE_MODELS[n].title for n in zoo.TORCH_SAMPLES
+        zoo.SAMPLE_MODELS[n].title for n in zoo.SAMPLE_MODELS
     ]
+    assert {"Keras MNIST convnet", "Keras functional net"} <= set(
+        at.sidebar.selectbox(key="model_picker").options)
+
+
+def test_the_channel_groups_are_listed(app: AppTest) -> None:
+    """One row per group: its tied layers (a residual stage's convs), channels, why fixed."""
+    _need_weights("resnet20")
+    at = app.run()
+    groups = next(df.value for df in at.dataframe if "layers" in df.value.columns)
+    assert list(groups.columns) == ["group", "name", "channels", "prunable", "layers", "reason"]
+    stage = groups[groups["layers"].str.contains("layer1.0.conv2")].iloc[0]
+    assert "layer1.1.conv2" in stage["layers"] and "conv1" in stage["layers"].split(", ")
+    fixed = groups[~groups["prunable"]]
+    assert len(fixed) >= 1 and (fixed["reason"] != "").all()
+
+
+@pytest.mark.tf
+def test_a_keras_sample_shows_its_numbers(app: AppTest) -> None:
+    _need_weights("keras_functional")
+    from uif_explorer.keras.macs import count_macs, count_params
+
+    at = app.run()
+    at.sidebar.selectbox(key="model_picker").select("keras_functional").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    model = zoo.load_keras_sample("keras_functional")
+    metrics = _metrics(at)
+    assert at.header[0].value == "Keras functional net"
+    assert metrics["Input"] == "1x28x28x1"
+    assert metrics["MACs at input 1x28x28x1"] == format_macs(count_macs(model, (1, 28, 28, 1)))
+    assert metrics["Parameters"] == format_params(count_params(model))
+    groups = next(df.value for df in at.dataframe if "layers" in df.value.columns)
+    assert groups["prunable"].any()
 
 
 def test_an_unknown_model_in_the_session_falls_back_to_the_default(app: AppTest) -> None:

@@ -1,32 +1,53 @@
-"""Cached loading of the sample models and of their summaries.
+"""Cached loading of the current model (sample or upload) and of its summary.
 
-Models live in ``st.cache_resource`` (one object shared by all sessions): never mutate one;
-copy it (``copy.deepcopy``) before pruning or fine-tuning. Summaries are plain data in
-``st.cache_data``. Cache keys include the weights file's mtime and size, so retraining a sample
-model while the app runs is picked up on the next rerun.
+Models live in ``st.cache_resource`` (one object shared by the sessions that use the same key):
+never mutate one; copy it (``copy.deepcopy``) before pruning or fine-tuning. Summaries are plain
+data in ``st.cache_data``. Sample keys include the weights file's mtime and size, so retraining
+a sample model while the app runs is picked up on the next rerun; upload keys include the
+session's workspace token and the file's SHA-256, so one visitor never sees another's model.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import streamlit as st
-from torch import nn
 
-from uif_explorer import summary, zoo
+from uif_explorer import model_source, summary, zoo
+from uif_explorer.model_source import ModelSource
 from uif_explorer.summary import ModelSummary
 
 
 @dataclass(frozen=True)
-class LoadedSample:
-    """A loaded sample model (shared: read-only) with its summary and recorded accuracy."""
+class LoadedModel:
+    """The current model (shared: read-only) with its source, summary and recorded accuracy."""
 
-    name: str
-    sample: zoo.SampleModel
-    model: nn.Module
+    source: ModelSource
+    model: Any
     summary: ModelSummary
     accuracy: float | None
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def title(self) -> str:
+        return self.source.title
+
+    @property
+    def sample(self) -> zoo.SampleModel | None:
+        return zoo.SAMPLE_MODELS.get(self.source.arch or "") if self.source.is_sample else None
+
+    @property
+    def framework(self) -> str:
+        return self.source.framework
+
+
+LoadedSample = LoadedModel  # the name earlier pages used
 
 
 def weights_stamp(name: str) -> tuple[int, int]:
@@ -38,17 +59,37 @@ def weights_stamp(name: str) -> tuple[int, int]:
     return (stat.st_mtime_ns, stat.st_size)
 
 
-@st.cache_resource(show_spinner="Loading the sample model...", max_entries=8)
-def torch_sample(name: str, stamp: tuple[int, int]) -> nn.Module:
-    """The trained PyTorch sample model (eval mode, shared by all sessions: do not mutate)."""
-    return zoo.load_torch_sample(name)
+def cache_key(source: ModelSource, token: str) -> str:
+    """What caches of this model are keyed by (uploads: per workspace token and digest)."""
+    if source.is_sample:
+        stamp = weights_stamp(source.arch or source.name)
+        return f"{source.key}:{stamp[0]}:{stamp[1]}"
+    return f"{token}:{source.key}"
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=8)
+def cached_model(key: str, _source: ModelSource, _folder: str) -> Any:
+    """The model of ``_source`` (eval mode; shared by the sessions with this key: do not
+    mutate). ``key`` is :func:`cache_key`."""
+    return model_source.load_model(_source, Path(_folder))
 
 
 @st.cache_data(show_spinner="Counting params and MACs...", max_entries=16)
-def torch_sample_summary(name: str, stamp: tuple[int, int]) -> ModelSummary:
-    """Params, MACs and layer table of a sample model, counted on a private copy."""
-    model = copy.deepcopy(torch_sample(name, stamp))
-    return summary.summarize_torch_model(model, zoo.example_input(name))
+def cached_summary(key: str, _source: ModelSource, _folder: str) -> ModelSummary:
+    """Params, MACs and layer table of the model, counted on a private copy."""
+    return model_source.summarize(_source, cached_model(key, _source, _folder))
+
+
+@st.cache_data(show_spinner="Tracing the model's channel groups...", max_entries=16)
+def cached_groups(key: str, _source: ModelSource, _folder: str) -> Any:
+    """The channel groups table (see ``BasePruner.groups_table``)."""
+    return model_source.groups_table(_source, cached_model(key, _source, _folder))
+
+
+def torch_sample(name: str, stamp: tuple[int, int]) -> Any:
+    """The trained PyTorch sample model (shared by all sessions: do not mutate)."""
+    source = model_source.sample_source(name)
+    return cached_model(cache_key(source, ""), source, "")
 
 
 @st.cache_data(max_entries=1)
@@ -56,15 +97,74 @@ def bundled_test_size() -> int | None:
     return summary.bundled_test_size()
 
 
-def load_sample(name: str) -> LoadedSample:
-    """Load a PyTorch sample model and summarise it; raises what loading raised."""
-    sample = zoo.get_sample(name)
-    stamp = weights_stamp(name)
-    model = torch_sample(name, stamp)
-    return LoadedSample(
-        name=name,
-        sample=sample,
-        model=model,
-        summary=torch_sample_summary(name, stamp),
-        accuracy=summary.recorded_accuracy(zoo.recorded_metrics(), name),
-    )
+def load(source: ModelSource, token: str, folder: Path) -> LoadedModel:
+    """Load ``source`` and summarise it; raises what loading raised."""
+    key = cache_key(source, token)
+    model = cached_model(key, source, str(folder))
+    accuracy = (summary.recorded_accuracy(zoo.recorded_metrics(), source.arch or source.name)
+                if source.is_sample else None)
+    return LoadedModel(source=source, model=model,
+                       summary=cached_summary(key, source, str(folder)), accuracy=accuracy)
+
+
+def current() -> LoadedModel:
+    """The session's current model (see ``state.current_source``), loaded."""
+    from uif_explorer.ui import state, workspace
+
+    token = workspace.current_token()
+    return load(state.current_source(), token, workspace.folder_of(token))
+
+
+def load_sample(name: str) -> LoadedModel:
+    """Load a sample model and summarise it; raises what loading raised."""
+    from uif_explorer.ui import workspace
+
+    token = workspace.current_token()
+    return load(model_source.sample_source(name), token, workspace.folder_of(token))
+
+
+def groups(loaded: LoadedModel) -> Any:
+    """The channel groups of a loaded model (cached like its summary)."""
+    from uif_explorer.ui import workspace
+
+    token = workspace.current_token()
+    return cached_groups(cache_key(loaded.source, token), loaded.source,
+                         str(workspace.folder_of(token)))
+
+
+@st.cache_resource(max_entries=16)
+def cached_evaluator(key: str, data_key: str, images: int, _loaded: LoadedModel, _data: Any,
+                     _folder: str) -> Any:
+    """Evaluators hold data loaders and, for the label-free score, a copy of the model: made
+    once per (model, data, images)."""
+    from uif_explorer.eval_data import make_evaluator
+
+    return make_evaluator(_loaded.source, _loaded.model, _data, images, Path(_folder))
+
+
+def evaluator(loaded: LoadedModel, images: int) -> Any:
+    """An ``eval_data.Evaluator`` for the current model on the session's data; raises
+    ``LoadError`` (with what to upload) when no data can score the model."""
+    from uif_explorer.eval_data import bundled_fits
+    from uif_explorer.loading import LoadError
+    from uif_explorer.ui import state, workspace
+
+    data = state.current_data()
+    if data is not None and data.for_model != loaded.source.key:
+        data = None
+    if data is None and not bundled_fits(loaded.source):
+        raise LoadError(
+            f"This model takes {loaded.source.input_label} inputs, so the bundled 28x28 "
+            "Fashion-MNIST data cannot score it. Upload an .npz with an array 'x' "
+            f"({loaded.source.layout}) and optionally integer labels 'y' on the Model page."
+        )
+    token = workspace.current_token()
+    return cached_evaluator(cache_key(loaded.source, token),
+                            data.sha256 if data is not None else "bundled", int(images),
+                            loaded, data, str(workspace.folder_of(token)))
+
+
+def private_copy(loaded: LoadedModel) -> Any:
+    """A copy of the shared model that may be changed (PyTorch); Keras models are cloned by the
+    runners, so the shared object is returned."""
+    return copy.deepcopy(loaded.model) if loaded.framework == "torch" else loaded.model

@@ -1,35 +1,40 @@
-"""Page parts that show a model: the sidebar picker, metric cards and the layer table."""
+"""Page parts that show a model: the sidebar picker, metric cards, the layer and group tables."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import streamlit as st
 
 from uif_explorer import summary, zoo
 from uif_explorer.summary import ModelSummary
 from uif_explorer.ui import state
-from uif_explorer.ui.loaders import LoadedSample
+from uif_explorer.ui.loaders import LoadedModel
 
 PICKER_KEY = "model_picker"
 FRAMEWORK_NAMES = {"torch": "PyTorch", "keras": "Keras"}
+KIND_NAMES = {"sample": "bundled sample", "weights": "registry architecture + uploaded weights",
+              "pt2": "uploaded torch.export program", "keras": "uploaded .keras file",
+              "pickle": "uploaded pickled module (trust option)"}
 
 
 def _picked() -> None:
-    state.set_model_name(st.session_state[PICKER_KEY])
+    choice = st.session_state[PICKER_KEY]
+    if choice is not None:
+        state.set_model_name(choice)
 
 
 def sample_picker() -> str:
-    """The sidebar's sample-model selectbox; returns the chosen model's key.
+    """The sidebar's sample-model selectbox; returns the current model's name.
 
-    ``state.MODEL_NAME`` is the source of truth (other pages read it, and it survives visits to
-    pages without this widget, whose own state Streamlit drops); the widget copies a new choice
-    into it through its ``on_change`` callback.
+    ``state.MODEL_SOURCE`` is the source of truth (other pages read it, and it survives visits
+    to pages without this widget, whose own state Streamlit drops); the widget copies a new
+    choice into it through its ``on_change`` callback. While an uploaded model is current the
+    box shows a placeholder, and picking a sample switches back.
     """
-    options = list(zoo.TORCH_SAMPLES)
-    current = state.model_name()
-    if current not in options:
-        current = state.DEFAULT_MODEL if state.DEFAULT_MODEL in options else options[0]
-        state.set_model_name(current)
-    st.session_state[PICKER_KEY] = current
+    options = list(zoo.SAMPLE_MODELS)
+    source = state.current_source()
+    st.session_state[PICKER_KEY] = source.arch if source.is_sample else None
     with st.sidebar:
         st.subheader("Model")
         choice = st.selectbox(
@@ -37,25 +42,46 @@ def sample_picker() -> str:
             options,
             key=PICKER_KEY,
             on_change=_picked,
+            index=None,
+            placeholder="an uploaded model is in use",
             format_func=lambda name: zoo.SAMPLE_MODELS[name].title,
-            help="The PyTorch sample models bundled with the repository "
-            "(weights in `sample_models/`).",
+            help="The PyTorch and Keras sample models bundled with the repository "
+            "(weights in `sample_models/`). Upload your own model on the Model page.",
         )
-        st.caption(
-            f"`{choice}` · {FRAMEWORK_NAMES[zoo.SAMPLE_MODELS[choice].framework]} · "
-            "trained on Fashion-MNIST (28x28 grayscale, 10 classes)"
-        )
-    return choice
+        if source.is_sample and choice is not None:
+            st.caption(
+                f"`{choice}` · {FRAMEWORK_NAMES[zoo.SAMPLE_MODELS[choice].framework]} · "
+                "trained on Fashion-MNIST (28x28 grayscale, 10 classes)"
+            )
+        else:
+            st.caption(f"In use: **{source.title}** ({FRAMEWORK_NAMES[source.framework]}, "
+                       f"{KIND_NAMES[source.kind]}). Pick a sample to switch back.")
+    return source.name
 
 
-def header(loaded: LoadedSample) -> None:
-    st.header(loaded.sample.title, anchor=False)
-    st.markdown(loaded.sample.description)
+def header(loaded: LoadedModel) -> None:
+    st.header(loaded.title, anchor=False)
+    sample = loaded.sample
+    if sample is not None:
+        st.markdown(sample.description)
+    else:
+        st.markdown(f"{FRAMEWORK_NAMES[loaded.framework]} model, "
+                    f"{KIND_NAMES[loaded.source.kind]}; workspace files are named "
+                    f"`{loaded.name}`.")
+    for note in loaded.source.notes:
+        st.caption(note)
 
 
-def metric_cards(loaded: LoadedSample, test_size: int | None) -> None:
-    """Params, MACs, input shape and recorded accuracy as four metric cards with their units."""
+def metric_cards(loaded: LoadedModel, test_size: int | None, score: str | None = None,
+                 score_help: str | None = None) -> None:
+    """Params, MACs, input shape and accuracy as four metric cards with their units.
+
+    ``score``: a measured score to show instead of the recorded accuracy (uploaded models),
+    with ``score_help`` saying what it is (e.g. label-free)."""
     s: ModelSummary = loaded.summary
+    layout = ("batch x height x width x channels (Keras' NHWC layout)"
+              if loaded.framework == "keras" else
+              "batch x channels x height x width (PyTorch's NCHW layout)")
     cols = st.columns(4)
     cols[0].metric(
         "Parameters",
@@ -70,12 +96,14 @@ def metric_cards(loaded: LoadedSample, test_size: int | None) -> None:
         f"forward pass at input {s.input_label}. Exact: {s.macs:,}.",
         border=True,
     )
-    cols[2].metric(
-        "Input",
-        s.input_label,
-        help="batch x channels x height x width (PyTorch's NCHW layout).",
-        border=True,
-    )
+    cols[2].metric("Input", s.input_label, help=layout + ".", border=True)
+    if loaded.sample is None:
+        cols[3].metric("Score", score or "not measured", help=score_help or
+                       "Press 'Score the model' below.", border=True)
+        st.caption(f"Params and MACs in millions; MACs at input {s.input_label} (batch 1; "
+                   "convolution, linear and matmul ops)."
+                   + (f" Score: {score_help}." if score else ""))
+        return
     source = summary.accuracy_source(test_size)
     if loaded.accuracy is None:
         cols[3].metric(
@@ -122,4 +150,31 @@ def layer_table(s: ModelSummary) -> None:
             ),
             "output_shape": st.column_config.TextColumn("Output shape"),
         },
+        key="model_layers",
+    )
+
+
+def groups_table(groups: Any) -> None:
+    """Channel groups: one row per group with its tied layers, channels, and why it is fixed."""
+    st.subheader("Channel groups", anchor=False)
+    prunable = int(groups["prunable"].sum()) if len(groups) else 0
+    st.caption(
+        f"{len(groups)} groups, {prunable} prunable. Layers in one group share their output "
+        "channels (residual adds, concatenations, depthwise convolutions...), so they are "
+        "pruned together; a fixed group says why it cannot be pruned."
+    )
+    st.dataframe(
+        groups,
+        hide_index=True,
+        width="stretch",
+        height=min(36 + 35 * len(groups), 520),
+        column_config={
+            "group": st.column_config.NumberColumn("Group"),
+            "name": st.column_config.TextColumn("Leading layer"),
+            "channels": st.column_config.NumberColumn("Channels"),
+            "prunable": st.column_config.CheckboxColumn("Prunable"),
+            "layers": st.column_config.TextColumn("Tied layers", width="large"),
+            "reason": st.column_config.TextColumn("Why fixed", width="medium"),
+        },
+        key="model_groups",
     )

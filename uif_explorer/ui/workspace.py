@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -64,28 +65,32 @@ def current_folder() -> Path:
 
 # -- the session's runners and pruned model ------------------------------------------------
 PRUNED_KEY = "pruned_model"
-"""Session key of the current pruned model: a dict with ``model`` (nn.Module), ``kind``
-('sparse' or 'slim'), ``model_name``, ``source`` (how it was made), ``spec_path``,
-``accuracy`` (%) and ``images`` (bundled test images the accuracy is on); the Export page adds
-the ``DERIVED`` entries, which belong to that one model."""
+"""Session key of the current pruned model: a dict with ``model`` (nn.Module or keras.Model),
+``kind`` ('sparse', 'slim' or 'ofa_subnet'), ``model_name`` (the current model's name),
+``source`` (how it was made), ``spec_path``, ``accuracy`` (the score) and ``images`` (how many
+evaluation images it is on), optionally ``score_source`` (what the score is, e.g. label-free);
+the Export page adds the ``DERIVED`` entries, which belong to that one model."""
 DERIVED = ("slim", "onnx", "latency")
 
 
 @st.cache_resource(show_spinner="Tracing the model's channel groups...", max_entries=16)
-def runner(token: str, model_name: str, method: str, stamp: tuple[int, int]):
-    """The workspace's runner for a sample model (``method``: 'iterative' or 'one_step').
+def cached_runner(token: str, key: str, method: str, _loaded: Any) -> Any:
+    """The workspace's runner for a model (``method``: 'iterative' or 'one_step'; Keras has
+    one runner for both). ``key`` is the model's cache key (``loaders.cache_key``).
 
-    Shared by the page and its background job; works on a private copy of the cached model.
+    Shared by the page and its background job; PyTorch runners work on a private copy of the
+    cached model, Keras runners on masked copies (the shared model is never changed).
     """
-    import copy
+    from uif_explorer import model_source
 
-    from uif_explorer import zoo
-    from uif_explorer.torch.runners import get_pruning_runner
+    return model_source.make_runner(_loaded.source, _loaded.model, method, folder_of(token))
+
+
+def runner(token: str, loaded: Any, method: str) -> Any:
+    """The runner of a loaded model (``loaders.LoadedModel``) in the workspace ``token``."""
     from uif_explorer.ui import loaders
 
-    model = copy.deepcopy(loaders.torch_sample(model_name, stamp))
-    return get_pruning_runner(model, zoo.example_input(model_name), method,
-                              workdir=folder_of(token), name=model_name)
+    return cached_runner(token, loaders.cache_key(loaded.source, token), method, loaded)
 
 
 def pruned() -> dict | None:

@@ -1,0 +1,206 @@
+"""The Model page's upload section: your own model, evaluation data, a workspace from elsewhere.
+
+Every upload goes through ``uif_explorer.loading`` (size limit, type sniffed from the content,
+no unpickling without the server's trust option) and ``uif_explorer.model_source`` (stored as
+``uploads/<sha256>.<ext>`` in the session's workspace; the user's file name is never a path).
+A refusal is an error box that says what is wrong and how to fix it; the current model stays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from uif_explorer import eval_data, loading, model_source
+from uif_explorer.loading import LoadError
+from uif_explorer.model_source import ModelSource
+from uif_explorer.ui import errors, state, workspace
+
+FLASH_KEY = "upload_flash"
+"""Session key: the success message of the last upload, shown once after the rerun."""
+WEIGHT_TYPES = ["pth", "pt", "bin", "safetensors"]
+
+
+def _fail(what: str, exc: BaseException) -> None:
+    if isinstance(exc, LoadError):
+        errors.show(f"{what} refused: {exc}")
+    else:
+        first = (str(exc).strip().splitlines() or ["no details"])[0][:300]
+        errors.show(f"{what} failed: {type(exc).__name__}: {first}. The current model is "
+                    "unchanged; check the file and the fields above, then try again.", exc)
+
+
+def _use(what: str, make: Callable[[], tuple[ModelSource, Any]]) -> None:
+    """Run ``make`` (which loads and checks the upload), make its model current, rerun."""
+    try:
+        with st.spinner(f"Checking and loading the {what}..."):
+            source, _model = make()
+            if source.framework == "keras" and _model is not None:
+                # refuse a model the pruner cannot follow now, not on a later page
+                from uif_explorer.keras.graph import check_model
+
+                check_model(_model)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a message with a fix
+        _fail(f"The {what}", exc)
+        return
+    state.set_source(source)
+    st.session_state[FLASH_KEY] = (f"Loaded **{source.title}**: it is now the current model on "
+                                   "every page (workspace files named "
+                                   f"`{source.name}`).")
+    st.rerun()
+
+
+def flash() -> None:
+    """The last upload's success message, once."""
+    message = st.session_state.pop(FLASH_KEY, None)
+    if message:
+        st.success(message, icon=":material/check_circle:")
+
+
+def _data_of(uploaded: Any) -> bytes | None:
+    if uploaded is None:
+        return None
+    return uploaded.getvalue()
+
+
+def _shape_or_none(text: str) -> tuple[int, ...] | None:
+    return model_source.parse_shape(text) if text.strip() else None
+
+
+def upload_section() -> None:
+    """Tabs for each kind of model upload, plus the workspace archive."""
+    folder = workspace.current_folder()
+    limit = loading.max_upload_mb()
+    st.subheader("Use your own model", anchor=False)
+    st.caption(f"Uploads are checked by their content (not their name), limited to {limit} MB "
+               f"(`{loading.MAX_UPLOAD_ENV}`), and kept in this session's workspace only.")
+    tabs = st.tabs(["PyTorch weights", "torch.export (.pt2)", "Keras (.keras)",
+                    "Pickled module", "Workspace (.zip)"])
+    with tabs[0]:
+        _weights_tab(folder)
+    with tabs[1]:
+        st.markdown("A program saved with `torch.export.save(torch.export.export(model, "
+                    "(x,)), 'model.pt2')`: it loads without running any of your code.")
+        up = st.file_uploader("Exported program (.pt2)", type=["pt2"], key="up_pt2")
+        shape = st.text_input("Input shape (optional)", key="up_pt2_shape",
+                              placeholder="read from the program, e.g. 1x3x224x224")
+        if st.button("Load program", key="up_pt2_go", disabled=up is None):
+            data = _data_of(up)
+            _use("exported program", lambda: model_source.from_pt2(
+                folder, data, _shape_or_none(shape)))
+    with tabs[2]:
+        st.markdown("A Functional or Sequential model saved with `model.save('model.keras')`. "
+                    "Its config is checked first: built-in Keras layers only (no `Lambda`, no "
+                    "custom classes), then it is loaded with `safe_mode=True`.")
+        up = st.file_uploader("Keras model (.keras)", type=["keras"], key="up_keras")
+        if st.button("Load Keras model", key="up_keras_go", disabled=up is None):
+            data = _data_of(up)
+            _use("Keras model", lambda: model_source.from_keras(folder, data))
+    with tabs[3]:
+        _pickle_tab(folder)
+    with tabs[4]:
+        st.markdown("A workspace folder made by the CLI or the API on another machine "
+                    "(`workspace.json`, `*.sens`, `*.search`, `*.spec`), zipped. Its files are "
+                    "copied into this session's workspace and its model becomes current, so "
+                    "the Sensitivity and One-step pages show its results.")
+        up = st.file_uploader("Workspace folder (.zip)", type=["zip"], key="up_ws")
+        if st.button("Open workspace", key="up_ws_go", disabled=up is None):
+            data = _data_of(up)
+
+            def make() -> tuple[ModelSource, Any]:
+                source, notes = model_source.import_workspace(folder, data)
+                import dataclasses
+
+                return dataclasses.replace(source, notes=tuple(notes)), None
+
+            _use("workspace archive", make)
+
+
+def _weights_tab(folder: Any) -> None:
+    st.markdown("Pick the architecture your weights belong to, set its number of classes, and "
+                "upload a state dict (`torch.save(model.state_dict(), ...)`, read with "
+                "`weights_only=True`; GPU-saved files load on the CPU) or a `.safetensors` file.")
+    archs = model_source.registry_architectures()
+    c1, c2, c3 = st.columns([2, 1, 1])
+    arch = c1.selectbox("Architecture", archs, key="up_arch",
+                        help="The sample architectures, then every torchvision classification "
+                        "model (built without downloading weights).")
+    classes = int(c2.number_input("Number of classes", 1, 100_000, 10, key="up_classes"))
+    shape = c3.text_input("Input shape", key="up_shape",
+                          placeholder="x".join(map(str, model_source.default_input_shape(arch))),
+                          help="Batch 1 first, NCHW; empty: the architecture's default.")
+    up = st.file_uploader("Weights (.pth, .pt, .bin or .safetensors)", type=WEIGHT_TYPES,
+                          key="up_weights")
+    if st.button("Load weights", key="up_weights_go", type="primary", disabled=up is None):
+        data = _data_of(up)
+        _use("weights", lambda: model_source.from_weights(folder, data, arch, classes,
+                                                          _shape_or_none(shape)))
+
+
+def _pickle_tab(folder: Any) -> None:
+    trusted = loading.trust_pickle_enabled()
+    if not trusted:
+        st.info(
+            "Whole pickled models (`torch.save(model)`) are refused on this server: unpickling "
+            "runs the code inside the file, so an uploaded pickle could take over the machine. "
+            "Save `model.state_dict()` or export with `torch.export` instead. On your own "
+            f"machine, with files you trust, start the app with `{loading.TRUST_ENV}=1 "
+            "./run.sh` to enable this upload.",
+            icon=":material/lock:",
+        )
+    else:
+        st.warning("Trust option on: a pickled model runs its code when it is loaded. Upload "
+                   "only files you made yourself.", icon=":material/warning:")
+    up = st.file_uploader("Pickled nn.Module (.pt, .pth, .pkl)", type=["pt", "pth", "pkl"],
+                          key="up_pickle", disabled=not trusted)
+    shape = st.text_input("Input shape", key="up_pickle_shape", value="1x3x224x224",
+                          disabled=not trusted)
+    if st.button("Load pickled model", key="up_pickle_go", disabled=up is None or not trusted):
+        data = _data_of(up)
+        _use("pickled model", lambda: model_source.from_pickle(
+            folder, data, loading.trust_pickle_enabled(), _shape_or_none(shape)))
+
+
+def data_section(source: ModelSource) -> None:
+    """Which data scores the model, and the ``.npz`` upload that replaces the bundled data."""
+    st.subheader("Evaluation data", anchor=False)
+    current = state.current_data()
+    if current is not None and current.for_model != source.key:
+        current = None
+    fits = eval_data.bundled_fits(source)
+    if current is not None:
+        kind = ("labelled: top-1 accuracy" if current.labelled else
+                "no labels: the label-free score (agreement with the original model's "
+                "predictions) is used and named as such")
+        st.markdown(f"Scores use {current.title} ({current.count:,} samples, {kind}).")
+        if fits and st.button("Use the bundled data again", key="data_reset"):
+            state.set_data(None)
+            st.rerun()
+    elif fits:
+        st.markdown("Scores use the bundled Fashion-MNIST test subset (top-1 accuracy).")
+    else:
+        st.warning(f"This model takes {source.input_label} inputs, so the bundled 28x28 "
+                   "Fashion-MNIST data cannot score it: upload an .npz below to analyse and "
+                   "prune it.", icon=":material/dataset:")
+    layout = "NHWC" if source.framework == "keras" else "NCHW"
+    st.caption(f"An `.npz` (numpy.savez) with `x`: samples in the model's layout ({layout}, "
+               f"{source.input_label} without the batch), float32 preprocessed or uint8 with "
+               "the sample models' preprocessing; optional `y`: integer labels. Without `y` "
+               "the label-free score is used.")
+    up = st.file_uploader("Evaluation data (.npz)", type=["npz"], key="up_npz")
+    if st.button("Use this data", key="up_npz_go", disabled=up is None):
+        data = _data_of(up)
+        try:
+            with st.spinner("Checking the data..."):
+                ds = eval_data.store_npz(workspace.current_folder(), data, source)
+        except Exception as exc:  # noqa: BLE001 - shown with a fix
+            _fail("The data", exc)
+            return
+        state.set_data(ds)
+        st.session_state[FLASH_KEY] = (
+            f"Evaluation data loaded: {ds.count:,} samples, "
+            + ("with labels (top-1 accuracy)." if ds.labelled else
+               "without labels (the label-free score is used)."))
+        st.rerun()
