@@ -58,7 +58,7 @@ def _setup(args: argparse.Namespace):
     choice = ModelChoice(args.model, args.weights, args.num_classes, args.input_shape)
     model = choice.build()
     x = choice.example_input()
-    write_workspace_info(args.workdir, choice, digest_weights(model))
+    write_workspace_info(args.workdir, choice, digest_weights(model), name=args.name)
     return choice, model, x
 
 
@@ -270,7 +270,8 @@ def _tqdm_progress(desc: str, unit: str):
 
 def cmd_app(args: argparse.Namespace) -> int:
     env = {**os.environ, "UIF_PORT": str(args.port)}
-    return subprocess.call([str(REPO_ROOT / "run.sh")], env=env)
+    extra = ["--trust-pickle"] if args.trust_pickle else []
+    return subprocess.call([str(REPO_ROOT / "run.sh"), *extra], env=env)
 
 
 def _save_state(state, path: Path) -> None:
@@ -369,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ofa_search)
     p = sub.add_parser("app", help="start the web app (same as ./run.sh)")
     p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="accept whole pickled nn.Module uploads (runs their code; see "
+                   "docs/security.md)")
     p.set_defaults(func=cmd_app)
     return ap
 
