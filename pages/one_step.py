@@ -17,21 +17,8 @@ st.markdown(
 
 
 with errors.guard("showing the one-step search"):
-    token = workspace.current_token()
-    try:
-        loaded = loaders.current()
-    except Exception as exc:  # noqa: BLE001 - the Model page explains loading problems
-        errors.show(f"The current model cannot be loaded ({exc}); open the **Model** page to "
-                    "pick or upload another one.", exc)
-        st.stop()
+    token, loaded, runner = workspace.page_runner("one_step")
     name = loaded.name
-    try:
-        runner = workspace.runner(token, loaded, "one_step")
-    except Exception as exc:  # noqa: BLE001 - an unprunable model: say why
-        errors.show(f"**{loaded.title}** cannot be pruned: {type(exc).__name__}: "
-                    f"{app_logic.first_line(exc)}. The Model page still shows its params and "
-                    "MACs.", exc)
-        st.stop()
     registry = jobs.registry()
     st.caption(f"Model: **{loaded.title}** (`{name}`, chosen on the Model page), "
                f"{loaded.summary.macs / 1e6:.2f} M MACs at input {loaded.summary.input_label}.")

@@ -36,21 +36,8 @@ def _curves(sens: dict | None, score_source: str) -> None:
 
 
 with errors.guard("showing the sensitivity analysis"):
-    token = workspace.current_token()
-    try:
-        loaded = loaders.current()
-    except Exception as exc:  # noqa: BLE001 - the Model page explains loading problems
-        errors.show(f"The current model cannot be loaded ({exc}); open the **Model** page to "
-                    "pick or upload another one.", exc)
-        st.stop()
+    token, loaded, runner = workspace.page_runner("iterative")
     name = loaded.name
-    try:
-        runner = workspace.runner(token, loaded, "iterative")
-    except Exception as exc:  # noqa: BLE001 - an unprunable model: say why
-        errors.show(f"**{loaded.title}** cannot be pruned: {type(exc).__name__}: "
-                    f"{app_logic.first_line(exc)}. The Model page still shows its params and "
-                    "MACs.", exc)
-        st.stop()
     sens_path = runner.workspace.sens(runner.name)
     registry = jobs.registry()
     job_name = f"sensitivity:{name}"

@@ -93,6 +93,32 @@ def runner(token: str, loaded: Any, method: str) -> Any:
     return cached_runner(token, loaders.cache_key(loaded.source, token), method, loaded)
 
 
+def page_runner(method: str) -> tuple[str, Any, Any]:
+    """(token, loaded model, runner) for a pruning page, or a message and ``st.stop()``.
+
+    The Sensitivity and One-step pages start the same way: a model that cannot be loaded is
+    sent back to the Model page, one that cannot be captured says why.
+    """
+    from uif_explorer import app_logic
+    from uif_explorer.ui import errors, loaders
+
+    token = current_token()
+    try:
+        loaded = loaders.current()
+    except Exception as exc:  # noqa: BLE001 - the Model page explains loading problems
+        errors.show(f"The current model cannot be loaded ({exc}); open the **Model** page to "
+                    "pick or upload another one.", exc)
+        st.stop()
+    try:
+        return token, loaded, runner(token, loaded, method)
+    except Exception as exc:  # noqa: BLE001 - an unprunable model: say why
+        errors.show(f"**{loaded.title}** cannot be pruned: {type(exc).__name__}: "
+                    f"{app_logic.first_line(exc)}. The Model page still shows its params and "
+                    "MACs.", exc)
+        st.stop()
+    raise AssertionError("unreachable: st.stop() ends the script run")
+
+
 def pruned() -> dict | None:
     value = st.session_state.get(PRUNED_KEY)
     return value if isinstance(value, dict) else None
