@@ -1,15 +1,20 @@
 """Export page: download the current pruned model (slim) in several formats, a report, and
 measure its latency against the original on this machine. PyTorch models export as
-safetensors / TorchScript / torch.export / ONNX; Keras models as a safe-mode ``.keras`` file."""
+safetensors / TorchScript / torch.export / ONNX; Keras models as a safe-mode ``.keras`` file.
+An OFA subnet (kind ``ofa_subnet``) exports its ``subnet_setting`` file instead of a spec."""
 
 from __future__ import annotations
 
 import copy
+import io
+import json
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import streamlit as st
 
-from uif_explorer import app_logic, charts, model_source, zoo
+from uif_explorer import app_logic, charts, model_source, ofa_app, zoo
 from uif_explorer.ui import errors, loaders, workspace
 
 st.title("Export", anchor=False)
@@ -23,6 +28,56 @@ def _original(name: str):
     if name in zoo.SAMPLE_MODELS:
         return loaders.load_sample(name)
     return None
+
+
+def _setting_file(path: Path) -> dict[str, Any]:
+    """The saved subnet file (``ofa_app.save_subnet``), or {} when it is gone or unreadable."""
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _with_subnet_setting(report_json: str, report_csv: str, setting: list[dict[str, Any]],
+                         ofa_args: dict[str, Any] | None) -> tuple[str, str]:
+    """The reports plus what rebuilds an OFA subnet: the JSON gets ``subnet_setting`` (and
+    ``ofa_args``); the CSV gets a ``subnet_setting`` column holding each group's (or kernel's)
+    entry on its leading layer's row, extra rows for entries naming no listed layer."""
+    doc = json.loads(report_json)
+    doc["subnet_setting"] = setting
+    if ofa_args is not None:
+        doc["ofa_args"] = ofa_args
+    table = pd.read_csv(io.StringIO(report_csv))
+    by_layer: dict[str, list[dict[str, Any]]] = {}
+    for entry in setting:
+        by_layer.setdefault(str(entry.get("group") or entry.get("module")), []).append(entry)
+    table["subnet_setting"] = [json.dumps(by_layer.pop(layer)) if layer in by_layer else ""
+                               for layer in table["layer"]]
+    extra = [{"layer": layer, "subnet_setting": json.dumps(entries)}
+             for layer, entries in by_layer.items()]
+    if extra:
+        table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
+    buf = io.StringIO()
+    table.to_csv(buf, index=False)
+    return json.dumps(doc, indent=2), buf.getvalue()
+
+
+def _subnet_search(folder: Path, pruned: dict[str, Any]) -> dict[str, Any] | None:
+    """The search the OFA subnet was picked from (its supernet's search holding its net id with
+    the same setting; else the first holding its net id), or None when none is left."""
+    setting, net_id = pruned.get("subnet_setting"), pruned.get("net_id")
+    fallback = None
+    for ref in ofa_app.list_supernets(folder):
+        if str(ref.path) != pruned.get("supernet"):
+            continue
+        for search in ofa_app.list_searches(ref, folder):
+            evo = ofa_app.read_search(search.path)
+            for rec in (evo or {}).get("history", []):
+                if rec.get("net_id") == net_id:
+                    if rec.get("subnet_setting") == setting:
+                        return evo
+                    fallback = fallback or evo
+    return fallback
 
 
 with errors.guard("preparing the export"):
@@ -128,7 +183,8 @@ with errors.guard("preparing the export"):
                f"slim model at input {loaded.summary.input_label} (batch 1).")
 
     st.subheader("Downloads", anchor=False)
-    base = f"{name}_slim"
+    ofa_subnet = pruned.get("kind") == "ofa_subnet"
+    base = f"{name}_ofa_subnet" if ofa_subnet else f"{name}_slim"
     if keras_model:
         d1, d2 = st.columns(2)
         d1.download_button("Slim Keras model (.keras)",
@@ -147,7 +203,13 @@ with errors.guard("preparing the export"):
                            data=lambda: app_logic.export_bytes(slim, x, "safetensors", folder),
                            file_name=f"{base}.safetensors", mime="application/octet-stream",
                            key="dl_safetensors", icon=":material/download:", on_click="ignore")
-        if spec_path.is_file():
+        if spec_path.is_file() and ofa_subnet:
+            d2.download_button("Subnet setting (.json)", data=spec_path.read_bytes(),
+                               file_name=f"{name}_ofa_subnet.json", mime="application/json",
+                               key="dl_spec", icon=":material/download:", on_click="ignore",
+                               help="net id, subnet_setting, MACs, params and the ofa_args "
+                               "that rebuild the subnet (ofa_app.rebuild_subnet).")
+        elif spec_path.is_file():
             d2.download_button("Spec (.json)", data=spec_path.read_bytes(),
                                file_name=f"{spec_path.stem}.spec.json", mime="application/json",
                                key="dl_spec", icon=":material/download:", on_click="ignore")
@@ -174,9 +236,11 @@ with errors.guard("preparing the export"):
                                icon=":material/download:", on_click="ignore")
             e2.caption(f"ONNX Runtime check passed: relative error {onnx['error']:.1e} "
                        "(at most 1e-4 allowed) on the example input.")
-        st.caption("The slim model rebuilds from the original architecture + the spec + the "
-                   "slim state dict. ONNX files are verified with ONNX Runtime when they are "
-                   "made.")
+        rebuild = ("Rebuilds from the original architecture + `ofa_model(**ofa_args)` + "
+                   "`get_static_subnet(subnet_setting)` + the state dict." if ofa_subnet else
+                   "The slim model rebuilds from the original architecture + the spec + the "
+                   "slim state dict.")
+        st.caption(f"{rebuild} ONNX files are verified with ONNX Runtime when they are made.")
 
     st.subheader("Report", anchor=False)
     if keras_model:
@@ -186,6 +250,10 @@ with errors.guard("preparing the export"):
     report_json, report_csv = app_logic.report(
         {**{k: v for k, v in pruned.items() if k != "model"}, "data": score_source},
         before, after)
+    if ofa_subnet:
+        report_json, report_csv = _with_subnet_setting(
+            report_json, report_csv, list(pruned.get("subnet_setting") or []),
+            _setting_file(spec_path).get("ofa_args"))
     st.plotly_chart(charts.width_figure(before, after), key="export_widths")
 
     def report_html() -> str:
@@ -200,8 +268,14 @@ with errors.guard("preparing the export"):
                                                                     pruned["removal_ratio"]))
             if search:
                 figures.append(charts.candidates_figure(search))
+        if ofa_subnet:
+            evo = _subnet_search(folder, pruned)
+            if evo:
+                figures.append(charts.evolution_figure(evo, highlight=[pruned["net_id"]]))
         facts = {k: v for k, v in pruned.items()
                  if isinstance(v, (str, int, float)) and k != "finetune_serial"}
+        if ofa_subnet:
+            facts["subnet_setting"] = json.dumps(pruned.get("subnet_setting"))
         facts["score data"] = score_source
         return app_logic.html_report(f"UIF Explorer report: {name}", facts, figures)
 
