@@ -7,8 +7,6 @@ ONNX Runtime must reproduce the PyTorch output (relative error <= 1e-4) or the e
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ import torch
 from torch import nn
 
 from uif_explorer.torch.macs import Inputs, as_tuple
-from uif_explorer.workspace import atomic_write_bytes
+from uif_explorer.workspace import atomic_write_bytes, atomic_write_with
 
 FORMATS = ("state_dict", "safetensors", "pt2", "onnx", "torchscript")
 ONNX_TOLERANCE = 1e-4
@@ -27,16 +25,8 @@ class ExportError(RuntimeError):
 
 
 def _via_tmp(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """``write(tmp)`` then fsync and rename (exporters pick the format from the suffix)."""
+    return atomic_write_with(path, write, suffix=path.suffix)
 
 
 def check_onnx(path: Path, model: nn.Module, inputs: Inputs) -> float:

@@ -11,7 +11,9 @@ import json
 import math
 import os
 import re
+import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,28 +39,72 @@ def format_ratio(ratio: float) -> str:
     return text or "0"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+KILL_AFTER_TMP_ENV = "UIF_TEST_KILL_AFTER_TMP"
+"""Test-only hook: ``UIF_TEST_KILL_AFTER_TMP=n`` SIGKILLs the process right after the n-th
+temporary file of this process is written and fsynced, before its rename, so tests can prove
+that a crash at the worst instant leaves the old file (``tests/security/test_interruptions.py``).
+Unset (always, outside tests) it costs one environment lookup per write."""
+_tmp_files_written = 0
+
+
+def _kill_hook() -> None:
+    global _tmp_files_written
+    value = os.environ.get(KILL_AFTER_TMP_ENV)
+    if not value:
+        return
+    _tmp_files_written += 1
+    if _tmp_files_written == int(value):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (the folder entry), not only the file's bytes."""
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
+def atomic_write_with(path: str | os.PathLike, write_fn: Callable[[str], object],
+                      suffix: str = ".tmp") -> Path:
+    """Let ``write_fn(tmp)`` write a temporary file next to ``path``, then fsync it, rename it
+    over ``path`` and fsync the folder: a crash at any instant leaves the old file or the new.
+
+    ``suffix`` is the temporary file's ending (exporters that pick the format from the file
+    name need the real one, e.g. ``.keras``). The temporary file starts with ``.<name>.`` and is
+    removed when ``write_fn`` fails; only a killed process can leave one behind (never read).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        _kill_hook()
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write_with`)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    atomic_write_with(path, write)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """JSON (no NaN: strict readers must parse it) written atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode())
 
 

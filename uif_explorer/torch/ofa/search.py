@@ -48,11 +48,43 @@ def _say(msg: str) -> None:
 
 
 class ParetoSet(dict):
-    """The guide's Pareto set (``{bin: entry}``) with the search's ``history`` and file path."""
+    """The guide's Pareto set (``{bin: entry}``) with the search's ``history`` and file path.
+
+    Still a plain ``dict`` for the guide's code (``pareto["240"]["subnet_setting"]``,
+    ``save_subnet_config``); ``to_frame()`` and the notebook repr make it readable.
+    """
 
     history: list[dict[str, Any]]
-    path: str | None
-    evaluations: int
+    path: str | None = None
+    evaluations: int | None = None
+
+    @classmethod
+    def from_search(cls, search: Mapping[str, Any], path: str | None = None) -> ParetoSet:
+        """The Pareto set of a saved search file (``load_search`` / ``bundled_search``)."""
+        result = cls(search.get("pareto_set", {}))
+        result.history = list(search.get("history", []))
+        result.path = path
+        result.evaluations = search.get("evaluations", len(result.history))
+        return result
+
+    def to_frame(self) -> Any:
+        """One row per MACs bin: net_id, metric, MACs and params (M), the widths chosen."""
+        from uif_explorer.reports import pareto_frame
+
+        return pareto_frame(self)
+
+    def __repr__(self) -> str:
+        from uif_explorer.reports import pareto_text
+
+        try:
+            return pareto_text(self)
+        except Exception:  # entries of an unexpected shape: the plain dict view
+            return dict.__repr__(self)
+
+    def _repr_html_(self) -> str:
+        from uif_explorer.reports import pareto_html
+
+        return pareto_html(self)
 
 
 @dataclass
