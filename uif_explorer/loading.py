@@ -355,6 +355,9 @@ def load_exported_program(data: bytes) -> Any:
     # plain GraphModule with the same graph and weights that accepts them.
     import copy
 
+    from uif_explorer.validation import check_finite_module
+
+    check_finite_module(module)
     return copy.deepcopy(module).eval()
 
 
@@ -481,20 +484,24 @@ def load_keras_model(data: bytes, workdir: str | os.PathLike) -> Any:
     import keras
 
     try:
-        model = keras.saving.load_model(str(path), safe_mode=True, compile=False)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise LoadError(
-            f"Keras could not load the model in safe mode ({type(exc).__name__}: {first}). "
-            f"Save it again with Keras {keras.__version__} (model.save('model.keras'))."
-        ) from exc
-    if not isinstance(model, keras.Model):
-        raise LoadError("The .keras file does not hold a keras.Model.")
-    for weight in model.weights:
-        value = np.asarray(keras.ops.convert_to_numpy(weight))
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            raise LoadError(f"The model's weights hold NaN or Inf values (first in "
-                            f"{weight.path!r}); train or save it again.")
+        try:
+            model = keras.saving.load_model(str(path), safe_mode=True, compile=False)
+        except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise LoadError(
+                f"Keras could not load the model in safe mode ({type(exc).__name__}: {first}). "
+                f"Save it again with Keras {keras.__version__} (model.save('model.keras'))."
+            ) from exc
+        if not isinstance(model, keras.Model):
+            raise LoadError("The .keras file does not hold a keras.Model.")
+        for weight in model.weights:
+            value = np.asarray(keras.ops.convert_to_numpy(weight))
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise LoadError(f"The model's weights hold NaN or Inf values (first in "
+                                f"{weight.path!r}); train or save it again.")
+    except LoadError:
+        path.unlink(missing_ok=True)  # a refused upload leaves nothing in the workspace
+        raise
     return model
 
 
@@ -528,6 +535,9 @@ def load_pickled_module(data: bytes, trust: bool) -> Any:
     if not isinstance(obj, torch.nn.Module):
         raise LoadError(f"The pickle holds a {type(obj).__name__}, not an nn.Module. For a "
                         "state dict, choose the architecture and upload it as weights.")
+    from uif_explorer.validation import check_finite_module
+
+    check_finite_module(obj)
     return obj.eval()
 
 

@@ -315,9 +315,6 @@ def _nan_model() -> torch.nn.Module:
     return model
 
 
-@pytest.mark.xfail(reason="to wire: uif_explorer.validation.check_finite_module in "
-                   "loading.load_exported_program and load_pickled_module (then drop this mark)",
-                   strict=False)
 def test_whole_models_with_nan_weights_are_refused():
     """Exported programs and (trusted) pickled modules get the same NaN/Inf check."""
     import io
