@@ -204,7 +204,7 @@ def rerun_when_finished(job: Job | None) -> None:
             st.rerun()
 
 
-def poll(job: Job | None, body: Callable[[], None], every: float = 0.5) -> None:
+def poll(job: Job | None, body: Callable[[], None], every: float = 1.5) -> None:
     """Run ``body`` (which should call :func:`rerun_when_finished`) in a fragment refreshed
     every ``every`` seconds while ``job`` runs; else once, marking a finished job as seen."""
     if job is not None and job.running:
