@@ -183,6 +183,8 @@ class _Walker:
         self.depthwise: set[str] = set()
         self.custom: dict[str, LayerRule] = {}
         self.unknown_with_weights: list[tuple[str, str, np.ndarray]] = []
+        self.float_state = {n: t.is_floating_point() for n, t in
+                            [*model.named_parameters(), *model.named_buffers()]}
         self.digest: list[str] = []
         sig = ep.graph_signature
         self.param_names = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
@@ -316,7 +318,10 @@ class _Walker:
         return self._unknown(node, name)
 
     def _unknown(self, node: torch.fx.Node, name: str) -> object:
-        weights = [a for a in _flat_vals(self.arg(list(node.args))) if isinstance(a, ParamVal)]
+        # Integer buffers (index tables such as Swin V2's relative_position_index) are not
+        # weights: an op reading them does not need a pruning rule.
+        weights = [a for a in _flat_vals(self.arg(list(node.args)))
+                   if isinstance(a, ParamVal) and self.float_state.get(a.name, True)]
         if weights:
             tensors = [a for a in _flat_vals(self.arg(list(node.args))) if isinstance(a, Val)]
             for t in tensors:
