@@ -10,6 +10,7 @@ raises :class:`Cancelled` inside the engine call, which keeps what it already sa
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ class Job:
     first_step_at: float | None = None
     cancel_requested: bool = False
     serial: int = 0
+    queued: bool = False  # waiting for a free job slot (see JobRegistry)
 
     # -- called by the engine (in the job's thread) --------------------------------------
     def progress(self, done: int, total: int | None, info: dict | None = None) -> None:
@@ -98,18 +100,34 @@ def format_seconds(seconds: float | None) -> str:
 
 def describe(job: Job) -> str:
     """'12 / 25 evaluations · 14 s elapsed · about 16 s left'."""
+    if job.queued:
+        return (f"queued for {format_seconds(job.elapsed_s)}: other jobs use this server's "
+                "CPU cores; it starts when one ends")
     total = "?" if job.total is None else f"{job.total:,}"
     return (f"{job.done:,} / {total} steps · {format_seconds(job.elapsed_s)} elapsed · "
             f"about {format_seconds(job.eta_s)} left")
 
 
+def max_parallel_jobs() -> int:
+    """Jobs that run at once (``UIF_MAX_JOBS``; default: one per CPU core).
+
+    More jobs than cores only slow each other down and starve the server's own thread, which
+    answers health checks and serves pages (bench/load_test.py); the rest wait in a queue.
+    """
+    try:
+        return max(1, int(os.environ.get("UIF_MAX_JOBS", "")))
+    except ValueError:
+        return max(1, os.cpu_count() or 1)
+
+
 class JobRegistry:
     """All jobs of the server process, by (workspace token, job name)."""
 
-    def __init__(self) -> None:
+    def __init__(self, slots: int | None = None) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[tuple[str, str], Job] = {}
         self._serial = 0
+        self._slots = threading.Semaphore(slots or max_parallel_jobs())
 
     def get(self, workspace: str, name: str) -> Job | None:
         with self._lock:
@@ -130,8 +148,14 @@ class JobRegistry:
         thread.start()
         return job
 
-    @staticmethod
-    def _run(job: Job, fn: Callable[[Job], Any]) -> None:
+    def _run(self, job: Job, fn: Callable[[Job], Any]) -> None:
+        job.queued = True
+        while not self._slots.acquire(timeout=0.2):
+            if job.cancel_requested:
+                job.queued = False
+                job.status, job.finished = CANCELLED, time.monotonic()
+                return
+        job.queued = False
         try:
             job.result = fn(job)
             job.status = DONE
@@ -144,6 +168,7 @@ class JobRegistry:
             job.status = FAILED
         finally:
             job.finished = time.monotonic()
+            self._slots.release()
 
     def forget(self, workspace: str, name: str) -> None:
         with self._lock:
