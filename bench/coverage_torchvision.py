@@ -35,11 +35,13 @@ FAMILIES = {
     "video": torchvision.models.video,
 }
 INPUT_SIZE = {"inception_v3": 299}
+VIDEO_SIZE = {"mvit_v1_b": 224, "mvit_v2_s": 224, "s3d": 224}  # their strides need 224
 
 
 def example_input(name: str, family: str) -> torch.Tensor:
     if family == "video":
-        return torch.randn(1, 3, 16, 112, 112)
+        size = VIDEO_SIZE.get(name, 112)
+        return torch.randn(1, 3, 16, size, size)
     size = INPUT_SIZE.get(name, 224)
     return torch.randn(1, 3, size, size)
 
@@ -57,7 +59,8 @@ def check(name: str, family: str, ratio: float) -> dict:
     row: dict = {"model": name, "family": family}
     start = time.time()
     try:
-        kwargs = {"aux_loss": False} if family == "segmentation" else {}
+        # weights_backbone=None: the segmentation builders download ImageNet backbones otherwise
+        kwargs = {"aux_loss": False, "weights_backbone": None} if family == "segmentation" else {}
         if name in ("googlenet", "inception_v3"):
             kwargs = {"aux_logits": False, "init_weights": False}
         model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
