@@ -1,9 +1,14 @@
 """UIF Explorer's Streamlit app: page config, session state, navigation. Start it with ./run.sh."""
 
+import sys
+
 import streamlit as st
 
 from uif_explorer.ui import state, workspace
 
+# Background jobs are Python threads in this process: hand the GIL over every 1 ms (not 5) so
+# the server thread answers health checks and serves pages promptly (bench/load_test.py).
+sys.setswitchinterval(0.001)
 st.set_page_config(page_title="UIF Explorer", page_icon=":material/content_cut:", layout="wide")
 state.init()
 workspace.current_token()  # the session's workspace id goes into the URL on every page
