@@ -36,67 +36,37 @@ import json
 import os
 import platform
 import shlex
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "app_timing.json"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+sys.path.insert(0, str(REPO))
+
+from uif_explorer import apprun  # noqa: E402
+from uif_explorer.apprun import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from uif_explorer.apprun import stop as stop_server  # noqa: E402
+
 PAGES = ("Sensitivity", "One-step", "OFA Pareto", "Export", "Model")
 READY_GOAL_S, SWITCH_GOAL_S = 10.0, 1.0
 TIMEOUT_S = 180.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-            return resp.read().decode().strip() == "ok"
-    except OSError:
-        return False
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """Stop run.sh's own process group (the server it started), nothing else."""
-    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    return apprun.health(url, timeout=2) == "ok"
 
 
 def start_server(workspaces: Path, log: Path) -> tuple[subprocess.Popen, str, float]:
     """``./run.sh`` on a free port; (process, url, perf_counter at start)."""
-    port = free_port()
-    env = {**os.environ, "UIF_PORT": str(port), "UIF_WORKSPACES": str(workspaces)}
-    with log.open("w") as fh:
-        start = time.perf_counter()
-        proc = subprocess.Popen(["./run.sh"], cwd=REPO, env=env, stdout=fh,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    return proc, f"http://127.0.0.1:{port}", start
+    start = time.perf_counter()
+    proc, url = apprun.start(log, {"UIF_WORKSPACES": str(workspaces)})
+    return proc, url, start
 
 
 def wait_idle(page: Any, timeout_ms: float) -> None:

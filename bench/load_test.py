@@ -21,41 +21,31 @@ import argparse
 import json
 import os
 import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-sync"]
+sys.path.insert(0, str(REPO))
+
+from uif_explorer import apprun  # noqa: E402
+from uif_explorer.apprun import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from uif_explorer.apprun import stop as stop_server  # noqa: E402
+
 MODEL = "resnet20"
 QUICK_IMAGES, QUICK_RATIOS = 200, (0.3, 0.6)
 FINISHED = re.compile(r"evaluations saved \(finished\)")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def health(url: str, timeout: float = 5.0) -> tuple[str, float]:
     """(body or error, seconds) of one ``/_stcore/health`` request."""
     start = time.perf_counter()
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=timeout) as resp:
-            body = resp.read().decode().strip()
-    except OSError as exc:
-        body = f"<{type(exc).__name__}>"
+    body = apprun.health(url, timeout)
     return body, time.perf_counter() - start
 
 
@@ -84,35 +74,11 @@ class HealthPoller(threading.Thread):
 
 def start_server(workspaces: Path, log: Path,
                  extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "UIF_PORT": str(port), "UIF_WORKSPACES": str(workspaces),
-           **(extra_env or {})}
-    with log.open("w") as fh:
-        proc = subprocess.Popen(["./run.sh"], cwd=REPO, env=env, stdout=fh,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    deadline = time.monotonic() + 180
-    while health(url)[0] != "ok":
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_server(proc)
-            sys.exit(f"the app did not start; see {log}")
-        time.sleep(0.5)
+    proc, url = apprun.start(log, {"UIF_WORKSPACES": str(workspaces), **(extra_env or {})})
+    if apprun.wait_ready(proc, url) is not None:
+        stop_server(proc)
+        sys.exit(f"the app did not start; see {log}")
     return proc, url
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """Stop run.sh's own process group (the server it started), nothing else."""
-    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def token_of(page) -> str:
