@@ -5,11 +5,9 @@ Works on the current model of any source (PyTorch or Keras; see ``uif_explorer.m
 
 from __future__ import annotations
 
-import copy
-
 import streamlit as st
 
-from uif_explorer import app_logic, charts, data
+from uif_explorer import app_logic, charts
 from uif_explorer.core.plan import PlanError
 from uif_explorer.loading import LoadError
 from uif_explorer.ui import errors, jobs, loaders, workspace
@@ -152,18 +150,21 @@ with errors.guard("showing the sensitivity analysis"):
                        f"`{runner.workspace.spec(name, ratio=pruned['removal_ratio']).name}`.")
 
             st.subheader("Fine-tune", anchor=False)
-            if (loaded.framework != "torch" or ev is None or not ev.bundled
-                    or loaded.source.batch_fixed):
+            keras_model = loaded.framework == "keras"
+            if (ev is None or not ev.bundled
+                    or (not keras_model and loaded.source.batch_fixed)):
                 st.info(
                     "Fine-tuning in the app uses the bundled Fashion-MNIST training images, so "
-                    "it is offered for PyTorch models that take them. Otherwise fine-tune the "
-                    "sparse model in your own training loop (Keras: `fit()`; the masks keep "
-                    "pruned channels at zero), then export it.", icon=":material/info:")
+                    "it is offered for models that take them. Otherwise fine-tune the sparse "
+                    "model in your own training loop (Keras: `fit()`; the masks keep pruned "
+                    "channels at zero), then export it.", icon=":material/info:")
             else:
                 f1, f2, f3, f4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
                 epochs = f1.number_input("Epochs", 1, 10, 1, key="ft_epochs")
-                lr = f2.number_input("Learning rate", 0.0001, 1.0, 0.01, format="%.4f",
-                                     key="ft_lr")
+                lr = f2.number_input("Learning rate", 0.0001, 1.0,
+                                     0.001 if keras_model else 0.01, format="%.4f",
+                                     key="ft_lr", help="Adam for Keras models, SGD with "
+                                     "distillation from the unpruned model for PyTorch ones.")
                 batches = f3.number_input("Batches of 128 per epoch", 1, 79, 10,
                                           key="ft_batches",
                                           help="From the bundled 10,000 training images.")
@@ -171,19 +172,15 @@ with errors.guard("showing the sensitivity analysis"):
                 ft_job = registry.get(token, ft_name)
                 if f4.button("Fine-tune", key="ft_run",
                              disabled=ft_job is not None and ft_job.running):
-                    from uif_explorer.torch.finetune import fine_tune
-
-                    def tune(job: jobs.Job, model=copy.deepcopy(pruned["model"]),
-                             teacher=copy.deepcopy(loaded.model), epochs=int(epochs),
-                             lr=float(lr), batches=int(batches), ev=ev):
-                        loader = data.torch_loader("train", batch_size=128, limit=batches * 128)
-                        history = fine_tune(model, loader, epochs=epochs, lr=lr,
-                                            teacher=teacher, max_batches=batches,
-                                            progress=job.progress)
-                        return {"model": model, "accuracy": ev.score(model),
-                                "history": history, "epochs": epochs, "lr": lr}
-
-                    ft_job = registry.start(token, ft_name, tune, label="Fine-tuning")
+                    settings = {"epochs": int(epochs), "lr": float(lr),
+                                "batches": int(batches)}
+                    if keras_model:
+                        work = app_logic.keras_finetune_job(runner, pruned["spec_path"], ev,
+                                                            **settings)
+                    else:
+                        work = app_logic.torch_finetune_job(pruned["model"], loaded.model, ev,
+                                                            **settings)
+                    ft_job = registry.start(token, ft_name, work, label="Fine-tuning")
 
                 def ft_live() -> None:
                     job = registry.get(token, ft_name)

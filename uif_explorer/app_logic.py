@@ -336,3 +336,40 @@ def plan_preview(runner: Any, ratio: float) -> tuple[Any, int]:
         return runner.plan(ratio), 2
     except PlanError:
         return runner.plan(ratio, channel_divisible=1), 1
+
+
+# -- fine-tuning jobs (run by the Sensitivity page in the background) ---------------------------
+def torch_finetune_job(pruned: nn.Module, original: nn.Module, ev: Any, epochs: int, lr: float,
+                       batches: int) -> Callable[[Any], dict[str, Any]]:
+    """A job fine-tuning a private copy of ``pruned`` on the bundled training images with
+    distillation from ``original``; returns the tuned model and its score on ``ev``."""
+    model, teacher = copy.deepcopy(pruned), copy.deepcopy(original)
+
+    def work(job: Any) -> dict[str, Any]:
+        from uif_explorer.torch.finetune import fine_tune
+
+        loader = data.torch_loader("train", batch_size=128, limit=batches * 128)
+        history = fine_tune(model, loader, epochs=epochs, lr=lr, teacher=teacher,
+                            max_batches=batches, progress=job.progress)
+        return {"model": model, "accuracy": ev.score(model), "history": history,
+                "epochs": epochs, "lr": lr}
+
+    return work
+
+
+def keras_finetune_job(runner: Any, spec_path: str, ev: Any, epochs: int, lr: float,
+                       batches: int) -> Callable[[Any], dict[str, Any]]:
+    """The same for a Keras model: a fresh sparse copy rebuilt from the spec (Keras models do
+    not deep-copy reliably), trained with ``fit()`` (its masks keep pruned channels at zero)."""
+
+    def work(job: Any) -> dict[str, Any]:
+        from uif_explorer.keras.finetune import fine_tune
+
+        model = runner.prune(spec_path=spec_path, mode="sparse")
+        x, y = data.numpy_dataset("train", limit=batches * 128)
+        history = fine_tune(model, x, y, epochs=epochs, lr=lr, batch_size=128,
+                            max_batches=batches, progress=job.progress)
+        return {"model": model, "accuracy": ev.score(model), "history": history,
+                "epochs": epochs, "lr": lr}
+
+    return work

@@ -331,6 +331,16 @@ def _keras_pages(at: AppTest, root: Path, tmp_path: Path) -> None:
     _no_errors(at)
     assert any(label.startswith("Pruned accuracy") for label in _metrics(at))
     assert (root / token / f"{name}_ratio_0.4.spec").exists()
+    # a short fine-tune of the Keras sparse model, in the background like PyTorch's
+    at.number_input(key="ft_batches").set_value(2).run()
+    at.button(key="ft_run").click().run()
+    _no_errors(at)
+    job = registry().wait(token, f"finetune:{name}", timeout=600)
+    assert job is not None and job.status == "done", job and job.error
+    at.run()
+    _no_errors(at)
+    assert "fine-tuned 1 epoch(s)" in at.session_state[workspace.PRUNED_KEY]["source"]
+    assert any("Accuracy after fine-tuning" in s.value for s in at.success)
 
     at.switch_page("pages/export.py").run()
     _no_errors(at)
