@@ -2,44 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import keras
 import numpy as np
 
-
-def check_score(value: object, where: str = "eval_fn") -> float:
-    """``value`` as a finite float, or a clear error naming ``where`` it came from.
-
-    Accepts Python numbers, numpy scalars, one-element arrays and one-element tensors (e.g.
-    ``model.evaluate(...)[1]`` or a ``tf.Tensor``).
-    """
-
-    def fail(cls: type[Exception], detail: str = "") -> Exception:
-        text = repr(value)
-        text = text if len(text) <= 80 else text[:77] + "..."
-        return cls(f"{where} returned {text}{detail}; it must return a finite number "
-                   "(higher is better unless higher_is_better=False)")
-
-    if value is None or isinstance(value, (bool, np.bool_, str, bytes)):
-        raise fail(TypeError)
-    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
-        value = np.asarray(value.numpy())
-    if isinstance(value, (np.ndarray, np.generic)):
-        if value.size != 1:
-            raise fail(ValueError, f" (an array of shape {value.shape})")
-        if value.dtype == np.bool_ or not np.issubdtype(value.dtype, np.number):
-            raise fail(TypeError)
-        number = float(value.reshape(()))
-    elif isinstance(value, (int, float)):
-        number = float(value)
-    else:
-        raise fail(TypeError)
-    if not math.isfinite(number):
-        raise fail(ValueError)
-    return number
+from uif_explorer.core.scores import check_score  # noqa: F401 - part of this module's API
 
 
 def _batches(data: Any, batch_size: int) -> Iterator[np.ndarray | Any]:

@@ -26,17 +26,17 @@ Conventions shared by all functions:
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from uif_explorer.core.scores import check_score  # noqa: F401 - part of this module's API
 
 Metric = Literal["agreement", "kl"]
 METRICS: tuple[str, ...] = ("agreement", "kl")
@@ -420,41 +420,3 @@ def make_label_free_eval(
     return eval_fn
 
 
-# -- scores from user code -------------------------------------------------------------------
-def check_score(value: object, where: str = "eval_fn") -> float:
-    """``value`` as a finite float, or a clear error naming ``where`` it came from.
-
-    Accepts Python numbers, numpy scalars and one-element arrays/tensors (the guide's
-    ``eval_fn`` returns ``top1.avg``, a one-element tensor). Raises ``TypeError`` for None,
-    booleans and non-numbers, ``ValueError`` for NaN, infinities and multi-element tensors.
-    """
-
-    def fail(cls: type[Exception], detail: str = "") -> Exception:
-        return cls(
-            f"{where} returned {_short(value)}{detail}; it must return a finite number "
-            "(higher is better unless higher_is_better=False)"
-        )
-
-    number: float
-    if value is None or isinstance(value, (bool, np.bool_)):
-        raise fail(TypeError)
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise fail(ValueError, f" (a tensor of shape {tuple(value.shape)})")
-        if value.dtype == torch.bool or value.is_complex():
-            raise fail(TypeError)
-        number = float(value.detach().reshape(()).item())
-    elif isinstance(value, (np.ndarray, np.generic)):
-        if value.size != 1:
-            raise fail(ValueError, f" (an array of shape {value.shape})")
-        if not np.issubdtype(value.dtype, np.integer) and not np.issubdtype(
-                value.dtype, np.floating):
-            raise fail(TypeError)
-        number = float(value.reshape(()).item())
-    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-        number = float(value)
-    else:
-        raise fail(TypeError)
-    if not math.isfinite(number):
-        raise fail(ValueError)
-    return number
