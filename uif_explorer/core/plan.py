@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from uif_explorer.core.channels import ChannelGraph, Group
+from uif_explorer.core.channels import ChannelGraph, Group, MacOp
 
 
 class PlanError(ValueError):
@@ -52,6 +52,16 @@ def kept_counts(channels: np.ndarray, ratios: np.ndarray, divisible: int = 1,
     per_block = channels // blocks
     blocked = blocks * np.maximum(1, np.round(keep_frac * per_block).astype(np.int64))
     return np.where(blocks > 1, blocked, plain)
+
+
+def kept_io(op: MacOp, in_roots: np.ndarray | None, out_roots: np.ndarray | None,
+            removed: np.ndarray) -> tuple[int, int]:
+    """(input channels per conv group, output positions) an op keeps when ``removed`` roots
+    are gone: the two factors its MACs scale with (depthwise ops count one input each)."""
+    out = len(out_roots) - int(removed[out_roots].sum()) if out_roots is not None else 1
+    if op.depthwise or in_roots is None:
+        return 1, out
+    return (len(in_roots) - int(removed[in_roots].sum())) // max(1, op.groups), out
 
 
 @dataclass
@@ -221,11 +231,7 @@ class CostModel:
             if removed is None:
                 total += op.full_macs
                 continue
-            out = len(out_roots) - int(removed[out_roots].sum()) if out_roots is not None else 1
-            if op.depthwise or in_roots is None:
-                inn = 1
-            else:
-                inn = (len(in_roots) - int(removed[in_roots].sum())) // max(1, op.groups)
+            inn, out = kept_io(op, in_roots, out_roots, removed)
             total += op.full_macs - factor * denom + factor * inn * out
         return int(total)
 

@@ -42,7 +42,7 @@ from torch import nn
 
 from uif_explorer.core.channels import FIXED_OUTPUT
 from uif_explorer.core.evolution import ChoiceSpace, Genome
-from uif_explorer.core.plan import CostModel, PruningPlan, kept_count
+from uif_explorer.core.plan import CostModel, PruningPlan, kept_count, kept_io
 from uif_explorer.torch.apply import make_slim
 from uif_explorer.torch.capture import Capture, resolve_excludes
 from uif_explorer.torch.ofa.dynamic import (
@@ -290,11 +290,7 @@ class OFASpace:
             k, big = kernels[op.name], spec.max_kernel
             if k == big:
                 continue
-            out = len(out_roots) - int(removed[out_roots].sum()) if out_roots is not None else 1
-            if op.depthwise or in_roots is None:
-                inn = 1
-            else:
-                inn = (len(in_roots) - int(removed[in_roots].sum())) // max(1, op.groups)
+            inn, out = kept_io(op, in_roots, out_roots, removed)
             per_tap = factor // (big * big)
             macs -= per_tap * (big * big - k * k) * inn * out
         shapes = self.capture.graph.param_shapes
