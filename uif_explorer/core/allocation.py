@@ -67,23 +67,40 @@ def bisect_ratios(
     counts_of: Callable[[dict[int, float]], dict[int, int]] | None = None,
 ) -> dict[int, float]:
     """The per-group ratios :func:`bisect_plan` builds its plan from."""
-    fast = counts_of is not None and cost.count_model_exact
     ids = sorted(ratios_at(hi))
-
-    def as_dict(r: np.ndarray) -> dict[int, float]:
-        return {gid: float(v) for gid, v in zip(ids, r, strict=True)}
-
-    def removal(r: np.ndarray) -> float:
-        ratios = as_dict(r)
-        macs = cost.macs_of_counts(counts_of(ratios)) if fast else cost.macs(plan_of(ratios))
-        return 1.0 - macs / max(1, cost.original_macs)
+    removal = _removal_of_vectors(cost, ids, plan_of, counts_of)
 
     def at(x: float) -> np.ndarray:
         ratios = ratios_at(x)
         return np.array([ratios.get(gid, 0.0) for gid in ids], dtype=float)
 
-    q = None if not quantum else np.array([quantum.get(gid, np.nan) for gid in ids])
-    return as_dict(search_ratios(removal, at, target, hi, tolerance, steps, q))
+    r = search_ratios(removal, at, target, hi, tolerance, steps, _quantum_vector(quantum, ids))
+    return _as_dict(ids, r)
+
+
+def _as_dict(ids: Sequence[int], r: np.ndarray) -> dict[int, float]:
+    return {gid: float(v) for gid, v in zip(ids, r, strict=True)}
+
+
+def _quantum_vector(quantum: Mapping[int, float] | None, ids: Sequence[int]
+                    ) -> np.ndarray | None:
+    return None if not quantum else np.array([quantum.get(gid, np.nan) for gid in ids])
+
+
+def _removal_of_vectors(
+    cost: CostModel, ids: Sequence[int], plan_of: Callable[[dict[int, float]], PruningPlan],
+    counts_of: Callable[[dict[int, float]], dict[int, int]] | None,
+) -> Callable[[np.ndarray], float]:
+    """MACs removal of a ratio vector (one entry per id), costed by counts when the graph's
+    MACs depend on counts alone, else by building the plan."""
+    fast = counts_of is not None and cost.count_model_exact
+
+    def removal(r: np.ndarray) -> float:
+        ratios = _as_dict(ids, r)
+        macs = cost.macs_of_counts(counts_of(ratios)) if fast else cost.macs(plan_of(ratios))
+        return 1.0 - macs / max(1, cost.original_macs)
+
+    return removal
 
 
 def search_ratios(
@@ -206,16 +223,10 @@ def sample_ratios(
 ) -> dict[int, float]:
     """:func:`sample_ratio_vector` keyed by group id, costed by plans or counts."""
     ids = list(group_ids)
-    fast = counts_of is not None and cost.count_model_exact
-
-    def removal(r: np.ndarray) -> float:
-        ratios = {gid: float(v) for gid, v in zip(ids, r, strict=True)}
-        macs = cost.macs_of_counts(counts_of(ratios)) if fast else cost.macs(plan_of(ratios))
-        return 1.0 - macs / max(1, cost.original_macs)
-
-    q = None if not quantum else np.array([quantum.get(gid, np.nan) for gid in ids])
-    r = sample_ratio_vector(removal, len(ids), target, seed, candidate, q, attempts)
-    return {gid: float(v) for gid, v in zip(ids, r, strict=True)}
+    removal = _removal_of_vectors(cost, ids, plan_of, counts_of)
+    r = sample_ratio_vector(removal, len(ids), target, seed, candidate,
+                            _quantum_vector(quantum, ids), attempts)
+    return _as_dict(ids, r)
 
 
 def sample_plan(
