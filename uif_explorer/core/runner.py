@@ -20,6 +20,7 @@ import pandas as pd
 from uif_explorer.core.allocation import MAX_GROUP_RATIO, bisect_plan, sample_plan
 from uif_explorer.core.plan import PruningPlan
 from uif_explorer.core.pruner import BasePruner
+from uif_explorer.core.scores import AnalysisError
 from uif_explorer.core.sensitivity import (
     SENS_KIND,
     max_drop,
@@ -31,10 +32,6 @@ from uif_explorer.workspace import Workspace, WorkspaceError, atomic_write_json,
 SEARCH_KIND = "uif-explorer-search"
 MAX_SUBNETS = 100_000
 Progress = Callable[[int, int, dict], None]
-
-
-class AnalysisError(RuntimeError):
-    """The analysis or search cannot run or continue (bad eval_fn, stale files...)."""
 
 
 def say(msg: str) -> None:

@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
+
+class AnalysisError(RuntimeError):
+    """The analysis or search cannot run or continue (bad eval_fn, stale files...)."""
+
+
+RESUME_HINT = "Results saved so far are kept; fix it and run again to resume."
 
 
 def _short(value: object, limit: int = 80) -> str:
@@ -52,3 +61,44 @@ def check_score(value: object, where: str = "eval_fn") -> float:
     if not math.isfinite(number):
         raise fail(ValueError)
     return number
+
+
+def _as_args(args: object, name: str) -> tuple:
+    """The guide passes ``args=(val_loader,)``; a bare loader is a common slip worth naming."""
+    if isinstance(args, tuple):
+        return args
+    if isinstance(args, list):
+        return tuple(args)
+    raise TypeError(f"Expected {name} to be a tuple of extra arguments, e.g. {name}=(val_loader,)."
+                    f" Received: {name}={_short(args)}")
+
+
+def score_model(model: Any, eval_fn: Callable, eval_args: Sequence[Any] = (), *,
+                calibration_fn: Callable | None = None, calib_args: Sequence[Any] = (),
+                metric: str | None = None, resume_hint: str = RESUME_HINT,
+                what: str = "the model") -> float:
+    """Calibrate (optional), evaluate and check one model: the one scoring step of every runner.
+
+    Every failure of user code becomes an :class:`AnalysisError` that names the function, the
+    model it ran on and how to resume, so the iterative, one-step and OFA searches behave alike.
+    ``metric`` picks one entry when ``eval_fn`` returns a dict (the OFA guide's ``'acc1'``).
+    """
+    eval_args = _as_args(eval_args, "args")
+    calib_args = _as_args(calib_args, "calib_args")
+    if calibration_fn is not None:
+        try:
+            calibration_fn(model, *calib_args)
+        except Exception as exc:
+            raise AnalysisError(f"calibration_fn raised {type(exc).__name__} on {what}: {exc}. "
+                                f"{resume_hint}") from exc
+    try:
+        value = eval_fn(model, *eval_args)
+    except Exception as exc:
+        raise AnalysisError(f"eval_fn raised {type(exc).__name__} on {what}: {exc}. "
+                            f"{resume_hint}") from exc
+    if isinstance(value, Mapping):
+        if metric is None or metric not in value:
+            raise AnalysisError(f"eval_fn returned a dict without the metric {metric!r} "
+                                f"(keys: {sorted(map(str, value))}); pass the key as metric.")
+        value = value[metric]
+    return check_score(value, "eval_fn")
