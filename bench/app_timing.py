@@ -49,9 +49,10 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "app_timing.json"
 sys.path.insert(0, str(REPO))
 
-from uif_explorer import apprun  # noqa: E402
-from uif_explorer.apprun import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from uif_explorer.apprun import stop as stop_server  # noqa: E402
+sys.path.insert(0, str(REPO / "tests" / "support"))
+import apprun  # noqa: E402
+from apprun import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from apprun import stop as stop_server  # noqa: E402
 
 PAGES = ("Sensitivity", "One-step", "OFA Pareto", "Export", "Model")
 READY_GOAL_S, SWITCH_GOAL_S = 10.0, 1.0

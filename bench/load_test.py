@@ -33,9 +33,10 @@ from urllib.parse import parse_qs, urlparse
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from uif_explorer import apprun  # noqa: E402
-from uif_explorer.apprun import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from uif_explorer.apprun import stop as stop_server  # noqa: E402
+sys.path.insert(0, str(REPO / "tests" / "support"))
+import apprun  # noqa: E402
+from apprun import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from apprun import stop as stop_server  # noqa: E402
 
 MODEL = "resnet20"
 QUICK_IMAGES, QUICK_RATIOS = 200, (0.3, 0.6)
@@ -90,7 +91,9 @@ def reference() -> dict:
     """The same analysis in this process: what every session must have found."""
     import torch  # noqa: F401 - before anything that may import TensorFlow
 
-    from uif_explorer import app_logic, zoo
+    from uif_explorer.services import app_logic
+
+    from uif_explorer import zoo
     from uif_explorer.torch.evaluation import top1_accuracy
     from uif_explorer.torch.runners import get_pruning_runner
 

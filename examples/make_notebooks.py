@@ -52,8 +52,10 @@ numbers (`docs/notebooks.md`)."""),
     ("code", """\
 import torch  # first: torch before anything that might load TensorFlow
 
-from uif_explorer import charts, get_pruning_runner
-from uif_explorer.app_logic import SENS_PRESETS
+from uif_explorer.present import charts
+
+from uif_explorer import get_pruning_runner
+from uif_explorer.services.app_logic import SENS_PRESETS
 from uif_explorer.data import torch_loader
 from uif_explorer.torch import (
     adaptive_bn_calibration,
@@ -181,7 +183,7 @@ tiny new search of a few subnets."""),
     ("code", """\
 import torch
 
-from uif_explorer import charts
+from uif_explorer.present import charts
 from uif_explorer.data import torch_loader
 from uif_explorer.torch import adaptive_bn_calibration, count_macs, top1_accuracy
 from uif_explorer.torch.ofa import (
@@ -266,7 +268,7 @@ in one process; see `docs/keras.md`)."""),
 import keras
 import numpy as np
 
-from uif_explorer import charts
+from uif_explorer.present import charts
 from uif_explorer.data import numpy_dataset
 from uif_explorer.keras import IterativePruningRunner, count_macs, count_params, top1_accuracy
 from uif_explorer.zoo import load_keras_sample

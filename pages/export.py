@@ -14,7 +14,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from uif_explorer import app_logic, charts, model_source, ofa_app, zoo
+from uif_explorer.services import app_logic, model_source, ofa_app
+
+from uif_explorer.present import charts
+
+from uif_explorer import zoo
 from uif_explorer.ui import errors, loaders, workspace
 
 st.title("Export", anchor=False)
@@ -257,7 +261,7 @@ with errors.guard("preparing the export"):
     st.plotly_chart(charts.width_figure(before, after), key="export_widths")
 
     def report_html() -> str:
-        from uif_explorer.workspace import Workspace
+        from uif_explorer.io.workspace import Workspace
 
         figures = [charts.width_figure(before, after)]
         sens = app_logic.read_sens(Workspace(folder).sens(name))

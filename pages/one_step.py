@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from uif_explorer import app_logic, charts, model_source
-from uif_explorer.loading import LoadError
+from uif_explorer.services import app_logic, model_source
+
+from uif_explorer.present import charts
+from uif_explorer.io.loading import LoadError
 from uif_explorer.ui import errors, jobs, loaders, workspace
 
 st.title("One-step", anchor=False)

@@ -1,15 +1,17 @@
 """Sensitivity page: analyse each channel group in the background, pick a MACs ratio, prune,
 fine-tune. The analysis lives in the session's workspace (``.sens``) and survives a reload.
-Works on the current model of any source (PyTorch or Keras; see ``uif_explorer.model_source``).
+Works on the current model of any source (PyTorch or Keras; see ``uif_explorer.services.model_source``).
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from uif_explorer import app_logic, charts
+from uif_explorer.services import app_logic
+
+from uif_explorer.present import charts
 from uif_explorer.core.plan import PlanError
-from uif_explorer.loading import LoadError
+from uif_explorer.io.loading import LoadError
 from uif_explorer.ui import errors, jobs, loaders, workspace
 
 st.title("Sensitivity", anchor=False)

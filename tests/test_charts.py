@@ -1,4 +1,4 @@
-"""uif_explorer.charts on small hand-made workspace dicts (the shapes of .sens / .search)."""
+"""uif_explorer.present.charts on small hand-made workspace dicts (the shapes of .sens / .search)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import plotly.graph_objects as go
 
-from uif_explorer import charts
+from uif_explorer.present import charts
 
 SENS = {
     "format_version": 1, "kind": "uif-explorer-sensitivity", "metric": "score",
@@ -106,12 +106,12 @@ def test_charts_do_not_import_streamlit() -> None:
     import importlib
     import subprocess
 
-    code = ("import sys, uif_explorer.charts; "
+    code = ("import sys, uif_explorer.present.charts; "
             "print('streamlit' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
-    assert importlib.import_module("uif_explorer.charts") is charts
+    assert importlib.import_module("uif_explorer.present.charts") is charts
 
 
 def _evolution() -> dict:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from uif_explorer.cli import main
-from uif_explorer.loading import load_state_dict
+from uif_explorer.io.loading import load_state_dict
 from uif_explorer.zoo import load_torch_sample
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,9 @@ import pytest
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
-from uif_explorer import app_logic, zoo  # noqa: E402
+from uif_explorer.services import app_logic  # noqa: E402
+
+from uif_explorer import zoo  # noqa: E402
 from uif_explorer.data import numpy_dataset  # noqa: E402
 from uif_explorer.keras import IterativePruningRunner  # noqa: E402
 from uif_explorer.keras.finetune import fine_tune  # noqa: E402

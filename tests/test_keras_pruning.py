@@ -31,7 +31,7 @@ from uif_explorer.keras import (  # noqa: E402
 )
 from uif_explorer.keras.graph import digest_weights  # noqa: E402
 from uif_explorer.models.keras_models import functional_net, mnist_convnet  # noqa: E402
-from uif_explorer.workspace import WorkspaceError, read_json  # noqa: E402
+from uif_explorer.io.workspace import WorkspaceError, read_json  # noqa: E402
 
 pytestmark = pytest.mark.tf
 SPEC = (1, 28, 28, 1)

@@ -1,4 +1,4 @@
-"""Upload loaders (``uif_explorer.loading``) and model sources (``uif_explorer.model_source``)
+"""Upload loaders (``uif_explorer.io.loading``) and model sources (``uif_explorer.services.model_source``)
 on real files made from the sample models: state dicts, safetensors, torch.export programs,
 pickles, .keras files, .npz data and zipped workspace folders."""
 
@@ -16,8 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from uif_explorer import eval_data, loading, model_source, zoo
-from uif_explorer.loading import LoadError
+from uif_explorer.services import eval_data, model_source
+
+from uif_explorer.io import loading
+
+from uif_explorer import zoo
+from uif_explorer.io.loading import LoadError
 
 KERAS_OK = zoo.SAMPLE_MODELS["keras_functional"].weights_path.exists()
 
@@ -238,7 +242,7 @@ def test_workspace_members_are_checked() -> None:
 def test_a_cli_workspace_opens_with_its_analysis(resnet20: torch.nn.Module,
                                                  tmp_path: Path) -> None:
     from uif_explorer.data import torch_loader
-    from uif_explorer.session import ModelChoice, write_workspace_info
+    from uif_explorer.services.session import ModelChoice, write_workspace_info
     from uif_explorer.torch.capture import digest_weights
     from uif_explorer.torch.evaluation import top1_accuracy
     from uif_explorer.torch.runners import get_pruning_runner

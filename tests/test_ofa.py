@@ -48,7 +48,7 @@ from uif_explorer.torch.ofa import (
 )
 from uif_explorer.torch.ofa.dynamic import is_dynamic
 from uif_explorer.torch.ofa.space import plain_copy
-from uif_explorer.workspace import read_json
+from uif_explorer.io.workspace import read_json
 from uif_explorer.zoo import build_torch, get_sample, load_torch_sample
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""uif_explorer.ofa_app: what the OFA Pareto page and the ofa-* CLI commands compute.
+"""uif_explorer.services.ofa_app: what the OFA Pareto page and the ofa-* CLI commands compute.
 
 The bundled MobileNetV2 supernet and its precomputed search are read once per module; the
 searches run here are tiny (2 subnets scored on 64 test images).
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from uif_explorer import ofa_app
+from uif_explorer.services import ofa_app
 from uif_explorer.core.evolution import SearchRangeError
 from uif_explorer.torch.capture import digest_weights
 from uif_explorer.torch.ofa import active_setting, get_static_subnet, load_search

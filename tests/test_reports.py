@@ -1,4 +1,4 @@
-"""Notebook summaries (uif_explorer.reports and the runner / ParetoSet methods over it) on real
+"""Notebook summaries (uif_explorer.present.reports and the runner / ParetoSet methods over it) on real
 runners of the sample models, with tiny budgets: 64 test images, two ratios, four candidates.
 Tests on the shared analysed runners are ``slow`` (an analysis and a search, about 30 s)."""
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from uif_explorer import charts, reports
+from uif_explorer.present import charts, reports
 from uif_explorer.data import torch_loader
 from uif_explorer.torch import adaptive_bn_calibration, get_pruning_runner, top1_accuracy
-from uif_explorer.workspace import WorkspaceError
+from uif_explorer.io.workspace import WorkspaceError
 from uif_explorer.zoo import example_input, load_torch_sample
 
 RATIOS = (0.3, 0.6)
@@ -149,7 +149,7 @@ def test_pareto_set_table_and_repr_from_the_bundled_search() -> None:
 
 
 def test_reports_and_charts_import_neither_torch_nor_tensorflow() -> None:
-    code = ("import sys, uif_explorer.reports, uif_explorer.charts; "
+    code = ("import sys, uif_explorer.present.reports, uif_explorer.present.charts; "
             "print('torch' in sys.modules, 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, cwd=Path(__file__).resolve().parents[1])

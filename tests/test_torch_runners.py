@@ -27,7 +27,7 @@ from uif_explorer.data import torch_loader
 from uif_explorer.torch.evaluation import adaptive_bn_calibration, top1_accuracy
 from uif_explorer.torch.macs import count_macs
 from uif_explorer.torch.runners import AnalysisError
-from uif_explorer.workspace import WorkspaceError, read_json
+from uif_explorer.io.workspace import WorkspaceError, read_json
 from uif_explorer.zoo import load_torch_sample
 
 RATIOS = (0.3, 0.6, 0.9)
@@ -261,7 +261,7 @@ CHILD = textwrap.dedent("""
     from uif_explorer.data import torch_loader
     from uif_explorer.torch.evaluation import top1_accuracy, adaptive_bn_calibration
     from uif_explorer.zoo import load_torch_sample
-    import uif_explorer.workspace as ws
+    import uif_explorer.io.workspace as ws
 
     workdir, what, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
     counter = os.path.join(workdir, "evals.count")

@@ -11,7 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from uif_explorer import zoo
-from uif_explorer.summary import format_macs, format_params
+from uif_explorer.services.summary import format_macs, format_params
 from uif_explorer.torch.macs import model_cost
 
 APP = "../../app.py"  # AppTest.from_file resolves it relative to this file

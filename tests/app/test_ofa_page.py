@@ -15,7 +15,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from uif_explorer import ofa_app
+from uif_explorer.services import ofa_app
 from uif_explorer.torch.ofa.bundled import supernet_path
 from uif_explorer.ui import jobs, workspace
 

@@ -16,7 +16,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from uif_explorer import app_logic, zoo
+from uif_explorer.services import app_logic
+
+from uif_explorer import zoo
 from uif_explorer.torch.evaluation import adaptive_bn_calibration, top1_accuracy
 from uif_explorer.torch.runners import get_pruning_runner
 from uif_explorer.ui import workspace
@@ -382,7 +384,7 @@ def test_an_analysis_runs_in_the_background_can_be_cancelled_and_resumes(
 
 
 def test_the_html_report_holds_the_facts_and_every_chart(prepared: Path) -> None:
-    from uif_explorer import charts
+    from uif_explorer.present import charts
 
     sens = app_logic.read_sens(prepared / TOKEN / "resnet20.sens")
     figures = [charts.width_figure({"conv1": 16}, {"conv1": 8}), charts.sensitivity_figure(sens)]

@@ -20,8 +20,10 @@ import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
-from uif_explorer import loading, zoo
-from uif_explorer.summary import format_params
+from uif_explorer.io import loading
+
+from uif_explorer import zoo
+from uif_explorer.services.summary import format_params
 from uif_explorer.torch.macs import model_cost
 from uif_explorer.ui import workspace
 
@@ -236,7 +238,7 @@ def test_data_without_labels_uses_the_label_free_score(root: Path) -> None:
 def test_a_zipped_cli_workspace_opens_with_its_curves(root: Path, tmp_path: Path) -> None:
     _need("resnet20")
     from uif_explorer.data import torch_loader
-    from uif_explorer.session import ModelChoice, write_workspace_info
+    from uif_explorer.services.session import ModelChoice, write_workspace_info
     from uif_explorer.torch.capture import digest_weights
     from uif_explorer.torch.evaluation import top1_accuracy
     from uif_explorer.torch.runners import get_pruning_runner
@@ -346,7 +348,7 @@ def _keras_pages(at: AppTest, root: Path, tmp_path: Path) -> None:
     _no_errors(at)
     labels = [b.proto.label for b in at.get("download_button")]
     assert "Slim Keras model (.keras)" in labels and "Spec (.json)" in labels
-    from uif_explorer import app_logic
+    from uif_explorer.services import app_logic
 
     blob = app_logic.keras_export_bytes(at.session_state[workspace.PRUNED_KEY]["slim"],
                                         tmp_path)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from uif_explorer import apprun
-from uif_explorer.apprun import CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, health
+import apprun
+from apprun import CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, health
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 STARTUP_TIMEOUT_S = 120

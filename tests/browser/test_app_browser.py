@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from uif_explorer import zoo
-from uif_explorer.summary import format_macs, format_params
+from uif_explorer.services.summary import format_macs, format_params
 from uif_explorer.torch.macs import model_cost
 
 pytestmark = pytest.mark.browser

@@ -18,12 +18,12 @@ import pytest
 import torch
 from make_corpus import MARKER_NAME, SMALL_LIMIT_MB, Case, TouchPayload, build_corpus, nan_or
 
-from uif_explorer import loading
+from uif_explorer.io import loading
 from uif_explorer.data import torch_loader
-from uif_explorer.loading import LoadError
+from uif_explorer.io.loading import LoadError
 from uif_explorer.torch.evaluation import top1_accuracy
 from uif_explorer.torch.runners import get_pruning_runner
-from uif_explorer.validation import (
+from uif_explorer.io.validation import (
     check_finite_module,
     check_finite_weights,
     display_name,
@@ -81,10 +81,10 @@ def refuse_all(cases: list[Case], call: Callable[[Case], object],
 
 
 def loader(name: str) -> Callable:
-    """A loader of uif_explorer.loading (the upload loaders arrive with the upload UI)."""
+    """A loader of uif_explorer.io.loading (the upload loaders arrive with the upload UI)."""
     fn = getattr(loading, name, None)
     if fn is None:
-        pytest.skip(f"uif_explorer.loading.{name} does not exist yet")
+        pytest.skip(f"uif_explorer.io.loading.{name} does not exist yet")
     return fn
 
 

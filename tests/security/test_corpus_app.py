@@ -38,7 +38,7 @@ def upload_script(paths: list[str], kinds: list[str], limits: list[str], folder:
     import os
     from pathlib import Path
 
-    from uif_explorer import eval_data, model_source
+    from uif_explorer.services import eval_data, model_source
     from uif_explorer.ui import upload_view
 
     ws = Path(folder)
@@ -155,7 +155,7 @@ def test_one_step_inputs_are_bounded_and_out_of_range_values_never_run(tmp_path,
 def test_sensitivity_slider_is_bounded(tmp_path, monkeypatch):
     import copy
 
-    from uif_explorer import app_logic
+    from uif_explorer.services import app_logic
     from uif_explorer.torch.evaluation import top1_accuracy
     from uif_explorer.torch.runners import get_pruning_runner
 

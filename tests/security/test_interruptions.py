@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from uif_explorer import workspace as ws
-from uif_explorer.workspace import KILL_AFTER_TMP_ENV, atomic_write_bytes, atomic_write_with
+from uif_explorer.io import workspace as ws
+from uif_explorer.io.workspace import KILL_AFTER_TMP_ENV, atomic_write_bytes, atomic_write_with
 
 REPO = Path(__file__).resolve().parents[2]
 SEARCH_ARGS = dict(metric="acc1", mode="max", macs_step=2, parent_popu_size=3, iteration=1,
@@ -184,7 +184,7 @@ def test_exporters_use_the_one_atomic_writer(tmp_path, monkeypatch):
     """``export._via_tmp`` and ``keras.export`` write through ``atomic_write_with``."""
     import inspect
 
-    from uif_explorer import export
+    from uif_explorer.torch import export
 
     used: list[str] = []
     real = ws.atomic_write_with

@@ -27,7 +27,7 @@ from uif_explorer.core.sensitivity import (
     predicted_score,
     ratios_for_threshold,
 )
-from uif_explorer.workspace import Workspace, WorkspaceError, atomic_write_json, read_json
+from uif_explorer.io.workspace import Workspace, WorkspaceError, atomic_write_json, read_json
 
 SEARCH_KIND = "uif-explorer-search"
 MAX_SUBNETS = 100_000
@@ -106,14 +106,14 @@ class RunnerBase:
         """The channel groups (prunable or not, and why)."""
         return self.pruner.groups_table()
 
-    # -- readable summaries (notebooks, REPL); the logic lives in uif_explorer.reports ----------
+    # -- readable summaries (notebooks, REPL); the logic lives in uif_explorer.present.reports ----------
     def groups_frame(self) -> pd.DataFrame:
         """The channel groups: id, first layer, channels, prunable, layers, why excluded."""
         return self.pruner.groups_table()
 
     def sensitivity_frame(self) -> pd.DataFrame:
         """The finished analysis as a table: score per group and ratio, worst drop."""
-        from uif_explorer.reports import sensitivity_frame
+        from uif_explorer.present.reports import sensitivity_frame
 
         return sensitivity_frame(self.sensitivity(quiet=True))
 
@@ -122,7 +122,7 @@ class RunnerBase:
         """The one-step candidates at ``removal_ratio`` (default: the newest search file of
         this model) as a table: MACs, params, MACs removed, score and rank."""
         from uif_explorer.core.allocation import check_removal_ratio
-        from uif_explorer.reports import search_frame
+        from uif_explorer.present.reports import search_frame
 
         if removal_ratio is None:
             found = sorted(self.workspace.root.glob(f"{self.name}_ratio_*.search"),
@@ -139,7 +139,7 @@ class RunnerBase:
         return search_frame(read_json(path, kind=SEARCH_KIND), group_ratios)
 
     def __repr__(self) -> str:
-        from uif_explorer.reports import runner_text
+        from uif_explorer.present.reports import runner_text
 
         try:
             return runner_text(self)
@@ -147,7 +147,7 @@ class RunnerBase:
             return object.__repr__(self)
 
     def _repr_html_(self) -> str:
-        from uif_explorer.reports import runner_html
+        from uif_explorer.present.reports import runner_html
 
         return runner_html(self)
 

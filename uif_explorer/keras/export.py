@@ -7,7 +7,7 @@ from pathlib import Path
 
 import keras
 
-from uif_explorer.workspace import atomic_write_with
+from uif_explorer.io.workspace import atomic_write_with
 
 
 def export_keras(model: keras.Model, path: str | os.PathLike) -> Path:

@@ -46,7 +46,7 @@ from uif_explorer.keras.graph import (
     resolve_layer,
     weight_items,
 )
-from uif_explorer.workspace import WorkspaceError, atomic_write_json, read_json
+from uif_explorer.io.workspace import WorkspaceError, atomic_write_json, read_json
 
 
 def slice_stats(model: keras.Model, cap: KerasCapture) -> list[dict[str, np.ndarray] | None]:

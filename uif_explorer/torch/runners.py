@@ -38,12 +38,12 @@ from uif_explorer.core.sensitivity import (
     pending_steps,
     record_step,
 )
-from uif_explorer.executors import get_executor
+from uif_explorer.exec.executors import get_executor
 from uif_explorer.torch.apply import make_slim, make_sparse
 from uif_explorer.torch.capture import Capture
 from uif_explorer.torch.evaluation import check_score
 from uif_explorer.torch.pruner import ChannelPruner
-from uif_explorer.workspace import WorkspaceError, atomic_write_json, read_json
+from uif_explorer.io.workspace import WorkspaceError, atomic_write_json, read_json
 
 __all__ = ["AnalysisError", "IterativePruningRunner", "OneStepPruningRunner", "PlanPreview",
            "get_pruning_runner"]

@@ -16,9 +16,11 @@ from typing import Any
 
 import streamlit as st
 
-from uif_explorer import model_source, summary, zoo
-from uif_explorer.model_source import ModelSource
-from uif_explorer.summary import ModelSummary
+from uif_explorer.services import model_source, summary
+
+from uif_explorer import zoo
+from uif_explorer.services.model_source import ModelSource
+from uif_explorer.services.summary import ModelSummary
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ def cached_evaluator(key: str, data_key: str, images: int, _loaded: LoadedModel,
                      _folder: str) -> Any:
     """Evaluators hold data loaders and, for the label-free score, a copy of the model: made
     once per (model, data, images)."""
-    from uif_explorer.eval_data import make_evaluator
+    from uif_explorer.services.eval_data import make_evaluator
 
     return make_evaluator(_loaded.source, _loaded.model, _data, images, Path(_folder))
 
@@ -145,8 +147,8 @@ def cached_evaluator(key: str, data_key: str, images: int, _loaded: LoadedModel,
 def evaluator(loaded: LoadedModel, images: int) -> Any:
     """An ``eval_data.Evaluator`` for the current model on the session's data; raises
     ``LoadError`` (with what to upload) when no data can score the model."""
-    from uif_explorer.eval_data import bundled_fits
-    from uif_explorer.loading import LoadError
+    from uif_explorer.services.eval_data import bundled_fits
+    from uif_explorer.io.loading import LoadError
     from uif_explorer.ui import state, workspace
 
     data = state.current_data()

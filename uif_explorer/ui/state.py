@@ -3,7 +3,7 @@
 ``init()`` runs at the top of every rerun (from ``app.py``) and fills in only what is missing,
 so each browser session gets its own values and nothing is computed at import time.
 
-The current model is a :class:`uif_explorer.model_source.ModelSource` kept as a plain dict under
+The current model is a :class:`uif_explorer.services.model_source.ModelSource` kept as a plain dict under
 ``MODEL_SOURCE``; ``MODEL_NAME`` mirrors its name (for samples, the sample's key), so code and
 tests that set ``model_name`` to a sample key switch the model. The source is also written to the
 session's workspace folder, so a reload (same ``?ws=`` token) finds an uploaded model again.
@@ -16,9 +16,11 @@ from typing import Any
 
 import streamlit as st
 
-from uif_explorer import model_source, zoo
-from uif_explorer.eval_data import DataSource
-from uif_explorer.model_source import ModelSource
+from uif_explorer.services import model_source
+
+from uif_explorer import zoo
+from uif_explorer.services.eval_data import DataSource
+from uif_explorer.services.model_source import ModelSource
 
 MODEL_NAME = "model_name"
 """Name of the current model (a key of ``uif_explorer.zoo.SAMPLE_MODELS`` for samples)."""
@@ -137,7 +139,7 @@ def current_data() -> DataSource | None:
 def set_data(data: DataSource | None) -> None:
     """Use ``data`` (None: the bundled subset) for this session and its workspace."""
     from uif_explorer.ui import workspace
-    from uif_explorer.workspace import atomic_write_json
+    from uif_explorer.io.workspace import atomic_write_json
 
     st.session_state[DATA_SOURCE] = data.to_dict() if data is not None else None
     st.session_state[DATA_CHECKED] = True

@@ -1,7 +1,7 @@
 """The Model page's upload section: your own model, evaluation data, a workspace from elsewhere.
 
-Every upload goes through ``uif_explorer.loading`` (size limit, type sniffed from the content,
-no unpickling without the server's trust option) and ``uif_explorer.model_source`` (stored as
+Every upload goes through ``uif_explorer.io.loading`` (size limit, type sniffed from the content,
+no unpickling without the server's trust option) and ``uif_explorer.services.model_source`` (stored as
 ``uploads/<sha256>.<ext>`` in the session's workspace; the user's file name is never a path).
 A refusal is an error box that says what is wrong and how to fix it; the current model stays.
 """
@@ -13,9 +13,11 @@ from typing import Any
 
 import streamlit as st
 
-from uif_explorer import eval_data, loading, model_source
-from uif_explorer.loading import LoadError
-from uif_explorer.model_source import ModelSource
+from uif_explorer.services import eval_data, model_source
+
+from uif_explorer.io import loading
+from uif_explorer.io.loading import LoadError
+from uif_explorer.services.model_source import ModelSource
 from uif_explorer.ui import errors, state, workspace
 
 FLASH_KEY = "upload_flash"

@@ -81,7 +81,7 @@ def cached_runner(token: str, key: str, method: str, _loaded: Any) -> Any:
     Shared by the page and its background job; PyTorch runners work on a private copy of the
     cached model, Keras runners on masked copies (the shared model is never changed).
     """
-    from uif_explorer import model_source
+    from uif_explorer.services import model_source
 
     return model_source.make_runner(_loaded.source, _loaded.model, method, folder_of(token))
 
@@ -99,7 +99,7 @@ def page_runner(method: str) -> tuple[str, Any, Any]:
     The Sensitivity and One-step pages start the same way: a model that cannot be loaded is
     sent back to the Model page, one that cannot be captured says why.
     """
-    from uif_explorer import app_logic
+    from uif_explorer.services import app_logic
     from uif_explorer.ui import errors, loaders
 
     token = current_token()

@@ -34,7 +34,7 @@ from uif_explorer.torch.ofa.space import (
     unwrap,
 )
 from uif_explorer.torch.pruner import ChannelPruner
-from uif_explorer.workspace import atomic_write_json
+from uif_explorer.io.workspace import atomic_write_json
 
 SubnetSetting = list[dict[str, Any]]
 

@@ -31,13 +31,13 @@ from uif_explorer.core.evolution import (
     pareto_front,
     pareto_set,
 )
-from uif_explorer.executors import get_executor
+from uif_explorer.exec.executors import get_executor
 from uif_explorer.torch.capture import digest_weights
 from uif_explorer.torch.evaluation import check_score
 from uif_explorer.torch.ofa.pruner import get_static_subnet
 from uif_explorer.torch.ofa.space import OFASpace, space_of, unwrap
 from uif_explorer.torch.runners import AnalysisError
-from uif_explorer.workspace import Workspace, WorkspaceError, atomic_write_json, read_json
+from uif_explorer.io.workspace import Workspace, WorkspaceError, atomic_write_json, read_json
 
 EVOLUTION_KIND = "uif-explorer-evolution"
 Progress = Callable[[int, int, dict[str, Any]], object]
@@ -69,12 +69,12 @@ class ParetoSet(dict):
 
     def to_frame(self) -> Any:
         """One row per MACs bin: net_id, metric, MACs and params (M), the widths chosen."""
-        from uif_explorer.reports import pareto_frame
+        from uif_explorer.present.reports import pareto_frame
 
         return pareto_frame(self)
 
     def __repr__(self) -> str:
-        from uif_explorer.reports import pareto_text
+        from uif_explorer.present.reports import pareto_text
 
         try:
             return pareto_text(self)
@@ -82,7 +82,7 @@ class ParetoSet(dict):
             return dict.__repr__(self)
 
     def _repr_html_(self) -> str:
-        from uif_explorer.reports import pareto_html
+        from uif_explorer.present.reports import pareto_html
 
         return pareto_html(self)
 

@@ -262,7 +262,7 @@ def _kind_of(data: Mapping[str, Any]) -> str:
 
 
 def _runner_data(runner: Any) -> Mapping[str, Any]:
-    from uif_explorer.workspace import read_json
+    from uif_explorer.io.workspace import read_json
 
     sens = [runner.workspace.sens(runner.name)]
     found = sorted(runner.workspace.root.glob(f"{runner.name}_ratio_*.search"),
@@ -281,7 +281,7 @@ def figure_data(obj: Any, mode: str = "max") -> Mapping[str, Any]:
     import os
     from pathlib import Path
 
-    from uif_explorer.reports import load, pareto_metric
+    from uif_explorer.present.reports import load, pareto_metric
 
     if isinstance(obj, (str, os.PathLike)):
         return load(Path(obj))
@@ -312,7 +312,7 @@ def figure_of(obj: Any, **kwargs: Any) -> go.Figure:
 def model_width_figure(before: Any, after: Any) -> go.Figure:
     """Channels per layer of two models (torch or Keras): the original (or a runner, meaning
     its model) and the pruned one, sparse or slim; zeroed channels do not count."""
-    from uif_explorer.reports import layer_widths
+    from uif_explorer.present.reports import layer_widths
 
     if hasattr(before, "pruner") and hasattr(before, "model"):
         before = before.model

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -52,7 +52,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _setup(args: argparse.Namespace):
-    from uif_explorer.session import ModelChoice, write_workspace_info
+    from uif_explorer.services.session import ModelChoice, write_workspace_info
     from uif_explorer.torch.capture import digest_weights
 
     choice = ModelChoice(args.model, args.weights, args.num_classes, args.input_shape)
@@ -63,7 +63,7 @@ def _setup(args: argparse.Namespace):
 
 
 def _eval_fn(args: argparse.Namespace, model, choice):
-    from uif_explorer.session import evaluation_loader
+    from uif_explorer.services.session import evaluation_loader
     from uif_explorer.torch.evaluation import make_label_free_eval, top1_accuracy
 
     loader, labelled = evaluation_loader(args.data, args.limit,
@@ -124,7 +124,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     choice, model, runner = _progress_runner(args, "one_step")
-    from uif_explorer.session import evaluation_loader
+    from uif_explorer.services.session import evaluation_loader
     from uif_explorer.torch.evaluation import adaptive_bn_calibration
 
     fn, loader, score = _eval_fn(args, model, choice)
@@ -146,12 +146,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from uif_explorer.export import export_torch
+    from uif_explorer.torch.export import export_torch
 
     _, _, runner = _progress_runner(args, "iterative")
     slim = runner.prune(spec_path=args.spec, mode="slim")
     if args.weights_slim:
-        from uif_explorer.loading import apply_state_dict, load_state_dict
+        from uif_explorer.io.loading import apply_state_dict, load_state_dict
 
         apply_state_dict(slim, load_state_dict(Path(args.weights_slim).read_bytes()))
     out = export_torch(slim, runner.input_signature, args.format, Path(args.out))
@@ -160,7 +160,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ofa_train(args: argparse.Namespace) -> int:
-    from uif_explorer import ofa_app, zoo
+    from uif_explorer.services import ofa_app
+    from uif_explorer import zoo
 
     if args.model not in zoo.TORCH_SAMPLES:
         raise ValueError(f"Expected --model to be a PyTorch sample model "
@@ -185,8 +186,9 @@ def cmd_ofa_train(args: argparse.Namespace) -> int:
 
 def _supernet_ref(args: argparse.Namespace):
     """A bundled supernet by sample name, or a supernet .json (``save_supernet``'s) by path."""
-    from uif_explorer import ofa_app, zoo
-    from uif_explorer.workspace import read_json
+    from uif_explorer.services import ofa_app
+    from uif_explorer import zoo
+    from uif_explorer.io.workspace import read_json
 
     bundled = {r.sample: r for r in ofa_app.bundled_supernets()}
     if args.supernet in bundled:
@@ -206,7 +208,7 @@ def _supernet_ref(args: argparse.Namespace):
 
 
 def cmd_ofa_search(args: argparse.Namespace) -> int:
-    from uif_explorer import ofa_app
+    from uif_explorer.services import ofa_app
     from uif_explorer.torch.ofa import save_subnet_config
 
     ref = _supernet_ref(args)
@@ -277,7 +279,7 @@ def cmd_app(args: argparse.Namespace) -> int:
 def _save_state(state, path: Path) -> None:
     from safetensors.torch import save
 
-    from uif_explorer.workspace import atomic_write_bytes
+    from uif_explorer.io.workspace import atomic_write_bytes
 
     if path.suffix == ".safetensors":
         atomic_write_bytes(path, save({k: v.contiguous() for k, v in state.items()}))
@@ -380,8 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from uif_explorer.core.plan import PlanError
-    from uif_explorer.loading import LoadError
-    from uif_explorer.workspace import WorkspaceError
+    from uif_explorer.io.loading import LoadError
+    from uif_explorer.io.workspace import WorkspaceError
 
     try:
         return int(args.func(args) or 0)

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from uif_explorer import data as bundled
-from uif_explorer import loading
-from uif_explorer.loading import LoadError
-from uif_explorer.model_source import ModelSource, store_upload
+from uif_explorer.io import loading
+from uif_explorer.io.loading import LoadError
+from uif_explorer.services.model_source import ModelSource, store_upload
 
 BUNDLED, NPZ = "bundled", "npz"
 TOP1_NAME = "top-1 accuracy (%)"
@@ -111,7 +111,7 @@ class Evaluator:
     def describe(self) -> str:
         """What a score from this evaluator is, for the captions next to it."""
         if self.bundled and not self.label_free:
-            from uif_explorer.app_logic import data_source
+            from uif_explorer.services.app_logic import data_source
 
             return data_source(self.images)
         return f"{self.score_name} on the first {self.images:,} images of {self.data_title}" + (
@@ -184,7 +184,7 @@ def make_evaluator(source: ModelSource, model: Any, ds: DataSource | None, image
 
     batch = 1 if source.batch_fixed else 256  # an exported program fixed at batch 1
     if is_bundled and not source.batch_fixed:
-        from uif_explorer.app_logic import calib_loader
+        from uif_explorer.services.app_logic import calib_loader
 
         calib = calib_loader()
     else:

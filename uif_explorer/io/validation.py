@@ -1,6 +1,6 @@
 """Checks on values that came from a user's file, shared by every loader (PyTorch and Keras).
 
-Weights holding NaN or Inf are *refused* with a clear :class:`~uif_explorer.loading.LoadError`
+Weights holding NaN or Inf are *refused* with a clear :class:`~uif_explorer.io.loading.LoadError`
 rather than loaded with a warning: every score, importance ranking and MACs-to-accuracy trade-off
 computed from such a model would be meaningless (NaN compares false, so rankings and the
 bisection silently go wrong), and the user can fix the file far more easily than read a NaN
@@ -21,8 +21,8 @@ MAX_LISTED = 3  # tensor names quoted in a message
 
 
 def _load_error(message: str) -> Exception:
-    # Imported here: uif_explorer.loading imports this module, so a top-level import would loop.
-    from uif_explorer.loading import LoadError
+    # Imported here: uif_explorer.io.loading imports this module, so a top-level import would loop.
+    from uif_explorer.io.loading import LoadError
 
     return LoadError(message)
 

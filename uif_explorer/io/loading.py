@@ -355,7 +355,7 @@ def load_exported_program(data: bytes) -> Any:
     # plain GraphModule with the same graph and weights that accepts them.
     import copy
 
-    from uif_explorer.validation import check_finite_module
+    from uif_explorer.io.validation import check_finite_module
 
     check_finite_module(module)
     return copy.deepcopy(module).eval()
@@ -478,7 +478,7 @@ def load_keras_model(data: bytes, workdir: str | os.PathLike) -> Any:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{sha256_of(data)}.keras"
     if not path.exists():
-        from uif_explorer.workspace import atomic_write_bytes
+        from uif_explorer.io.workspace import atomic_write_bytes
 
         atomic_write_bytes(path, data)
     import keras
@@ -535,7 +535,7 @@ def load_pickled_module(data: bytes, trust: bool) -> Any:
     if not isinstance(obj, torch.nn.Module):
         raise LoadError(f"The pickle holds a {type(obj).__name__}, not an nn.Module. For a "
                         "state dict, choose the architecture and upload it as weights.")
-    from uif_explorer.validation import check_finite_module
+    from uif_explorer.io.validation import check_finite_module
 
     check_finite_module(obj)
     return obj.eval()
@@ -556,7 +556,7 @@ def workspace_members(data: bytes) -> dict[str, bytes]:
     """
     import stat
 
-    from uif_explorer.workspace import sanitize_name
+    from uif_explorer.io.workspace import sanitize_name
 
     check_upload_size(data)
     if sniff(data) not in ("zip", "npz", "keras", "pt2", "torch-zip"):

@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from uif_explorer import data as bundled
 from uif_explorer import zoo
-from uif_explorer.loading import LoadError, apply_state_dict, load_npz_dataset, load_state_dict
-from uif_explorer.workspace import atomic_write_json
+from uif_explorer.io.loading import LoadError, apply_state_dict, load_npz_dataset, load_state_dict
+from uif_explorer.io.workspace import atomic_write_json
 
 
 @dataclass

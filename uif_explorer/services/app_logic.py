@@ -23,7 +23,7 @@ from torch import nn
 from uif_explorer import data
 from uif_explorer.core.runner import SEARCH_KIND
 from uif_explorer.core.sensitivity import SENS_KIND
-from uif_explorer.workspace import WorkspaceError, read_json
+from uif_explorer.io.workspace import WorkspaceError, read_json
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def export_bytes(model: nn.Module, inputs: Any, fmt: str, workdir: Path) -> bytes:
     """The file ``export_torch`` writes, as bytes (written under ``workdir/exports``)."""
-    from uif_explorer.export import export_torch
+    from uif_explorer.torch.export import export_torch
 
     suffix = {"state_dict": ".pth", "safetensors": ".safetensors", "pt2": ".pt2",
               "onnx": ".onnx", "torchscript": ".torchscript.pt"}[fmt]
@@ -229,7 +229,7 @@ def write_settings(sens_path: Path, images: int, ratios: Sequence[float],
                    score: str | None = None) -> None:
     """Record the images and ratios of a run started by the app and, when given, what its
     score is (``Evaluator.describe()``: top-1 on which data, or the label-free score)."""
-    from uif_explorer.workspace import atomic_write_json
+    from uif_explorer.io.workspace import atomic_write_json
 
     doc: dict[str, Any] = {"format_version": 1, "images": int(images),
                            "ratios": [float(r) for r in ratios]}
@@ -247,7 +247,7 @@ def read_settings(sens_path: Path) -> dict[str, Any]:
 
 def onnx_checked(model: nn.Module, inputs: Any, workdir: Path) -> dict[str, Any]:
     """ONNX bytes of ``model`` and ONNX Runtime's relative error vs PyTorch (checked <= 1e-4)."""
-    from uif_explorer.export import check_onnx
+    from uif_explorer.torch.export import check_onnx
 
     blob = export_bytes(model, inputs, "onnx", workdir)
     path = Path(workdir) / "exports" / "slim.onnx"
@@ -256,7 +256,7 @@ def onnx_checked(model: nn.Module, inputs: Any, workdir: Path) -> dict[str, Any]
 
 def latest_spec(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     """The workspace's newest spec (``latest_spec``) and its contents, or None."""
-    from uif_explorer.workspace import Workspace
+    from uif_explorer.io.workspace import Workspace
 
     try:
         path = Workspace(folder).latest_spec()

@@ -19,9 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uif_explorer import loading, zoo
-from uif_explorer.loading import LoadError
-from uif_explorer.workspace import atomic_write_bytes, atomic_write_json, sanitize_name
+from uif_explorer.io import loading
+
+from uif_explorer import zoo
+from uif_explorer.io.loading import LoadError
+from uif_explorer.io.workspace import atomic_write_bytes, atomic_write_json, sanitize_name
 
 SAMPLE, WEIGHTS, PT2, KERAS, PICKLE = "sample", "weights", "pt2", "keras", "pickle"
 KINDS = (SAMPLE, WEIGHTS, PT2, KERAS, PICKLE)
@@ -335,7 +337,7 @@ def example_input(source: ModelSource) -> Any:
 
 def summarize(source: ModelSource, model: Any) -> Any:
     """Params, MACs and the layer table (a ``summary.ModelSummary``) of a private copy."""
-    from uif_explorer import summary
+    from uif_explorer.services import summary
 
     if source.framework == "keras":
         return summarize_keras_model(model, source.input_shape)
@@ -349,7 +351,7 @@ def summarize_keras_model(model: Any, input_shape: tuple[int, ...]) -> Any:
 
     from uif_explorer.keras.graph import resolve_layer
     from uif_explorer.keras.macs import count_params, macs_table
-    from uif_explorer.summary import TABLE_COLUMNS, ModelSummary, shape_label
+    from uif_explorer.services.summary import TABLE_COLUMNS, ModelSummary, shape_label
 
     rows = macs_table(model, tuple(input_shape))
     seen = {r["layer"] for r in rows}

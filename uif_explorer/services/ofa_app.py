@@ -22,8 +22,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from torch import nn
 
-from uif_explorer import app_logic, data, zoo
-from uif_explorer.workspace import WorkspaceError, atomic_write_json, read_json, sanitize_name
+from uif_explorer.services import app_logic
+
+from uif_explorer import data, zoo
+from uif_explorer.io.workspace import WorkspaceError, atomic_write_json, read_json, sanitize_name
 
 BUNDLED = ("mobilenetv2_small", "resnet20")
 """Sample models with a trained supernet and a precomputed search in ``sample_models/``."""
@@ -390,7 +392,7 @@ def run_search(ofa_model: nn.Module, ref: SupernetRef, folder: Path,
     def calibration_fn(model: nn.Module, batches: list) -> None:
         adaptive_bn_calibration(model, batches, number_forward=len(batches))
 
-    from uif_explorer.workspace import Workspace
+    from uif_explorer.io.workspace import Workspace
 
     path = Workspace(folder).evolution(name)
     Path(folder).mkdir(parents=True, exist_ok=True)

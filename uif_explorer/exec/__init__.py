@@ -1,0 +1,1 @@
+"""Where independent evaluations run: in-process, a process pool or Ray."""

@@ -1,0 +1,1 @@
+"""Files in and out: workspace files (atomic), uploads (checked), weight validation."""

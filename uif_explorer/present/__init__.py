@@ -1,0 +1,1 @@
+"""Plotly figures and notebook tables of workspace files: the same pictures in the app and Jupyter."""
