@@ -91,9 +91,8 @@ def reference() -> dict:
     """The same analysis in this process: what every session must have found."""
     import torch  # noqa: F401 - before anything that may import TensorFlow
 
-    from uif_explorer.services import app_logic
-
     from uif_explorer import zoo
+    from uif_explorer.services import app_logic
     from uif_explorer.torch.evaluation import top1_accuracy
     from uif_explorer.torch.runners import get_pruning_runner
 

@@ -14,11 +14,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from uif_explorer.services import app_logic, model_source, ofa_app
-
-from uif_explorer.present import charts
-
 from uif_explorer import zoo
+from uif_explorer.present import charts
+from uif_explorer.services import app_logic, model_source, ofa_app
 from uif_explorer.ui import errors, loaders, workspace
 
 st.title("Export", anchor=False)

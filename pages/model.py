@@ -3,10 +3,9 @@ the uploads that change it (your own model, evaluation data, a workspace from el
 
 import streamlit as st
 
-from uif_explorer.services import summary
-
 from uif_explorer import zoo
 from uif_explorer.io.loading import LoadError
+from uif_explorer.services import summary
 from uif_explorer.ui import errors, loaders, model_view, state, upload_view
 
 st.title("Model", anchor=False)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from uif_explorer.services import app_logic, ofa_app
-
 from uif_explorer.present import charts
+from uif_explorer.services import app_logic, ofa_app
 from uif_explorer.ui import errors, jobs, state, workspace
 
 st.title("OFA Pareto", anchor=False)

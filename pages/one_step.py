@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from uif_explorer.services import app_logic, model_source
-
-from uif_explorer.present import charts
 from uif_explorer.io.loading import LoadError
+from uif_explorer.present import charts
+from uif_explorer.services import app_logic, model_source
 from uif_explorer.ui import errors, jobs, loaders, workspace
 
 st.title("One-step", anchor=False)

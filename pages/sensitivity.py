@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from uif_explorer.services import app_logic
-
-from uif_explorer.present import charts
 from uif_explorer.core.plan import PlanError
 from uif_explorer.io.loading import LoadError
+from uif_explorer.present import charts
+from uif_explorer.services import app_logic
 from uif_explorer.ui import errors, jobs, loaders, workspace
 
 st.title("Sensitivity", anchor=False)

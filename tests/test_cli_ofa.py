@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from uif_explorer.services import ofa_app
 from uif_explorer.cli import main
+from uif_explorer.services import ofa_app
 from uif_explorer.torch.ofa import load_search, load_subnet_config
 from uif_explorer.torch.ofa.bundled import supernet_path
 

@@ -9,12 +9,11 @@ import pytest
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
-from uif_explorer.services import app_logic  # noqa: E402
-
 from uif_explorer import zoo  # noqa: E402
 from uif_explorer.data import numpy_dataset  # noqa: E402
 from uif_explorer.keras import IterativePruningRunner  # noqa: E402
 from uif_explorer.keras.finetune import fine_tune  # noqa: E402
+from uif_explorer.services import app_logic  # noqa: E402
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 

@@ -19,6 +19,7 @@ tf = pytest.importorskip("tensorflow")
 from keras import layers  # noqa: E402
 
 from uif_explorer.data import numpy_dataset  # noqa: E402
+from uif_explorer.io.workspace import WorkspaceError, read_json  # noqa: E402
 from uif_explorer.keras import (  # noqa: E402
     AnalysisError,
     IterativePruningRunner,
@@ -31,7 +32,6 @@ from uif_explorer.keras import (  # noqa: E402
 )
 from uif_explorer.keras.graph import digest_weights  # noqa: E402
 from uif_explorer.models.keras_models import functional_net, mnist_convnet  # noqa: E402
-from uif_explorer.io.workspace import WorkspaceError, read_json  # noqa: E402
 
 pytestmark = pytest.mark.tf
 SPEC = (1, 28, 28, 1)

@@ -1,4 +1,4 @@
-"""Upload loaders (``uif_explorer.io.loading``) and model sources (``uif_explorer.services.model_source``)
+"""Upload loaders (``io.loading``) and model sources (``services.model_source``)
 on real files made from the sample models: state dicts, safetensors, torch.export programs,
 pickles, .keras files, .npz data and zipped workspace folders."""
 
@@ -16,12 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from uif_explorer.services import eval_data, model_source
-
-from uif_explorer.io import loading
-
 from uif_explorer import zoo
+from uif_explorer.io import loading
 from uif_explorer.io.loading import LoadError
+from uif_explorer.services import eval_data, model_source
 
 KERAS_OK = zoo.SAMPLE_MODELS["keras_functional"].weights_path.exists()
 

@@ -31,6 +31,7 @@ from uif_explorer.core.evolution import (
     pareto_set,
 )
 from uif_explorer.data import torch_loader
+from uif_explorer.io.workspace import read_json
 from uif_explorer.torch.evaluation import adaptive_bn_calibration, top1_accuracy
 from uif_explorer.torch.finetune import distillation_loss
 from uif_explorer.torch.macs import count_macs, count_params
@@ -48,7 +49,6 @@ from uif_explorer.torch.ofa import (
 )
 from uif_explorer.torch.ofa.dynamic import is_dynamic
 from uif_explorer.torch.ofa.space import plain_copy
-from uif_explorer.io.workspace import read_json
 from uif_explorer.zoo import build_torch, get_sample, load_torch_sample
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from uif_explorer.services import ofa_app
 from uif_explorer.core.evolution import SearchRangeError
+from uif_explorer.services import ofa_app
 from uif_explorer.torch.capture import digest_weights
 from uif_explorer.torch.ofa import active_setting, get_static_subnet, load_search
 from uif_explorer.torch.ofa.bundled import supernet_path

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from uif_explorer.present import charts, reports
 from uif_explorer.data import torch_loader
-from uif_explorer.torch import adaptive_bn_calibration, get_pruning_runner, top1_accuracy
 from uif_explorer.io.workspace import WorkspaceError
+from uif_explorer.present import charts, reports
+from uif_explorer.torch import adaptive_bn_calibration, get_pruning_runner, top1_accuracy
 from uif_explorer.zoo import example_input, load_torch_sample
 
 RATIOS = (0.3, 0.6)

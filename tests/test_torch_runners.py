@@ -24,10 +24,10 @@ import torch
 from uif_explorer import get_pruning_runner
 from uif_explorer.core.plan import PlanError
 from uif_explorer.data import torch_loader
+from uif_explorer.io.workspace import WorkspaceError, read_json
 from uif_explorer.torch.evaluation import adaptive_bn_calibration, top1_accuracy
 from uif_explorer.torch.macs import count_macs
 from uif_explorer.torch.runners import AnalysisError
-from uif_explorer.io.workspace import WorkspaceError, read_json
 from uif_explorer.zoo import load_torch_sample
 
 RATIOS = (0.3, 0.6, 0.9)

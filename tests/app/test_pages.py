@@ -16,9 +16,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from uif_explorer.services import app_logic
-
 from uif_explorer import zoo
+from uif_explorer.services import app_logic
 from uif_explorer.torch.evaluation import adaptive_bn_calibration, top1_accuracy
 from uif_explorer.torch.runners import get_pruning_runner
 from uif_explorer.ui import workspace

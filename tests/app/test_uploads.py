@@ -20,9 +20,8 @@ import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
-from uif_explorer.io import loading
-
 from uif_explorer import zoo
+from uif_explorer.io import loading
 from uif_explorer.services.summary import format_params
 from uif_explorer.torch.macs import model_cost
 from uif_explorer.ui import workspace

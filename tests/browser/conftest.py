@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
 import apprun
+import pytest
 from apprun import CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, health
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"

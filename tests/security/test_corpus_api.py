@@ -18,17 +18,17 @@ import pytest
 import torch
 from make_corpus import MARKER_NAME, SMALL_LIMIT_MB, Case, TouchPayload, build_corpus, nan_or
 
-from uif_explorer.io import loading
 from uif_explorer.data import torch_loader
+from uif_explorer.io import loading
 from uif_explorer.io.loading import LoadError
-from uif_explorer.torch.evaluation import top1_accuracy
-from uif_explorer.torch.runners import get_pruning_runner
 from uif_explorer.io.validation import (
     check_finite_module,
     check_finite_weights,
     display_name,
     nonfinite_names,
 )
+from uif_explorer.torch.evaluation import top1_accuracy
+from uif_explorer.torch.runners import get_pruning_runner
 from uif_explorer.zoo import build_torch, example_input, load_torch_sample
 
 TRACEBACK_SIGNS = ("Traceback (most recent call last)", 'File "', "\n  at ")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from uif_explorer.ui import workspace
 from uif_explorer.io.workspace import Workspace, sanitize_name
+from uif_explorer.ui import workspace
 
 BAD_TOKENS = [
     "", "short", "../../etc/passwd", "..", "../" + "a" * 20, "a" * 20 + "/..",

@@ -160,8 +160,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ofa_train(args: argparse.Namespace) -> int:
-    from uif_explorer.services import ofa_app
     from uif_explorer import zoo
+    from uif_explorer.services import ofa_app
 
     if args.model not in zoo.TORCH_SAMPLES:
         raise ValueError(f"Expected --model to be a PyTorch sample model "
@@ -186,9 +186,9 @@ def cmd_ofa_train(args: argparse.Namespace) -> int:
 
 def _supernet_ref(args: argparse.Namespace):
     """A bundled supernet by sample name, or a supernet .json (``save_supernet``'s) by path."""
-    from uif_explorer.services import ofa_app
     from uif_explorer import zoo
     from uif_explorer.io.workspace import read_json
+    from uif_explorer.services import ofa_app
 
     bundled = {r.sample: r for r in ofa_app.bundled_supernets()}
     if args.supernet in bundled:

@@ -37,6 +37,7 @@ from uif_explorer.core.sensitivity import (
     pending_steps,
     record_step,
 )
+from uif_explorer.io.workspace import WorkspaceError, atomic_write_json, read_json
 from uif_explorer.keras.apply import MaskedCopy, make_slim, make_sparse
 from uif_explorer.keras.evaluation import check_score
 from uif_explorer.keras.graph import (
@@ -46,7 +47,6 @@ from uif_explorer.keras.graph import (
     resolve_layer,
     weight_items,
 )
-from uif_explorer.io.workspace import WorkspaceError, atomic_write_json, read_json
 
 
 def slice_stats(model: keras.Model, cap: KerasCapture) -> list[dict[str, np.ndarray] | None]:

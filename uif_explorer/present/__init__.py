@@ -1,1 +1,1 @@
-"""Plotly figures and notebook tables of workspace files: the same pictures in the app and Jupyter."""
+"""Plotly figures and notebook tables of workspace files: the same pictures in app and Jupyter."""

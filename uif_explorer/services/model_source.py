@@ -19,9 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uif_explorer.io import loading
-
 from uif_explorer import zoo
+from uif_explorer.io import loading
 from uif_explorer.io.loading import LoadError
 from uif_explorer.io.workspace import atomic_write_bytes, atomic_write_json, sanitize_name
 

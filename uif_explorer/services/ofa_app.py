@@ -22,10 +22,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from torch import nn
 
-from uif_explorer.services import app_logic
-
 from uif_explorer import data, zoo
 from uif_explorer.io.workspace import WorkspaceError, atomic_write_json, read_json, sanitize_name
+from uif_explorer.services import app_logic
 
 BUNDLED = ("mobilenetv2_small", "resnet20")
 """Sample models with a trained supernet and a precomputed search in ``sample_models/``."""

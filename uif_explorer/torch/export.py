@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from uif_explorer.torch.macs import Inputs, as_tuple
 from uif_explorer.io.workspace import atomic_write_bytes, atomic_write_with
+from uif_explorer.torch.macs import Inputs, as_tuple
 
 FORMATS = ("state_dict", "safetensors", "pt2", "onnx", "torchscript")
 ONNX_TOLERANCE = 1e-4

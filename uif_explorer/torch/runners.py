@@ -39,11 +39,11 @@ from uif_explorer.core.sensitivity import (
     record_step,
 )
 from uif_explorer.exec.executors import get_executor
+from uif_explorer.io.workspace import WorkspaceError, atomic_write_json, read_json
 from uif_explorer.torch.apply import make_slim, make_sparse
 from uif_explorer.torch.capture import Capture
 from uif_explorer.torch.evaluation import check_score
 from uif_explorer.torch.pruner import ChannelPruner
-from uif_explorer.io.workspace import WorkspaceError, atomic_write_json, read_json
 
 __all__ = ["AnalysisError", "IterativePruningRunner", "OneStepPruningRunner", "PlanPreview",
            "get_pruning_runner"]

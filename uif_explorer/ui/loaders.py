@@ -16,9 +16,8 @@ from typing import Any
 
 import streamlit as st
 
-from uif_explorer.services import model_source, summary
-
 from uif_explorer import zoo
+from uif_explorer.services import model_source, summary
 from uif_explorer.services.model_source import ModelSource
 from uif_explorer.services.summary import ModelSummary
 
@@ -147,8 +146,8 @@ def cached_evaluator(key: str, data_key: str, images: int, _loaded: LoadedModel,
 def evaluator(loaded: LoadedModel, images: int) -> Any:
     """An ``eval_data.Evaluator`` for the current model on the session's data; raises
     ``LoadError`` (with what to upload) when no data can score the model."""
-    from uif_explorer.services.eval_data import bundled_fits
     from uif_explorer.io.loading import LoadError
+    from uif_explorer.services.eval_data import bundled_fits
     from uif_explorer.ui import state, workspace
 
     data = state.current_data()

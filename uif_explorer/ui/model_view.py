@@ -6,9 +6,8 @@ from typing import Any
 
 import streamlit as st
 
-from uif_explorer.services import summary
-
 from uif_explorer import zoo
+from uif_explorer.services import summary
 from uif_explorer.services.summary import ModelSummary
 from uif_explorer.ui import state
 from uif_explorer.ui.loaders import LoadedModel

@@ -16,9 +16,8 @@ from typing import Any
 
 import streamlit as st
 
-from uif_explorer.services import model_source
-
 from uif_explorer import zoo
+from uif_explorer.services import model_source
 from uif_explorer.services.eval_data import DataSource
 from uif_explorer.services.model_source import ModelSource
 
@@ -138,8 +137,8 @@ def current_data() -> DataSource | None:
 
 def set_data(data: DataSource | None) -> None:
     """Use ``data`` (None: the bundled subset) for this session and its workspace."""
-    from uif_explorer.ui import workspace
     from uif_explorer.io.workspace import atomic_write_json
+    from uif_explorer.ui import workspace
 
     st.session_state[DATA_SOURCE] = data.to_dict() if data is not None else None
     st.session_state[DATA_CHECKED] = True

@@ -13,10 +13,9 @@ from typing import Any
 
 import streamlit as st
 
-from uif_explorer.services import eval_data, model_source
-
 from uif_explorer.io import loading
 from uif_explorer.io.loading import LoadError
+from uif_explorer.services import eval_data, model_source
 from uif_explorer.services.model_source import ModelSource
 from uif_explorer.ui import errors, state, workspace
 

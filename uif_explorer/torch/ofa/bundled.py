@@ -25,10 +25,15 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from uif_explorer.io.workspace import (
+    WorkspaceError,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+)
 from uif_explorer.torch.capture import digest_weights
 from uif_explorer.torch.ofa.pruner import OFAPruner
 from uif_explorer.torch.ofa.space import space_of, unwrap
-from uif_explorer.io.workspace import WorkspaceError, atomic_write_bytes, atomic_write_json, read_json
 
 SUPERNET_KIND = "uif-explorer-supernet"
 

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from uif_explorer.io.workspace import atomic_write_json
 from uif_explorer.torch.ofa.space import (
     DEFAULT_EXPAND_RATIO,
     build_ofa_model,
@@ -34,7 +35,6 @@ from uif_explorer.torch.ofa.space import (
     unwrap,
 )
 from uif_explorer.torch.pruner import ChannelPruner
-from uif_explorer.io.workspace import atomic_write_json
 
 SubnetSetting = list[dict[str, Any]]
 

@@ -32,12 +32,12 @@ from uif_explorer.core.evolution import (
     pareto_set,
 )
 from uif_explorer.exec.executors import get_executor
+from uif_explorer.io.workspace import Workspace, WorkspaceError, atomic_write_json, read_json
 from uif_explorer.torch.capture import digest_weights
 from uif_explorer.torch.evaluation import check_score
 from uif_explorer.torch.ofa.pruner import get_static_subnet
 from uif_explorer.torch.ofa.space import OFASpace, space_of, unwrap
 from uif_explorer.torch.runners import AnalysisError
-from uif_explorer.io.workspace import Workspace, WorkspaceError, atomic_write_json, read_json
 
 EVOLUTION_KIND = "uif-explorer-evolution"
 Progress = Callable[[int, int, dict[str, Any]], object]
