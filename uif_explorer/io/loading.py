@@ -547,6 +547,21 @@ WORKSPACE_NAMES = ("latest_spec",)
 MAX_WORKSPACE_MEMBERS = 2000
 
 
+def member_parts(info: zipfile.ZipInfo, fix: str) -> list[str]:
+    """The path parts of an archive member, refusing absolute paths, drive letters, ``..`` and
+    symbolic links (names that could point outside the folder they are extracted into).
+    ``fix`` ends the message: what the user should zip instead."""
+    import stat
+
+    name = info.filename.replace("\\", "/")
+    parts = name.split("/")
+    if name.startswith("/") or ".." in parts or parts[0].endswith(":"):
+        raise LoadError(f"The archive member {name!r} points outside its folder; refused. {fix}")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise LoadError(f"The archive member {name!r} is a symbolic link; refused. {fix}")
+    return parts
+
+
 def workspace_members(data: bytes) -> dict[str, bytes]:
     """The usable files of a zipped workspace folder, by sanitised base name.
 
@@ -554,8 +569,6 @@ def workspace_members(data: bytes) -> dict[str, bytes]:
     single top folder (``.vai/``) is stripped. Names never become paths as given: each is
     reduced to ``[A-Za-z0-9_.-]`` and used inside the target folder only.
     """
-    import stat
-
     from uif_explorer.io.workspace import sanitize_name
 
     check_upload_size(data)
@@ -569,14 +582,8 @@ def workspace_members(data: bytes) -> dict[str, bytes]:
         if len(infos) > MAX_WORKSPACE_MEMBERS:
             raise LoadError(f"The archive has {len(infos)} files; a workspace has far fewer.")
         for info in infos:
-            name = info.filename.replace("\\", "/")
-            parts = name.split("/")
-            if name.startswith("/") or ".." in parts or (parts[0].endswith(":")):
-                raise LoadError(f"The archive member {name!r} points outside its folder; "
-                                "refused. Zip the workspace folder itself.")
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                raise LoadError(f"The archive member {name!r} is a symbolic link; refused.")
+            parts = member_parts(info, "Zip the workspace folder itself.")
+            name = "/".join(parts)
             base = parts[-1]
             if parts[0] in ("__MACOSX",) or base.startswith("._"):
                 continue
