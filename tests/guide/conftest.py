@@ -1,0 +1,153 @@
+"""The guide's PyTorch helper code, as a guide user would have it, for the guide-conformance tests.
+
+The UIF 1.2 guide (``/work/shared/reference/uif-optimizer-guide.md``) calls ``eval_fn``,
+``calibration_fn``, ``train`` and ``evaluate`` without defining all of them; they are written
+here the way its snippets and the PyTorch ImageNet example (which the guide's ``AverageMeter``
+and ``accuracy`` come from) write them, with the ``.cuda()`` calls dropped: these tests run on a
+CPU. ``eval_fn`` returns ``top1.avg``, a tensor, exactly as the guide's does.
+
+Each fixture returns the function itself, so a test reads ``runner.ana(eval_fn,
+args=(val_loader,))`` word for word as the guide writes it. Data: the bundled Fashion-MNIST
+subset, a few batches (values scaled to the sample models, as ``conventions.md`` allows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from uif_explorer.data import torch_loader
+
+
+class AverageMeter:
+    """Computes and stores the average and current value (the ImageNet example's)."""
+
+    def __init__(self, name: str, fmt: str = ":f") -> None:
+        self.name, self.fmt = name, fmt
+        self.val = self.avg = self.sum = 0
+        self.count = 0
+
+    def update(self, val, n: int = 1) -> None:
+        self.val = val
+        self.sum += val * n
+        self.count += n
+        self.avg = self.sum / self.count
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)) -> list[torch.Tensor]:
+    """Top-k accuracies in percent, each a one-element tensor (the ImageNet example's)."""
+    with torch.no_grad():
+        maxk = max(topk)
+        batch_size = target.size(0)
+        _, pred = output.topk(maxk, 1, True, True)
+        pred = pred.t()
+        correct = pred.eq(target.view(1, -1).expand_as(pred))
+        res = []
+        for k in topk:
+            correct_k = correct[:k].reshape(-1).float().sum(0, keepdim=True)
+            res.append(correct_k.mul_(100.0 / batch_size))
+        return res
+
+
+def guide_eval_fn(model, dataloader):
+    top1 = AverageMeter("Acc@1", ":6.2f")
+    model.eval()
+    with torch.no_grad():
+        for _i, (images, targets) in enumerate(dataloader):
+            outputs = model(images)
+            acc1, _ = accuracy(outputs, targets, topk=(1, 5))
+            top1.update(acc1[0], images.size(0))
+    return top1.avg
+
+
+def guide_calibration_fn(model, dataloader, number_forward=100):
+    model.train()
+    with torch.no_grad():
+        for index, (images, _target) in enumerate(dataloader):
+            model(images)
+            if index > number_forward:
+                break
+
+
+def guide_train(train_loader, model, criterion, optimizer, epoch) -> None:
+    """One epoch of plain training (the guide's ``train``, left to the user)."""
+    model.train()
+    for images, target in train_loader:
+        optimizer.zero_grad()
+        loss = criterion(model(images), target)
+        loss.backward()
+        optimizer.step()
+
+
+def guide_evaluate(val_loader, model, criterion) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy in percent (the guide's ``evaluate``, left to the user)."""
+    top1, top5 = AverageMeter("Acc@1"), AverageMeter("Acc@5")
+    model.eval()
+    with torch.no_grad():
+        for images, target in val_loader:
+            output = model(images)
+            criterion(output, target)
+            acc1, acc5 = accuracy(output, target, topk=(1, 5))
+            top1.update(float(acc1[0]), images.size(0))
+            top5.update(float(acc5[0]), images.size(0))
+    return top1.avg, top5.avg
+
+
+@pytest.fixture(scope="session")
+def eval_fn():
+    return guide_eval_fn
+
+
+@pytest.fixture(scope="session")
+def calibration_fn():
+    return guide_calibration_fn
+
+
+@pytest.fixture(scope="session")
+def train():
+    return guide_train
+
+
+@pytest.fixture(scope="session")
+def evaluate():
+    return guide_evaluate
+
+
+@pytest.fixture(scope="session")
+def val_loader():
+    """64 test images in one batch: the guide's ``val_loader``, scaled down."""
+    return torch_loader("test", limit=64, batch_size=64)
+
+
+@pytest.fixture(scope="session")
+def train_loader():
+    """128 training images in batches of 64: the guide's ``train_loader``, scaled down."""
+    return torch_loader("train", limit=128, batch_size=64)
+
+
+def in_dir(path: Path) -> Iterator[Path]:
+    """Work in ``path`` (so the guide's relative ``.vai`` lands there) until the caller ends."""
+    mp = pytest.MonkeyPatch()
+    mp.chdir(path)
+    try:
+        yield path
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def guide_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One temporary working directory per test module: the guide's ``.vai`` lands in it.
+
+    Module-scoped because a section's files (``.sens``, weights) feed the next section.
+    """
+    yield from in_dir(tmp_path_factory.mktemp("guide"))
+
+
+@pytest.fixture(autouse=True)
+def _stay_in_guide_dir(guide_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test of a module runs in its module's directory (fixtures may have left it)."""
+    monkeypatch.chdir(guide_dir)
