@@ -17,6 +17,7 @@ from torch import nn
 
 from uif_explorer.core.plan import PruningPlan
 from uif_explorer.torch.capture import Capture, SpanningNorm
+from uif_explorer.torch.rules import update_module
 
 MASK_SUFFIX = "_uif_mask"
 
@@ -196,49 +197,11 @@ def make_slim(model: nn.Module, cap: Capture, plan: PruningPlan) -> nn.Module:
                 owner._buffers[attr] = new
             touched.add(name.rpartition(".")[0])
     for mod_name in touched:
-        _update_module(slim.get_submodule(mod_name) if mod_name else slim, mod_name, cap)
+        update_module(slim.get_submodule(mod_name) if mod_name else slim, mod_name, cap)
     slim.uif_plan = plan  # type: ignore[attr-defined]
     slim.uif_capture = cap  # type: ignore[attr-defined]
     _bind(slim, "sparse_state_dict", sparse_state_dict)
     return slim
-
-
-def _update_module(m: nn.Module, name: str, cap: Capture) -> None:
-    """Make a module's size attributes agree with its sliced tensors."""
-    rule = cap.custom_modules.get(name)
-    if rule is not None:
-        if rule.update is not None:
-            p_out, d_out = next(iter(rule.out_dims.items()))
-            p_in, d_in = next(iter(rule.in_dims.items())) if rule.in_dims else (p_out, d_out)
-            rule.update(m, getattr(m, p_in).shape[d_in], getattr(m, p_out).shape[d_out])
-        return
-    if isinstance(m, nn.modules.conv._ConvNd):
-        w = m.weight
-        if m.transposed:
-            if name in cap.depthwise_modules:
-                m.groups = w.shape[0]
-            m.in_channels = w.shape[0]
-            m.out_channels = w.shape[1] * m.groups
-        elif name in cap.depthwise_modules:
-            mult = max(1, m.out_channels // m.groups)  # channel multiplier, unchanged
-            m.groups = w.shape[0] // mult
-            m.in_channels = m.groups
-            m.out_channels = w.shape[0]
-        else:
-            m.out_channels = w.shape[0]
-            m.in_channels = w.shape[1] * m.groups
-    elif isinstance(m, nn.Linear):
-        m.out_features, m.in_features = m.weight.shape
-    elif isinstance(m, (nn.modules.batchnorm._NormBase,)):
-        ref = m.running_mean if m.running_mean is not None else m.weight
-        if ref is not None:
-            m.num_features = ref.shape[0]
-    elif isinstance(m, nn.GroupNorm):
-        m.num_channels = m.weight.shape[0]
-    elif isinstance(m, nn.LayerNorm):
-        m.normalized_shape = tuple(m.weight.shape)
-    elif isinstance(m, nn.PReLU):
-        m.num_parameters = m.weight.numel()
 
 
 def sparse_state_dict(slim: nn.Module) -> dict[str, torch.Tensor]:

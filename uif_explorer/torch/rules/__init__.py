@@ -1,0 +1,27 @@
+"""The PyTorch backend's layer and op rules (see :mod:`.base` for the registries).
+
+Importing this package registers every built-in rule: op handlers from :mod:`.weighted` and
+:mod:`.shape`, module rules from :mod:`.modules`.
+"""
+
+from uif_explorer.torch.rules import modules, shape, weighted  # noqa: F401 - registers rules
+from uif_explorer.torch.rules.base import (
+    LAYERS,
+    OP_RULES,
+    ParamVal,
+    SpanningNorm,
+    flat_vals,
+    module_path,
+    op_name,
+    op_rule,
+    register_layer,
+    register_op,
+    unregister_layer,
+)
+from uif_explorer.torch.rules.custom import custom_node
+from uif_explorer.torch.rules.modules import update_module
+
+__all__ = [
+    "LAYERS", "OP_RULES", "ParamVal", "SpanningNorm", "custom_node", "flat_vals", "module_path",
+    "op_name", "op_rule", "register_layer", "register_op", "unregister_layer", "update_module",
+]

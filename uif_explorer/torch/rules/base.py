@@ -1,0 +1,122 @@
+"""The PyTorch backend's rule registries and the values its walk carries.
+
+Two registries, both public and module-level, so that a new op or layer is one entry:
+
+- :data:`OP_RULES` maps an ATen op name (``conv2d``, ``add``, ``view``...) to the handler the
+  walk calls for every node of that op. Handlers live in :mod:`.weighted` and :mod:`.shape`.
+- :data:`LAYERS` maps a module type to its :class:`~uif_explorer.core.rules.LayerRule`. Built-in
+  types (Conv, Linear, norms, ...) are *traced*: the walk follows their ATen ops and the rule
+  only rebuilds their size attributes in the slim model. A type registered with
+  :func:`register_layer` is *opaque*: the whole module is one producer or channel-wise node.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from uif_explorer.core.rules import LayerRegistry, make_rule
+
+if TYPE_CHECKING:
+    from uif_explorer.torch.walk import Walker
+
+OpRule = Callable[["Walker", torch.fx.Node], object]
+OP_RULES: dict[str, OpRule] = {}
+LAYERS = LayerRegistry()
+
+
+def register_op(names: str | Iterable[str], rule: OpRule) -> OpRule:
+    """Make ``rule(walker, node)`` the handler of ATen ops named ``names`` during the walk."""
+    for name in [names] if isinstance(names, str) else names:
+        OP_RULES[name] = rule
+    return rule
+
+
+def op_rule(*names: str) -> Callable[[OpRule], OpRule]:
+    """Decorator form of :func:`register_op`."""
+    return lambda rule: register_op(names, rule)
+
+
+def register_layer(
+    layer_type: type,
+    *,
+    out_dims: dict[str, int] | None = None,
+    in_dims: dict[str, int] | None = None,
+    channelwise: bool = False,
+    update: Callable[[Any, int, int], None] | None = None,
+    channel_dim: int = 1,
+) -> None:
+    """Teach the pruner a custom layer type in one call, without editing the package.
+
+    A producer (its output channels are its own): ``register_layer(MyConv,
+    out_dims={"weight": 0, "bias": 0}, in_dims={"weight": 1}, update=lambda m, cin, cout:
+    setattr(m, "out_channels", cout))``. A channel-wise layer (its output carries its input's
+    channels, e.g. a learned per-channel scale): ``register_layer(Scale, channelwise=True,
+    out_dims={"gamma": 0})``. ``channel_dim`` is the channel axis of the layer's input and
+    output (1 for NCHW, -1 for channels-last); ``update(module, kept_in, kept_out)`` fixes the
+    module's size attributes in the slim model.
+    """
+    if not isinstance(layer_type, type):
+        raise TypeError(f"Expected a layer class. Received: layer_type={layer_type!r}")
+    LAYERS.register(layer_type, make_rule(out_dims=out_dims, in_dims=in_dims,
+                                          channelwise=channelwise, update=update,
+                                          channel_dim=channel_dim))
+
+
+def unregister_layer(layer_type: type) -> None:
+    """Forget a rule made with :func:`register_layer` (built-in rules stay)."""
+    rule = LAYERS.lookup(layer_type)
+    if rule is not None and not rule.traced:
+        LAYERS.unregister(layer_type)
+
+
+# -- values and names of the walk ----------------------------------------------------------------
+@dataclass(frozen=True)
+class ParamVal:
+    """A graph value that is a weight or buffer of the model itself."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+@dataclass
+class SpanningNorm:
+    """A norm whose statistics span channels: the sparse model must normalise kept ones only."""
+
+    module: str
+    kind: str  # "layer_norm" (over the last dim) or "group_norm"
+    classes: np.ndarray
+    num_groups: int = 1
+    eps: float = 1e-5
+
+
+def op_name(node: torch.fx.Node) -> str:
+    target = node.target
+    if target is operator.getitem:
+        return "getitem"
+    packet = getattr(target, "overloadpacket", None)
+    if packet is not None:
+        return packet.__name__
+    return getattr(target, "__name__", str(target))
+
+
+def module_path(node: torch.fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return "(model)"
+    fqn = list(stack.values())[-1][0]
+    return fqn or "(model)"
+
+
+def flat_vals(x: object) -> list:
+    if isinstance(x, (list, tuple)):
+        out = []
+        for i in x:
+            out.extend(flat_vals(i))
+        return out
+    return [x]

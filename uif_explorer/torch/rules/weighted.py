@@ -1,0 +1,208 @@
+"""Op rules for ATen ops that read weights: convolutions, linear, embeddings, norms, PReLU.
+
+A convolution or linear creates fresh classes for its output axis (the same ones on every call
+of a shared module) and ties its input axis to the classes that reach it. Depthwise
+convolutions follow their input (they never lead a group); grouped ones add a block constraint.
+Norms slice their parameters along the channels they see; norms whose statistics span channels
+are recorded as :class:`~uif_explorer.torch.rules.base.SpanningNorm` for the sparse model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from uif_explorer.core.channels import MacOp, ParamSlice, Val, channel_list, varying_dims
+from uif_explorer.core.rules import Barrier
+from uif_explorer.torch.rules.base import ParamVal, SpanningNorm, op_name, op_rule
+
+if TYPE_CHECKING:
+    from uif_explorer.torch.walk import Walker
+
+
+def _conv_args(node: torch.fx.Node, name: str) -> tuple[bool, int]:
+    """(transposed, groups) of any ATen convolution overload."""
+    args = list(node.args)
+    if name in ("convolution", "_convolution"):
+        return bool(args[6]), int(args[8])
+    groups = int(args[6]) if len(args) > 6 else int(node.kwargs.get("groups", 1))
+    return name.startswith("conv_transpose"), groups
+
+
+@op_rule("conv1d", "conv2d", "conv3d", "convolution", "_convolution", "conv_transpose1d",
+         "conv_transpose2d", "conv_transpose3d")
+def conv(w: Walker, node: torch.fx.Node) -> Val:
+    args = list(node.args)
+    x, wt = w.arg(args[0]), w.arg(args[1])
+    bias = w.arg(args[2]) if len(args) > 2 else None
+    transposed, groups = _conv_args(node, op_name(node))
+    if not isinstance(x, Val) or not isinstance(wt, ParamVal):
+        raise Barrier("convolution with computed weights")
+    out_shape = w.shape(node)
+    in_list = channel_list(x, 1)
+    if in_list is None:
+        raise Barrier("convolution input channels depend on position")
+    module, wshape, c_in = w.module_of(wt.name), wt.shape, x.shape[1]
+    c_out = wshape[1] * groups if transposed else wshape[0]
+    depthwise = groups > 1 and groups == c_in
+    if depthwise:
+        # No producer space: a depthwise conv follows (it must not link concat inputs).
+        # Transposed weight [C_in, mult, k]: dim 0 follows the inputs; else dim 0 = outputs.
+        out_list = np.repeat(in_list, c_out // c_in)
+        follows = in_list if transposed else out_list
+        w.b.unify(w.b.param_axis(wt.name, 0, wshape[0], None), follows)
+        w.b.add_slice(ParamSlice(wt.name, 0, follows, role="dw"), module)
+        w.depthwise.add(module)
+    elif transposed:
+        if groups > 1:
+            raise Barrier("grouped transposed convolution")
+        out_list = w.b.param_axis(wt.name, 1, c_out, module)
+        w.b.unify(w.b.param_axis(wt.name, 0, c_in, None), in_list)
+        w.b.add_slice(ParamSlice(wt.name, 1, out_list, role="out"), module)
+        w.b.add_slice(ParamSlice(wt.name, 0, in_list, role="in"), module)
+    else:
+        out_list = w.b.param_axis(wt.name, 0, c_out, module)
+        w.b.add_slice(ParamSlice(wt.name, 0, out_list, role="out"), module)
+        if groups > 1:
+            w.b.add_slice(ParamSlice(wt.name, 1, in_list, blocks=groups, role="in"), module)
+            w.b.add_block_constraint(in_list, groups, f"grouped conv {module}")
+            w.b.add_block_constraint(out_list, groups, f"grouped conv {module}")
+        else:
+            w.b.unify(w.b.param_axis(wt.name, 1, c_in, None), in_list)
+            w.b.add_slice(ParamSlice(wt.name, 1, in_list, role="in"), module)
+    if isinstance(bias, ParamVal):
+        w.b.add_slice(ParamSlice(bias.name, 0, out_list, role="bias"), module)
+    w.fix_if_excluded(module, in_list, out_list)
+    # MACs: N * out_spatial * C_out * C_in/groups * k (conv); transposed uses in_spatial.
+    kernel = int(np.prod(wshape[2:])) if len(wshape) > 2 else 1
+    spatial = int(np.prod(x.shape[2:])) if transposed else int(np.prod(out_shape[2:]))
+    full = x.shape[0] * spatial * c_in * (c_out // groups) * kernel
+    w.b.mac_ops.append(MacOp(module, full, in_list, out_list,
+                             groups=1 if depthwise else groups, depthwise=depthwise))
+    return Val(out_shape, out_list.reshape([1, -1] + [1] * (len(out_shape) - 2)))
+
+
+@op_rule("linear")
+def linear(w: Walker, node: torch.fx.Node) -> Val:
+    x, wt = w.arg(node.args[0]), w.arg(node.args[1])
+    bias = w.arg(node.args[2]) if len(node.args) > 2 else None
+    if not isinstance(x, Val) or not isinstance(wt, ParamVal):
+        raise Barrier("linear with computed weights")
+    in_list = channel_list(x, -1)
+    if in_list is None:
+        raise Barrier("linear input features depend on position")
+    module = w.module_of(wt.name)
+    out_list = w.b.param_axis(wt.name, 0, wt.shape[0], module)
+    w.b.add_slice(ParamSlice(wt.name, 0, out_list, role="out"), module)
+    w.b.add_slice(ParamSlice(wt.name, 1, in_list, role="in"), module)
+    w.b.unify(w.b.param_axis(wt.name, 1, wt.shape[1], None), in_list)
+    if isinstance(bias, ParamVal):
+        w.b.add_slice(ParamSlice(bias.name, 0, out_list, role="bias"), module)
+    w.fix_if_excluded(module, in_list, out_list)
+    out_shape = w.shape(node)
+    rows = int(np.prod(out_shape[:-1])) if len(out_shape) > 1 else 1
+    w.b.mac_ops.append(MacOp(module, rows * wt.shape[0] * wt.shape[1], in_list, out_list))
+    return Val(out_shape, out_list.reshape([1] * (len(out_shape) - 1) + [-1]))
+
+
+def _norm_params(w: Walker, params: Iterable[object], lst: np.ndarray, role: str) -> str | None:
+    """Slice per-channel parameters along ``lst``; the module that owns them."""
+    module = None
+    for p in params:
+        if isinstance(p, ParamVal):
+            module = w.module_of(p.name)
+            w.b.add_slice(ParamSlice(p.name, 0, lst, role=role), module)
+    w.fix_if_excluded(module, lst)
+    return module
+
+
+def _input_channels(w: Walker, node: torch.fx.Node, dim: int, what: str) -> tuple[Val, np.ndarray]:
+    x = w.arg(node.args[0])
+    if not isinstance(x, Val):
+        raise Barrier(f"{what} of a non-tensor")
+    lst = channel_list(x, dim)
+    if lst is None:
+        raise Barrier(f"{what} input channels depend on position")
+    return x, lst
+
+
+@op_rule("batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
+         "native_batch_norm", "instance_norm")
+def batch_norm(w: Walker, node: torch.fx.Node) -> object:
+    x, lst = _input_channels(w, node, 1, "batch norm")
+    weight, bias = w.arg(node.args[1]), w.arg(node.args[2])
+    stats = [w.arg(node.args[3]), w.arg(node.args[4])]
+    _norm_params(w, [weight], lst, "norm")
+    _norm_params(w, [bias] + stats, lst, "stat")
+    val = node.meta.get("val")
+    if isinstance(val, (list, tuple)):
+        return tuple(
+            Val(tuple(t.shape), x.cls) if i == 0 else w.fixed_val(tuple(t.shape), "bn")
+            for i, t in enumerate(val)
+        )
+    return Val(x.shape, x.cls)
+
+
+@op_rule("layer_norm")
+def layer_norm(w: Walker, node: torch.fx.Node) -> Val:
+    x = w.arg(node.args[0])
+    norm_shape = list(node.args[1])
+    weight = w.arg(node.args[2]) if len(node.args) > 2 else None
+    bias = w.arg(node.args[3]) if len(node.args) > 3 else None
+    eps = float(node.args[4]) if len(node.args) > 4 else 1e-5
+    if not isinstance(x, Val):
+        raise Barrier("layer norm of a non-tensor")
+    nd = len(norm_shape)
+    if not [d for d in varying_dims(x.cls) if d >= len(x.shape) - nd]:
+        return Val(x.shape, x.cls)
+    if nd != 1 or not isinstance(weight, ParamVal):
+        raise Barrier("layer norm over several dims (or without weights) spans channels")
+    _, lst = _input_channels(w, node, -1, "layer norm")
+    module = _norm_params(w, [weight], lst, "norm")
+    _norm_params(w, [bias], lst, "stat")
+    w.spanning.append(SpanningNorm(module or "", "layer_norm", lst, 1, eps))
+    return Val(x.shape, x.cls)
+
+
+@op_rule("group_norm")
+def group_norm(w: Walker, node: torch.fx.Node) -> Val:
+    x, lst = _input_channels(w, node, 1, "group norm")
+    groups = int(node.args[1])
+    weight = w.arg(node.args[2]) if len(node.args) > 2 else None
+    bias = w.arg(node.args[3]) if len(node.args) > 3 else None
+    eps = float(node.args[4]) if len(node.args) > 4 else 1e-5
+    if not isinstance(weight, ParamVal):
+        raise Barrier("group norm without weights spans channels")
+    module = _norm_params(w, [weight], lst, "norm")
+    _norm_params(w, [bias], lst, "stat")
+    w.b.add_block_constraint(lst, groups, f"GroupNorm {module}")
+    w.spanning.append(SpanningNorm(module or "", "group_norm", lst, groups, eps))
+    return Val(x.shape, x.cls)
+
+
+@op_rule("prelu")
+def prelu(w: Walker, node: torch.fx.Node) -> Val:
+    x, wt = w.arg(node.args[0]), w.arg(node.args[1])
+    if not isinstance(x, Val):
+        raise Barrier("prelu of a non-tensor")
+    if isinstance(wt, ParamVal) and int(np.prod(wt.shape)) > 1:
+        _, lst = _input_channels(w, node, 1, "prelu")
+        _norm_params(w, [wt], lst, "other")
+    return Val(x.shape, x.cls)
+
+
+@op_rule("embedding")
+def embedding(w: Walker, node: torch.fx.Node) -> Val:
+    """An embedding table produces its ``embedding_dim`` features (a lookup costs no MACs)."""
+    wt = w.arg(node.args[0])
+    out_shape = w.shape(node)
+    if not isinstance(wt, ParamVal) or out_shape is None or len(wt.shape) != 2:
+        raise Barrier("embedding of a computed table")
+    module = w.module_of(wt.name)
+    out_list = w.b.param_axis(wt.name, 1, wt.shape[1], module)
+    w.b.add_slice(ParamSlice(wt.name, 1, out_list, role="out"), module)
+    w.fix_if_excluded(module, out_list)
+    return Val(out_shape, out_list.reshape([1] * (len(out_shape) - 1) + [-1]))
