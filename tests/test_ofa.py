@@ -52,7 +52,7 @@ from uif_explorer.torch.ofa.space import plain_copy
 from uif_explorer.zoo import build_torch, get_sample, load_torch_sample
 
 REPO = Path(__file__).resolve().parents[1]
-GUIDE_KEYS = {"net_id", "mode", "acc1", "macs", "params", "subnet_setting"}
+GUIDE_KEYS = {"net_id", "mode", "acc1", "macs", "flops", "params", "subnet_setting"}
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -366,15 +366,15 @@ def test_subnet_config_json_round_trip(tmp_path, mbv2):
     _, setting = sample_subnet(ofa, "random", rng=3)
     _, _, macs, params = get_static_subnet(ofa, setting)
     pareto = {"4.5": {"net_id": "net_init_0", "mode": "evaluate", "acc1": 80.5,
-                      "macs": macs, "params": params, "subnet_setting": setting}}
+                      "macs": macs, "flops": macs, "params": params, "subnet_setting": setting}}
     save_subnet_config(pareto, tmp_path / "pareto.json")
     assert load_subnet_config(tmp_path / "pareto.json") == pareto
     assert [p.name for p in tmp_path.iterdir()] == ["pareto.json"]  # no temporary left
-    reference = {"4.5": {**{k: v for k, v in pareto["4.5"].items() if k != "macs"},
-                         "flops": macs}}
-    (tmp_path / "ref.txt").write_text(json.dumps(reference))
-    loaded = load_subnet_config(tmp_path / "ref.txt")
-    assert loaded["4.5"]["macs"] == macs and "flops" not in loaded["4.5"]
+    for missing in ("macs", "flops"):  # a reference file (flops) or an older one of ours (macs)
+        one = {"4.5": {k: v for k, v in pareto["4.5"].items() if k != missing}}
+        (tmp_path / "one.txt").write_text(json.dumps(one))
+        loaded = load_subnet_config(tmp_path / "one.txt")
+        assert loaded["4.5"]["macs"] == loaded["4.5"]["flops"] == macs
     static, _, m2, _ = get_static_subnet(ofa, loaded["4.5"]["subnet_setting"])
     assert m2 == macs
 
@@ -480,7 +480,9 @@ def test_search_evaluates_each_candidate_once_and_the_last_generation(tmp_path, 
     for key, entry in pareto.items():
         in_bin = [r for r in history if bin_key(r["macs"], 0.5) == key]
         assert entry["score"] == max(r["score"] for r in in_bin)
-        assert set(entry) == {"net_id", "mode", "score", "macs", "params", "subnet_setting"}
+        assert set(entry) == {"net_id", "mode", "score", "macs", "flops", "params",
+                              "subnet_setting"}
+        assert entry["flops"] == entry["macs"]
     saved = read_json(tmp_path / "m_evolution.json", kind="uif-explorer-evolution")
     assert saved["complete"] and len(saved["history"]) == len(history)
     assert saved["pareto_set"] == json.loads(json.dumps(pareto))

@@ -1,4 +1,4 @@
-"""Evolutionary search over a discrete candidate space, MACs bins, Pareto set/front, hypervolume.
+"""Evolutionary (and random) search over a discrete candidate space, and its one config object.
 
 Nothing here imports torch. A candidate is a *genome*: one option index per gene (an OFA
 supernet's genes are its elastic group widths and kernel sizes, options ascending in cost). The
@@ -16,20 +16,35 @@ Differences from the reference search, on purpose:
 * parents are chosen for the whole MACs range (the best of each MACs bin first, then by Pareto
   rank), not only by score, so the front is explored from both ends.
 
-Words (``conventions.md``): the **Pareto set** is the binned table (best candidate per MACs bin,
-the guide's JSON shape); the **Pareto front** is the non-dominated candidates among everything
-evaluated (plots, hypervolume).
+MACs bins, the Pareto set and front and hypervolume live in :mod:`uif_explorer.core.pareto`
+(re-exported here). :class:`SearchConfig` holds every setting of a search, evolutionary or
+random, and binds the guide's positional call and its spellings (``min_flops``...) to it once.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from decimal import Decimal
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
+
+from uif_explorer.core.pareto import (
+    bin_key,
+    bin_value,
+    check_mode,
+    check_step,
+    default_macs_step,
+    dominates,
+    front_ranks,
+    hypervolume,
+    pareto_front,
+    pareto_set,
+    step_decimals,
+    utility,
+)
 
 Genome = tuple[int, ...]
 CostFn = Callable[[Genome], tuple[float, float]]
@@ -119,137 +134,27 @@ class ChoiceSpace:
         return tuple(g)
 
 
-# -- bins, fronts, hypervolume -------------------------------------------------------------
-def step_decimals(step: float) -> int:
-    """Decimals of ``step`` as written: 10 -> 0, 0.5 -> 1, 0.25 -> 2."""
-    exp = Decimal(repr(float(step))).normalize().as_tuple().exponent
-    return max(0, -int(exp))
-
-
-def check_step(step: float) -> float:
-    if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(
-            step) or step <= 0:
-        raise ValueError(f"Expected macs_step to be a number > 0. Received: macs_step={step!r}")
-    return float(step)
-
-
-def bin_value(macs: float, step: float) -> float:
-    """round(macs / step) * step, rounded to the step's decimals (no 7.1000000000000005)."""
-    return round(round(macs / step) * step, step_decimals(step))
-
-
-def bin_key(macs: float, step: float) -> str:
-    """The bin's MACs printed with as many decimals as ``step`` has ("230", "7.1", "7.25")."""
-    return f"{bin_value(macs, step):.{step_decimals(step)}f}"
-
-
-def _utility(score: float, mode: str) -> float:
-    return score if mode == "max" else -score
-
-
-def check_mode(mode: object) -> str:
-    if mode not in ("max", "min"):
-        raise ValueError(f"Expected mode 'max' (higher metric is better) or 'min'. "
-                         f"Received: mode={mode!r}")
-    return str(mode)
-
-
-def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """(macs, utility): ``a`` has no more MACs and no lower utility, and differs."""
-    return a[0] <= b[0] and a[1] >= b[1] and (a[0] < b[0] or a[1] > b[1])
-
-
-def front_ranks(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Non-dominated sorting of (macs, utility) points: 0 = the Pareto front."""
-    n = len(points)
-    ranks = [-1] * n
-    remaining = set(range(n))
-    level = 0
-    while remaining:
-        front = [i for i in remaining
-                 if not any(dominates(points[j], points[i]) for j in remaining if j != i)]
-        for i in front:
-            ranks[i] = level
-        remaining -= set(front)
-        level += 1
-    return ranks
-
-
-def pareto_front(records: Sequence[Mapping[str, Any]], metric: str, mode: str = "max"
-                 ) -> list[Mapping[str, Any]]:
-    """The non-dominated records (fewer MACs, better metric), sorted by MACs."""
-    mode = check_mode(mode)
-    pts = [(float(r["macs"]), _utility(float(r[metric]), mode)) for r in records]
-    ranks = front_ranks(pts)
-    front = [r for r, k in zip(records, ranks, strict=True) if k == 0]
-    return sorted(front, key=lambda r: (float(r["macs"]), -_utility(float(r[metric]), mode)))
-
-
-def hypervolume(points: Iterable[tuple[float, float]], ref_macs: float, ref_score: float,
-                mode: str = "max") -> float:
-    """Area dominated by (macs, score) points within the box bounded by the reference point.
-
-    MACs are minimised, the score maximised (``mode='max'``) or minimised (``'min'``); points
-    worse than the reference in either objective add nothing.
-    """
-    mode = check_mode(mode)
-    ref_u = _utility(ref_score, mode)
-    pts = [(float(m), _utility(float(s), mode)) for m, s in points]
-    pts = [(m, u) for m, u in pts if m <= ref_macs and u >= ref_u]
-    if not pts:
-        return 0.0
-    ranks = front_ranks(pts)
-    front = sorted({p for p, k in zip(pts, ranks, strict=True) if k == 0})  # macs ascending
-    area = 0.0
-    prev_u = ref_u
-    # Ascending MACs along a front means ascending utility: sweep utility bands.
-    for m, u in front:
-        if u > prev_u:
-            area += (ref_macs - m) * (u - prev_u)
-            prev_u = u
-    return area
-
-
-def pareto_set(records: Sequence[Mapping[str, Any]], metric: str, mode: str, step: float,
-               fields: Sequence[str] = ("subnet_setting",)) -> dict[str, dict[str, Any]]:
-    """Best record of each MACs bin, keyed by :func:`bin_key`, bins ascending.
-
-    Entries have the guide's shape: ``net_id``, ``mode`` ("evaluate"), the metric, ``macs``,
-    ``params`` and the listed ``fields`` of the record. Ties go to fewer MACs, then the
-    earlier record.
-    """
-    mode = check_mode(mode)
-    step = check_step(step)
-    best: dict[str, Mapping[str, Any]] = {}
-    for r in records:
-        key = bin_key(float(r["macs"]), step)
-        cur = best.get(key)
-        if cur is None:
-            best[key] = r
-            continue
-        u, cu = _utility(float(r[metric]), mode), _utility(float(cur[metric]), mode)
-        if u > cu or (u == cu and float(r["macs"]) < float(cur["macs"])):
-            best[key] = r
-    out: dict[str, dict[str, Any]] = {}
-    for key in sorted(best, key=float):
-        r = best[key]
-        entry = {"net_id": r["net_id"], "mode": "evaluate", metric: r[metric],
-                 "macs": r["macs"], "params": r["params"]}
-        for f in fields:
-            if f in r:
-                entry[f] = r[f]
-        out[key] = entry
-    return out
-
-
 # -- the search ----------------------------------------------------------------------------
+# the guide's (and pytorch_nndct's) names for this project's settings
+GUIDE_NAMES = {"evaluation_metric": "metric", "min_or_max_metric": "mode",
+               "min_flops": "min_macs", "max_flops": "max_macs", "flops_step": "macs_step"}
+EVOLUTION_SETTINGS = ("parent_popu_size", "iteration", "mutate_size", "mutate_prob",
+                      "crossover_size")
+
+
 @dataclass
 class SearchConfig:
-    metric: str
-    mode: str
-    min_macs: float
-    max_macs: float
-    macs_step: float = 10.0
+    """Every setting of one search, evolutionary or random (``num_subnets`` set).
+
+    ``min_macs`` / ``max_macs`` / ``macs_step`` are M MACs; None means "from the candidate
+    space" and is filled by :meth:`with_span` (the whole span, a step giving ~20 bins).
+    """
+
+    metric: str = "acc1"
+    mode: str = "max"
+    min_macs: float | None = None
+    max_macs: float | None = None
+    macs_step: float | None = None
     parent_popu_size: int = 16
     iteration: int = 10
     mutate_size: int = 8
@@ -257,6 +162,49 @@ class SearchConfig:
     crossover_size: int = 4
     seed: int = 0
     max_attempts: int = 200  # per child / per sampled candidate
+    num_subnets: int | None = None  # a random search of this many subnets instead
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @staticmethod
+    def bind(func: str, order: Sequence[str], args: Sequence[Any], options: Mapping[str, Any],
+             allowed: Collection[str]) -> dict[str, Any]:
+        """Positional ``args`` (in ``order``) and keyword ``options`` as one dict by our names.
+
+        The guide's spellings (:data:`GUIDE_NAMES`) are accepted; one setting given under both
+        spellings must have one value. Raises ``TypeError`` like Python does for a call that
+        does not fit (too many positionals, an unknown keyword, a value given twice).
+        """
+        if len(args) > len(order):
+            raise TypeError(f"{func}() takes at most {len(order)} settings after eval_args "
+                            f"({', '.join(order)}). Received {len(args)}: {list(args)!r}")
+        bound = dict(zip(order, args, strict=False))
+        spelled = {name: name for name in bound}
+        for key, value in options.items():
+            name = GUIDE_NAMES.get(key, key)
+            if name not in allowed:
+                close = difflib.get_close_matches(key, [*allowed, *GUIDE_NAMES], n=2)
+                raise TypeError(f"{func}() got an unexpected keyword argument {key!r}"
+                                + (f"; did you mean {' or '.join(close)}?" if close else ""))
+            if name in bound:
+                if spelled[name] == key:
+                    raise TypeError(f"{func}() got multiple values for argument {key!r}")
+                if bound[name] != value:
+                    raise ValueError(
+                        f"Expected either {name} or {key} (the guide's name for the same "
+                        f"setting), not two values. Received: {bound[name]!r} and {value!r}")
+            bound[name], spelled[name] = value, key
+        return bound
+
+    def with_span(self, smallest: float, largest: float) -> SearchConfig:
+        """A copy with the range and step filled from the space's smallest/largest MACs."""
+        return replace(
+            self, min_macs=smallest if self.min_macs is None else self.min_macs,
+            max_macs=largest if self.max_macs is None else self.max_macs,
+            macs_step=(default_macs_step(smallest, largest) if self.macs_step is None
+                       else self.macs_step))
 
     def check(self) -> SearchConfig:
         self.mode = check_mode(self.mode)
@@ -272,20 +220,21 @@ class SearchConfig:
         if self.min_macs > self.max_macs:
             raise SearchRangeError(f"Expected min_macs <= max_macs. Received: min_macs="
                                    f"{self.min_macs}, max_macs={self.max_macs}")
-        for name in ("parent_popu_size", "max_attempts"):
+        at_least = {"parent_popu_size": 1, "max_attempts": 1, "iteration": 0, "mutate_size": 0,
+                    "crossover_size": 0}
+        if self.num_subnets is not None:
+            at_least["num_subnets"] = 1
+        for name, low in at_least.items():
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"Expected {name} >= 1. Received: {name}={v!r}")
-        for name in ("iteration", "mutate_size", "crossover_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-                raise ValueError(f"Expected {name} >= 0. Received: {name}={v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                raise ValueError(f"Expected {name} >= {low}. Received: {name}={v!r}")
         if not 0.0 <= float(self.mutate_prob) <= 1.0:
             raise ValueError(f"Expected mutate_prob in [0, 1]. Received: {self.mutate_prob!r}")
         return self
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        """The settings a saved search is compared on (``num_subnets`` is saved apart)."""
+        return {k: getattr(self, k) for k in self.names() if k != "num_subnets"}
 
 
 class _Cost:
@@ -383,7 +332,7 @@ class EvolutionarySearch:
             return []
         best_of_bin = {r["net_id"] for r in
                        pareto_set(recs, cfg.metric, cfg.mode, cfg.macs_step).values()}
-        pts = [(float(r["macs"]), _utility(float(r[cfg.metric]), cfg.mode)) for r in recs]
+        pts = [(float(r["macs"]), utility(float(r[cfg.metric]), cfg.mode)) for r in recs]
         ranks = front_ranks(pts)
         order = sorted(range(len(recs)), key=lambda i: (
             recs[i]["net_id"] not in best_of_bin, ranks[i], -pts[i][1], pts[i][0]))
@@ -414,34 +363,38 @@ class EvolutionarySearch:
             )
         return batch
 
+    def _breed(self, make: Callable[[], Genome], count: int, name: str, origin: str,
+               batch: list[tuple[str, Genome, str]], taken: set[Genome]) -> None:
+        """Up to ``count`` fresh in-range children of ``make()`` (repaired into the range)."""
+        lo, hi = self.cfg.min_macs, self.cfg.max_macs
+        for i in range(count):
+            for _ in range(self.cfg.max_attempts):
+                child = make()
+                if not self.in_range(child):
+                    child = self.space.repair(child, self.cost, lo, hi, self.rng)
+                if self._fresh(child, taken):
+                    batch.append((f"{name}_{origin}_{i}", child, origin))
+                    taken.add(child)
+                    break
+
     def children(self, generation: int) -> list[tuple[str, Genome, str]]:
-        cfg = self.cfg
+        """``mutate_size`` mutations, then ``crossover_size`` crossovers of the parents."""
+        cfg, rng, space = self.cfg, self.rng, self.space
         parents = self.parents()
+
+        def mutant() -> Genome:
+            return space.mutate(parents[int(rng.integers(len(parents)))], cfg.mutate_prob, rng)
+
+        def crossed() -> Genome:
+            a, b = rng.choice(len(parents), size=2, replace=False)
+            return space.crossover(parents[int(a)], parents[int(b)], rng)
+
         batch: list[tuple[str, Genome, str]] = []
         taken: set[Genome] = set()
-        lo, hi = cfg.min_macs, cfg.max_macs
-        for i in range(cfg.mutate_size):
-            for _ in range(cfg.max_attempts):
-                p = parents[int(self.rng.integers(len(parents)))]
-                c = self.space.mutate(p, cfg.mutate_prob, self.rng)
-                if not self.in_range(c):
-                    c = self.space.repair(c, self.cost, lo, hi, self.rng)
-                if self._fresh(c, taken):
-                    batch.append((f"net_evo_{generation}_mutate_{i}", c, "mutate"))
-                    taken.add(c)
-                    break
-        for i in range(cfg.crossover_size):
-            if len(parents) < 2:
-                break
-            for _ in range(cfg.max_attempts):
-                a, b = self.rng.choice(len(parents), size=2, replace=False)
-                c = self.space.crossover(parents[int(a)], parents[int(b)], self.rng)
-                if not self.in_range(c):
-                    c = self.space.repair(c, self.cost, lo, hi, self.rng)
-                if self._fresh(c, taken):
-                    batch.append((f"net_evo_{generation}_crossover_{i}", c, "crossover"))
-                    taken.add(c)
-                    break
+        name = f"net_evo_{generation}"
+        self._breed(mutant, cfg.mutate_size, name, "mutate", batch, taken)
+        if len(parents) >= 2:
+            self._breed(crossed, cfg.crossover_size, name, "crossover", batch, taken)
         return batch
 
     def run(self, evaluate: EvaluateFn, on_result: Callable[[dict], None] | None = None,
@@ -459,9 +412,10 @@ class EvolutionarySearch:
                 on_generation(gen)
         return self.history
 
-    def run_random(self, num: int, evaluate: EvaluateFn,
+    def run_random(self, num: int | None, evaluate: EvaluateFn,
                    on_result: Callable[[dict], None] | None = None) -> list[dict[str, Any]]:
-        """``num`` distinct random in-range subnets instead of the evolution (a baseline)."""
+        """``num`` (default: ``num_subnets``) distinct random in-range subnets (a baseline)."""
+        num = self.cfg.num_subnets if num is None else num
         check_reachable(self.space, self.cost, self.cfg.min_macs, self.cfg.max_macs)
         batch: list[tuple[str, Genome, str]] = []
         taken: set[Genome] = set()
@@ -474,11 +428,19 @@ class EvolutionarySearch:
         self._run_batch(batch, 0, evaluate, on_result)
         return self.history
 
+    def search(self, evaluate: EvaluateFn, on_result: Callable[[dict], None] | None = None,
+               on_generation: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+        """The configured search: random when ``num_subnets`` is set, else the evolution."""
+        if self.cfg.num_subnets is not None:
+            return self.run_random(None, evaluate, on_result)
+        return self.run(evaluate, on_result, on_generation)
+
     def planned_evaluations(self) -> int:
         """Upper bound on the number of candidates this configuration evaluates."""
         c = self.cfg
-        return min(self.space.size, c.parent_popu_size + c.iteration * (c.mutate_size
-                                                                        + c.crossover_size))
+        planned = c.num_subnets if c.num_subnets is not None else (
+            c.parent_popu_size + c.iteration * (c.mutate_size + c.crossover_size))
+        return min(self.space.size, planned)
 
 
 def random_search(space: ChoiceSpace, cost: CostFn, config: SearchConfig, num: int,
@@ -489,7 +451,8 @@ def random_search(space: ChoiceSpace, cost: CostFn, config: SearchConfig, num: i
 
 
 __all__ = [
-    "ChoiceSpace", "EvolutionarySearch", "Genome", "SearchConfig", "SearchRangeError",
-    "bin_key", "bin_value", "check_reachable", "dominates", "front_ranks", "hypervolume",
-    "pareto_front", "pareto_set", "random_search", "step_decimals",
+    "GUIDE_NAMES", "ChoiceSpace", "EvolutionarySearch", "Genome", "SearchConfig",
+    "SearchRangeError", "bin_key", "bin_value", "check_mode", "check_reachable", "check_step",
+    "default_macs_step", "dominates", "front_ranks", "hypervolume", "pareto_front", "pareto_set",
+    "random_search", "step_decimals",
 ]

@@ -7,6 +7,7 @@
 See ``docs/ofa.md`` for the subnet_setting format, the files and the measured numbers.
 """
 
+from uif_explorer.core.evolution import SearchConfig
 from uif_explorer.torch.ofa.bundled import (
     bundled_search,
     load_bundled_supernet,
@@ -25,6 +26,8 @@ from uif_explorer.torch.ofa.pruner import (
     describe,
     get_static_subnet,
     load_subnet_config,
+    reset_bn_running_stats_for_calibration,
+    sample_random_subnet,
     sample_subnet,
     save_subnet_config,
     set_subnet,
@@ -32,6 +35,7 @@ from uif_explorer.torch.ofa.pruner import (
 )
 from uif_explorer.torch.ofa.search import (
     ParetoSet,
+    RunOptions,
     load_search,
     run_evolutionary_search,
     run_random_search,
@@ -47,6 +51,8 @@ __all__ = [
     "OFAPruner",
     "OFASpace",
     "ParetoSet",
+    "RunOptions",
+    "SearchConfig",
     "SubnetSettingError",
     "active_setting",
     "bundled_search",
@@ -56,8 +62,10 @@ __all__ = [
     "load_search",
     "load_subnet_config",
     "load_supernet",
+    "reset_bn_running_stats_for_calibration",
     "run_evolutionary_search",
     "run_random_search",
+    "sample_random_subnet",
     "sample_subnet",
     "sandwich_step",
     "save_subnet_config",

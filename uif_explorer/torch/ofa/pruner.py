@@ -3,12 +3,14 @@
     pruner = OFAPruner(model, torch.randn(1, 3, 224, 224))
     ofa_model = pruner.ofa_model([0.5, 0.75, 1], excludes=None, auto_add_excludes=True)
     model, setting = pruner.sample_subnet(ofa_model, "random")        # in a sandwich loop
+    model, setting = pruner.sample_random_subnet(ofa_model)          # the same (guide's text)
     pareto = pruner.run_evolutionary_search(ofa_model, calibration_fn, (train_loader,),
                                             eval_fn, (val_loader,), "acc1", "max",
                                             min_flops=230, max_flops=250)
     pruner.save_subnet_config(pareto, "pareto_global.txt")
     static, config, macs, params = pruner.get_static_subnet(ofa_model,
                                                             pareto["240"]["subnet_setting"])
+    pruner.reset_bn_running_stats_for_calibration(static)  # then forward a few train batches
 
 Every function also exists at module level (``sample_subnet(ofa_model, "max")``): the OFA model
 carries its search space, so a pruner object is only needed to make one.
@@ -27,7 +29,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from uif_explorer.core.pareto import pareto_with_flops
 from uif_explorer.io.workspace import atomic_write_json
+from uif_explorer.torch.evaluation import batch_norms
 from uif_explorer.torch.ofa.space import (
     DEFAULT_EXPAND_RATIO,
     build_ofa_model,
@@ -52,6 +56,30 @@ def sample_subnet(ofa_model: nn.Module, mode: str = "random",
     genome = space.sample(mode, rng)
     space.apply(unwrap(ofa_model), genome)
     return ofa_model, space.setting(genome)
+
+
+def sample_random_subnet(ofa_model: nn.Module, rng: np.random.Generator | int | None = None
+                         ) -> tuple[nn.Module, SubnetSetting]:
+    """The guide's ``sample_random_subnet()``: ``sample_subnet(ofa_model, "random", rng)``."""
+    return sample_subnet(ofa_model, "random", rng)
+
+
+def reset_bn_running_stats_for_calibration(model: nn.Module) -> None:
+    """Prepare ``model``'s BatchNorms to re-estimate their statistics (the reference's helper).
+
+    Each BatchNorm that tracks statistics (dynamic ones included) is reset, switched to a
+    cumulative average (``momentum=None``: every calibration batch counts the same) and put in
+    train mode, the rest of the model keeping its mode; forward a few training batches under
+    ``torch.no_grad()`` next, then ``model.eval()``. A subnet cut from a supernet needs this:
+    its norms hold the statistics of the full network. :func:`~uif_explorer.torch.evaluation.
+    adaptive_bn_calibration` does the whole step and restores the momenta.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"Expected a torch.nn.Module. Received: model={type(model).__name__}")
+    for bn in batch_norms(model):
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
 
 
 def set_subnet(ofa_model: nn.Module, subnet_setting: object) -> nn.Module:
@@ -131,19 +159,34 @@ def save_subnet_config(pareto: Mapping[str, Any] | Sequence[Any], path: str | os
 
 
 def load_subnet_config(path: str | os.PathLike) -> Any:
-    """Read what :func:`save_subnet_config` wrote (the reference's ``"flops"`` read as MACs)."""
+    """Read what :func:`save_subnet_config` wrote, or a reference ``pareto_global.txt``.
+
+    Every entry carries both ``"macs"`` and the guide's ``"flops"`` (the same M MACs), so
+    ``pareto["240"]["flops"]`` and ``["macs"]`` both work. A missing, unreadable or non-JSON
+    file is an error that names the path and what to do.
+    """
     path = Path(path)
+    made_by = ("Expected the JSON file that save_subnet_config(pareto, path) writes after "
+               "run_evolutionary_search")
     try:
-        data = json.loads(path.read_text())
+        raw = path.read_bytes()
+    except OSError as exc:
+        problem = "there is no such file" if isinstance(exc, FileNotFoundError) else (
+            f"it cannot be read ({exc.strerror or exc})")
+        raise type(exc)(f"Cannot load the subnet config {path}: {problem}. {made_by}; check "
+                        f"the path (relative paths start at {os.getcwd()}) or run the search "
+                        "and save its result first.") from exc
+    try:
+        data = json.loads(raw)
     except ValueError as exc:
-        raise ValueError(f"{path} is not a JSON subnet config ({exc}).") from exc
+        raise ValueError(f"{path} is not a subnet config: not JSON ({exc}). {made_by}; save "
+                         "the Pareto set again with save_subnet_config.") from exc
     if isinstance(data, dict):
-        for entry in data.values():
-            if isinstance(entry, dict) and "flops" in entry and "macs" not in entry:
-                entry["macs"] = entry.pop("flops")
-        if "flops" in data and "macs" not in data:
-            data["macs"] = data.pop("flops")
-    return data
+        return pareto_with_flops(data)
+    if isinstance(data, list):
+        return data  # one subnet_setting
+    raise ValueError(f"{path} is not a subnet config: {made_by} (a Pareto set, one entry or a "
+                     f"subnet_setting list). Received: {type(data).__name__} {data!r:.60}")
 
 
 class OFAPruner:
@@ -200,6 +243,15 @@ class OFAPruner:
         return sample_subnet(ofa_model, mode, rng)
 
     @staticmethod
+    def sample_random_subnet(ofa_model: nn.Module, rng: np.random.Generator | int | None = None
+                             ) -> tuple[nn.Module, SubnetSetting]:
+        return sample_random_subnet(ofa_model, rng)
+
+    @staticmethod
+    def reset_bn_running_stats_for_calibration(model: nn.Module) -> None:
+        reset_bn_running_stats_for_calibration(model)
+
+    @staticmethod
     def get_static_subnet(ofa_model: nn.Module, subnet_setting: object
                           ) -> tuple[nn.Module, dict[str, Any], float, float]:
         return get_static_subnet(ofa_model, subnet_setting)
@@ -216,23 +268,24 @@ class OFAPruner:
     def set_subnet(ofa_model: nn.Module, subnet_setting: object) -> nn.Module:
         return set_subnet(ofa_model, subnet_setting)
 
+    def _in_workspace(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Search files go to this pruner's ``workdir`` under its ``name`` unless given."""
+        return {"workdir": self.workdir, "name": self.name, **kwargs}
+
     def run_evolutionary_search(self, ofa_model: nn.Module, *args: Any, **kwargs: Any):
         """:func:`~uif_explorer.torch.ofa.search.run_evolutionary_search` in this workspace."""
         from uif_explorer.torch.ofa.search import run_evolutionary_search
 
-        kwargs.setdefault("workdir", self.workdir)
-        kwargs.setdefault("name", self.name)
-        return run_evolutionary_search(ofa_model, *args, **kwargs)
+        return run_evolutionary_search(ofa_model, *args, **self._in_workspace(kwargs))
 
     def run_random_search(self, ofa_model: nn.Module, *args: Any, **kwargs: Any):
+        """:func:`~uif_explorer.torch.ofa.search.run_random_search` in this workspace."""
         from uif_explorer.torch.ofa.search import run_random_search
 
-        kwargs.setdefault("workdir", self.workdir)
-        kwargs.setdefault("name", self.name)
-        return run_random_search(ofa_model, *args, **kwargs)
-
+        return run_random_search(ofa_model, *args, **self._in_workspace(kwargs))
 
 __all__ = [
     "OFAPruner", "active_setting", "describe", "get_static_subnet", "load_subnet_config",
-    "sample_subnet", "save_subnet_config", "set_subnet", "subnet_cost",
+    "reset_bn_running_stats_for_calibration", "sample_random_subnet", "sample_subnet",
+    "save_subnet_config", "set_subnet", "subnet_cost",
 ]

@@ -18,33 +18,46 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
-import numpy as np
 from torch import nn
 
 from uif_explorer.core.evolution import (
+    EVOLUTION_SETTINGS,
     EvolutionarySearch,
     SearchConfig,
     check_reachable,
     pareto_front,
     pareto_set,
 )
+from uif_explorer.core.pareto import pareto_with_flops
+from uif_explorer.core.runner import check_callable, say
+from uif_explorer.core.scores import score_model
 from uif_explorer.exec.executors import get_executor
 from uif_explorer.io.workspace import Workspace, WorkspaceError, atomic_write_json, read_json
 from uif_explorer.torch.capture import digest_weights
-from uif_explorer.torch.evaluation import check_score
 from uif_explorer.torch.ofa.pruner import get_static_subnet
 from uif_explorer.torch.ofa.space import OFASpace, space_of, unwrap
-from uif_explorer.torch.runners import AnalysisError
 
 EVOLUTION_KIND = "uif-explorer-evolution"
 Progress = Callable[[int, int, dict[str, Any]], object]
+_RANGE = ("metric", "mode", "min_macs", "max_macs", "macs_step")
+# the settings after eval_args, in the guide's positional order (then the executor)
+EVOLUTION_ORDER = (*_RANGE, *EVOLUTION_SETTINGS, "executor")
+RANDOM_ORDER = (*_RANGE, "num_subnets", "executor")
+DEFAULT_NUM_SUBNETS = 50
 
 
-def _say(msg: str) -> None:
-    print(f"[uif-explorer] {msg}", file=sys.stderr, flush=True)
+@dataclass
+class RunOptions:
+    """Where and how a search runs, as opposed to what it searches (:class:`SearchConfig`)."""
+
+    executor: object = None  # None/'inline', 'process', 'ray' or an executor object
+    workdir: str | os.PathLike = ".vai"
+    name: str | None = None  # file names; default: the OFA model's name
+    forced: bool = False  # replace a saved search instead of resuming it
+    progress: Progress | None = None  # progress(done, total, info); else tqdm on a terminal
 
 
 class ParetoSet(dict):
@@ -61,7 +74,7 @@ class ParetoSet(dict):
     @classmethod
     def from_search(cls, search: Mapping[str, Any], path: str | None = None) -> ParetoSet:
         """The Pareto set of a saved search file (``load_search`` / ``bundled_search``)."""
-        result = cls(search.get("pareto_set", {}))
+        result = cls(pareto_with_flops(search.get("pareto_set", {})))
         result.history = list(search.get("history", []))
         result.path = path
         result.evaluations = search.get("evaluations", len(result.history))
@@ -93,43 +106,20 @@ class _SubnetEvalContext:
 
     ofa_model: nn.Module
     calibration_fn: Callable | None
-    calib_args: tuple
+    calib_args: Sequence
     eval_fn: Callable
-    eval_args: tuple
+    eval_args: Sequence
     metric: str
+    resume_hint: str
 
 
-def _evaluate_subnet(ctx: _SubnetEvalContext, setting: list) -> tuple[float, int]:
+def _evaluate_subnet(ctx: _SubnetEvalContext, item: tuple[str, list]) -> tuple[float, int]:
+    net_id, setting = item
     static, _, _, _ = get_static_subnet(ctx.ofa_model, setting)
-    if ctx.calibration_fn is not None:
-        ctx.calibration_fn(static, *ctx.calib_args)
-    try:
-        value = ctx.eval_fn(static, *ctx.eval_args)
-    except Exception as exc:
-        raise AnalysisError(
-            f"eval_fn raised {type(exc).__name__}: {exc}. Candidates evaluated so far are "
-            "saved; fix eval_fn and run the search again to resume."
-        ) from exc
-    if isinstance(value, Mapping):
-        if ctx.metric not in value:
-            raise AnalysisError(f"eval_fn returned a dict without the metric {ctx.metric!r} "
-                                f"(keys: {sorted(value)}).")
-        value = value[ctx.metric]
-    return check_score(value, "eval_fn"), os.getpid()
-
-
-def _resolve_range(space: OFASpace, min_macs: float | None, max_macs: float | None,
-                   min_flops: float | None, max_flops: float | None) -> tuple[float, float]:
-    def pick(a: float | None, b: float | None, name: str) -> float | None:
-        if a is not None and b is not None and float(a) != float(b):
-            raise ValueError(f"Expected either {name}_macs or {name}_flops (the guide's name "
-                             f"for the same MACs), not two values. Received: {a} and {b}")
-        return a if a is not None else b
-
-    lo, hi = pick(min_macs, min_flops, "min"), pick(max_macs, max_flops, "max")
-    small = space.cost_m(space.choice.smallest())[0]
-    large = space.cost_m(space.choice.largest())[0]
-    return (small if lo is None else lo), (large if hi is None else hi)
+    score = score_model(static, ctx.eval_fn, ctx.eval_args, calibration_fn=ctx.calibration_fn,
+                        calib_args=ctx.calib_args, metric=ctx.metric,
+                        resume_hint=ctx.resume_hint, what=f"subnet {net_id}")
+    return score, os.getpid()
 
 
 def _space_summary(space: OFASpace) -> dict[str, Any]:
@@ -143,49 +133,49 @@ def _space_summary(space: OFASpace) -> dict[str, Any]:
     }
 
 
-def _progress(total: int, progress: Progress | None, desc: str):
-    bar = None
+def _progress_bar(total: int, progress: Progress | None, desc: str):
     if progress is None and sys.stderr.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc=desc, unit="subnet")
-    return bar
+        return tqdm(total=total, desc=desc, unit="subnet")
+    return None
 
 
-def _run(
-    kind: str,
-    ofa_model: nn.Module,
-    calibration_fn: Callable | None,
-    calib_args: Sequence,
-    eval_fn: Callable,
-    eval_args: Sequence,
-    config: SearchConfig,
-    executor: object,
-    workdir: str | os.PathLike,
-    name: str | None,
-    forced: bool,
-    progress: Progress | None,
-    num_random: int | None = None,
-) -> ParetoSet:
-    if not callable(eval_fn):
-        raise TypeError(f"Expected eval_fn to be a function taking the model first. "
-                        f"Received: eval_fn={eval_fn!r}")
-    if calibration_fn is not None and not callable(calibration_fn):
-        raise TypeError(f"Expected calibration_fn to be a function or None. Received: "
-                        f"calibration_fn={calibration_fn!r}")
+def _bind(func: str, order: Sequence[str], settings: Sequence[Any], config: SearchConfig | None,
+          options: Mapping[str, Any]) -> tuple[SearchConfig, RunOptions]:
+    """The call's settings (positional in ``order``, keywords, guide spellings) as objects."""
+    run_names = [f.name for f in fields(RunOptions)]
+    allowed = {*order, "seed", "max_attempts", *run_names}
+    bound = SearchConfig.bind(func, order, settings, options, allowed)
+    run = RunOptions(**{k: bound.pop(k) for k in run_names if k in bound})
+    if config is not None and not isinstance(config, SearchConfig):
+        raise TypeError(f"Expected config to be a SearchConfig. Received: config={config!r}")
+    return replace(config or SearchConfig(), **bound), run
+
+
+def _search(ofa_model: nn.Module, calibration_fn: Callable | None, calib_args: Sequence,
+            eval_fn: Callable, eval_args: Sequence, config: SearchConfig,
+            run: RunOptions) -> ParetoSet:
+    """Run (or resume) the search ``config`` describes; its Pareto set."""
+    check_callable(eval_fn, "eval_fn")
+    if calibration_fn is not None:
+        check_callable(calibration_fn, "calibration_fn")
     inner = unwrap(ofa_model)
     space = space_of(inner)
-    config.check()
+    smallest, largest = space.cost_m(space.choice.smallest()), space.cost_m(
+        space.choice.largest())
+    config = config.with_span(smallest[0], largest[0]).check()
     check_reachable(space.choice, space.cost_m, config.min_macs, config.max_macs)
-    model_name = name or space.model_name
-    suffix = "_evolution.json" if kind == "evolution" else "_random_search.json"
-    path = Workspace(workdir).evolution(model_name)
-    path = path.with_name(path.name.replace("_evolution.json", suffix))
+    kind = "evolution" if config.num_subnets is None else "random"
+    model_name = run.name or space.model_name
+    path = Workspace(run.workdir).evolution(model_name)
+    if kind == "random":
+        path = path.with_name(path.name.replace("_evolution.json", "_random_search.json"))
     graph_digest = space.capture.graph.graph_digest()
     weights = digest_weights(inner)
-    settings = {**config.as_dict(), "kind": kind, "num_random": num_random}
+    settings = {**config.as_dict(), "kind": kind, "num_random": config.num_subnets}
     memo: dict[tuple, dict] = {}
-    if path.exists() and not forced:
+    if path.exists() and not run.forced:
         old = read_json(path, kind=EVOLUTION_KIND)
         if old.get("graph_digest") != graph_digest:
             raise WorkspaceError(
@@ -195,48 +185,44 @@ def _run(
         if old.get("weights_digest") == weights and old.get("settings") == settings:
             memo = {tuple(r["genome"]): r for r in old.get("history", [])}
             if memo:
-                _say(f"resuming from {path}: {len(memo)} candidates already evaluated")
+                say(f"resuming from {path}: {len(memo)} candidates already evaluated")
         else:
-            _say(f"{path} was made with other weights or settings; starting afresh")
+            say(f"{path} was made with other weights or settings; starting afresh")
     search = EvolutionarySearch(space.choice, space.cost_m, config, memo)
-    total = search.planned_evaluations() if num_random is None else num_random
-    original = space.cost_m(space.choice.largest())
+    total = search.planned_evaluations()
     data: dict[str, Any] = {
         "format_version": 1, "kind": EVOLUTION_KIND, "model": model_name,
         "graph_digest": graph_digest, "weights_digest": weights, "metric": config.metric,
         "mode": config.mode, "settings": settings, "macs_unit": "millions",
         "range": {"min_macs": config.min_macs, "max_macs": config.max_macs,
-                  "min_subnet_macs": space.cost_m(space.choice.smallest())[0],
-                  "max_subnet_macs": original[0]},
+                  "min_subnet_macs": smallest[0], "max_subnet_macs": largest[0]},
         "space": _space_summary(space), "history": [], "generations_done": None,
         "complete": False,
     }
     start = time.perf_counter()
 
     def save() -> None:
-        data["history"] = search.history
-        data["evaluations"] = len(search.history)
-        data["seconds"] = round(time.perf_counter() - start, 3)
         scored = search.history
+        data["history"] = scored
+        data["evaluations"] = len(scored)
+        data["seconds"] = round(time.perf_counter() - start, 3)
         data["pareto_set"] = pareto_set(scored, config.metric, config.mode, config.macs_step)
         data["pareto_front"] = [r["net_id"] for r in
                                 pareto_front(scored, config.metric, config.mode)]
         atomic_write_json(path, data)
 
-    bar = _progress(total, progress, model_name)
-    done = 0
+    bar = _progress_bar(total, run.progress, model_name)
+    pids: dict[str, int] = {}
 
     def on_result(rec: dict) -> None:
-        nonlocal done
         rec["mode"] = "evaluate"
         rec["subnet_setting"] = space.setting(tuple(rec["genome"]))
         if rec["net_id"] in pids:
             rec["worker_pid"] = pids.pop(rec["net_id"])
-        done += 1
         save()
-        if progress is not None:
-            progress(done, total, {"net_id": rec["net_id"], config.metric: rec[config.metric],
-                                   "macs": rec["macs"]})
+        if run.progress is not None:
+            run.progress(len(search.history), total, {
+                "net_id": rec["net_id"], config.metric: rec[config.metric], "macs": rec["macs"]})
         if bar is not None:
             bar.update(1)
 
@@ -244,23 +230,20 @@ def _run(
         data["generations_done"] = gen
         save()
 
-    ctx = _SubnetEvalContext(inner, calibration_fn, tuple(calib_args), eval_fn,
-                             tuple(eval_args), config.metric)
-    runner = get_executor(executor)
-
-    pids: dict[str, int] = {}
+    hint = (f"Candidates evaluated so far are saved in {path}; fix it and run the search "
+            "again to resume.")
+    ctx = _SubnetEvalContext(inner, calibration_fn, calib_args, eval_fn, eval_args,
+                             config.metric, hint)
+    executor = get_executor(run.executor)
 
     def evaluate(batch: list[tuple[str, tuple]]):
-        items = [space.setting(g) for _, g in batch]
-        for index, (score, pid) in runner.run(_evaluate_subnet, ctx, items):
+        items = [(net_id, space.setting(g)) for net_id, g in batch]
+        for index, (score, pid) in executor.run(_evaluate_subnet, ctx, items):
             pids[batch[index][0]] = pid
             yield index, score
 
     try:
-        if num_random is None:
-            search.run(evaluate, on_result, on_generation)
-        else:
-            search.run_random(num_random, evaluate, on_result)
+        search.search(evaluate, on_result, on_generation)
     finally:
         if bar is not None:
             bar.close()
@@ -273,96 +256,74 @@ def _run(
     return result
 
 
-def run_evolutionary_search(
-    ofa_model: nn.Module,
-    calibration_fn: Callable | None = None,
-    calib_args: Sequence = (),
-    eval_fn: Callable | None = None,
-    eval_args: Sequence = (),
-    metric: str = "acc1",
-    mode: str = "max",
-    min_macs: float | None = None,
-    max_macs: float | None = None,
-    macs_step: float = 10,
-    parent_popu_size: int = 16,
-    iteration: int = 10,
-    mutate_size: int = 8,
-    mutate_prob: float = 0.2,
-    crossover_size: int = 4,
-    executor: object = None,
-    *,
-    min_flops: float | None = None,
-    max_flops: float | None = None,
-    seed: int = 0,
-    workdir: str | os.PathLike = ".vai",
-    name: str | None = None,
-    forced: bool = False,
-    progress: Progress | None = None,
-    max_attempts: int = 200,
-) -> ParetoSet:
+def run_evolutionary_search(ofa_model: nn.Module, calibration_fn: Callable | None = None,
+                            calib_args: Sequence = (), eval_fn: Callable | None = None,
+                            eval_args: Sequence = (), *settings: Any,
+                            config: SearchConfig | None = None, **options: Any) -> ParetoSet:
     """Search subnets with ``min_macs <= MACs <= max_macs`` (millions); the Pareto set.
+
+    The guide's call works as written, positionally::
+
+        run_evolutionary_search(ofa_model, calibration_fn, calib_args, eval_fn, eval_args,
+                                evaluation_metric, min_or_max_metric, min_flops, max_flops,
+                                flops_step, parent_popu_size, iteration, mutate_size,
+                                mutate_prob, crossover_size[, executor])
+
+    or by keyword, in the guide's spelling or this project's: ``metric='acc1'``
+    (``evaluation_metric``), ``mode='max'`` (``min_or_max_metric``; 'min' when lower is
+    better), ``min_macs`` / ``max_macs`` (``min_flops`` / ``max_flops``: the same M MACs;
+    default: the whole span from the min to the max subnet), ``macs_step`` (``flops_step``;
+    default: a readable step giving ~20 bins over that span), ``parent_popu_size=16``,
+    ``iteration=10``, ``mutate_size=8``, ``mutate_prob=0.2``, ``crossover_size=4``,
+    ``executor=None`` ('process', 'ray'), and keyword only ``seed=0``, ``max_attempts=200``,
+    ``workdir='.vai'``, ``name=None``, ``forced=False``, ``progress=None``. A
+    :class:`~uif_explorer.core.evolution.SearchConfig` given as ``config=`` supplies defaults.
 
     The result maps MACs bins (``round(macs / macs_step) * macs_step``, printed with
     ``macs_step``'s decimals) to the best candidate of the bin, in the guide's shape
-    ``{"230": {"net_id", "mode", <metric>, "macs", "params", "subnet_setting"}}``. ``mode``:
-    'max' when a higher metric is better, 'min' otherwise. Without a range the whole span from
-    the min to the max subnet is searched. ``result.history`` lists every evaluated candidate
-    (also in ``<workdir>/<name>_evolution.json``).
+    ``{"230": {"net_id", "mode", <metric>, "macs", "flops", "params", "subnet_setting"}}``
+    (``flops`` = ``macs``, M MACs). ``result.history`` lists every evaluated candidate (also
+    in ``<workdir>/<name>_evolution.json``, written after each one: a second run resumes).
 
     An initial population of ``parent_popu_size`` (the max and min subnets when in range, then
     random in-range subnets) is followed by ``iteration`` generations of ``mutate_size``
     mutations and ``crossover_size`` crossovers of the parents (best of each MACs bin first,
-    then by Pareto rank); each generation is evaluated, the last one included.
+    then by Pareto rank); each generation is evaluated, the last one included. A failing
+    ``calibration_fn`` or ``eval_fn`` raises ``AnalysisError`` naming it and the subnet.
     """
-    space = space_of(ofa_model)
-    lo, hi = _resolve_range(space, min_macs, max_macs, min_flops, max_flops)
-    config = SearchConfig(metric, mode, lo, hi, macs_step, parent_popu_size, iteration,
-                          mutate_size, mutate_prob, crossover_size, seed, max_attempts)
-    return _run("evolution", ofa_model, calibration_fn, calib_args, eval_fn, eval_args,
-                config, executor, workdir, name, forced, progress)
+    config, run = _bind("run_evolutionary_search", EVOLUTION_ORDER, settings, config, options)
+    return _search(ofa_model, calibration_fn, calib_args, eval_fn, eval_args,
+                   replace(config, num_subnets=None), run)
 
 
-def run_random_search(
-    ofa_model: nn.Module,
-    calibration_fn: Callable | None = None,
-    calib_args: Sequence = (),
-    eval_fn: Callable | None = None,
-    eval_args: Sequence = (),
-    metric: str = "acc1",
-    mode: str = "max",
-    min_macs: float | None = None,
-    max_macs: float | None = None,
-    macs_step: float = 10,
-    num_subnets: int = 50,
-    executor: object = None,
-    *,
-    min_flops: float | None = None,
-    max_flops: float | None = None,
-    seed: int = 0,
-    workdir: str | os.PathLike = ".vai",
-    name: str | None = None,
-    forced: bool = False,
-    progress: Progress | None = None,
-    max_attempts: int = 200,
-) -> ParetoSet:
-    """``num_subnets`` distinct random subnets in the MACs range (a baseline for the search).
+def run_random_search(ofa_model: nn.Module, calibration_fn: Callable | None = None,
+                      calib_args: Sequence = (), eval_fn: Callable | None = None,
+                      eval_args: Sequence = (), *settings: Any,
+                      config: SearchConfig | None = None, **options: Any) -> ParetoSet:
+    """``num_subnets`` (default 50) distinct random subnets in the MACs range (a baseline).
 
-    Same result shape as :func:`run_evolutionary_search`; history in
-    ``<workdir>/<name>_random_search.json``.
+    Settings after ``eval_args``, positional or by keyword: ``metric``, ``mode``,
+    ``min_macs``, ``max_macs``, ``macs_step``, ``num_subnets``, ``executor`` (the guide's
+    spellings and the keyword-only options as in :func:`run_evolutionary_search`). Same result
+    shape; history in ``<workdir>/<name>_random_search.json``.
     """
-    if isinstance(num_subnets, bool) or not isinstance(num_subnets, (int, np.integer)) \
-            or num_subnets < 1:
-        raise ValueError(f"Expected num_subnets >= 1. Received: num_subnets={num_subnets!r}")
-    space = space_of(ofa_model)
-    lo, hi = _resolve_range(space, min_macs, max_macs, min_flops, max_flops)
-    config = SearchConfig(metric, mode, lo, hi, macs_step, 1, 0, 0, 0.0, 0, seed, max_attempts)
-    return _run("random", ofa_model, calibration_fn, calib_args, eval_fn, eval_args, config,
-                executor, workdir, name, forced, progress, num_random=int(num_subnets))
+    config, run = _bind("run_random_search", RANDOM_ORDER, settings, config, options)
+    if config.num_subnets is None:
+        config = replace(config, num_subnets=DEFAULT_NUM_SUBNETS)
+    return _search(ofa_model, calibration_fn, calib_args, eval_fn, eval_args, config, run)
 
 
 def load_search(path: str | os.PathLike) -> dict[str, Any]:
-    """A saved search file (history, Pareto set and front), checked to be one."""
-    return read_json(path, kind=EVOLUTION_KIND)
+    """A saved search file (history, Pareto set and front), checked to be one.
+
+    Pareto-set entries carry the guide's ``flops`` next to ``macs`` (files written before
+    entries had it included).
+    """
+    search = read_json(path, kind=EVOLUTION_KIND)
+    if isinstance(search.get("pareto_set"), Mapping):
+        search["pareto_set"] = pareto_with_flops(search["pareto_set"])
+    return search
 
 
-__all__ = ["ParetoSet", "load_search", "run_evolutionary_search", "run_random_search"]
+__all__ = ["EVOLUTION_ORDER", "RANDOM_ORDER", "ParetoSet", "RunOptions", "load_search",
+           "run_evolutionary_search", "run_random_search"]
