@@ -20,6 +20,8 @@ from uif_explorer.keras.graph import (
     UnsupportedLayerError,
     capture,
     register_channelwise_layer,
+    register_layer,
+    unregister_layer,
 )
 from uif_explorer.keras.macs import count_macs, count_params, macs_table
 from uif_explorer.keras.runner import AnalysisError, IterativePruningRunner, KerasPruner
@@ -42,5 +44,7 @@ __all__ = [
     "make_slim",
     "make_sparse",
     "register_channelwise_layer",
+    "register_layer",
     "top1_accuracy",
+    "unregister_layer",
 ]

@@ -19,7 +19,8 @@ import keras
 import numpy as np
 
 from uif_explorer.core.plan import PruningPlan
-from uif_explorer.keras.graph import KerasCapture, resolve_layer, weight_items
+from uif_explorer.keras.graph import KerasCapture
+from uif_explorer.keras.structure import resolve_layer, weight_items
 
 
 class MaskConstraint(keras.constraints.Constraint):
@@ -136,29 +137,24 @@ def slim_shape(cap: KerasCapture, cls: np.ndarray, shape: tuple, removed: np.nda
     return tuple(out)
 
 
-def _reshape_target(cap: KerasCapture, path: str, removed: np.ndarray, config: dict) -> None:
-    cls, shape = cap.reshapes[path]
-    new = slim_shape(cap, cls, shape, removed)
-    target = list(config["target_shape"])
-    config["target_shape"] = tuple(t if t == -1 else n for t, n in zip(target, new[1:],
-                                                                     strict=True))
+def kept(cap: KerasCapture, classes: np.ndarray, removed: np.ndarray) -> int:
+    """How many positions of a class list the plan keeps."""
+    return int((~removed[cap.graph.uf.roots(np.asarray(classes))]).sum())
 
 
-def slim_configs(cap: KerasCapture, plan: PruningPlan) -> dict[str, dict]:
-    """Per layer path whose config changes: the edited entries (``filters``, ``units``...)."""
-    keeps = tensor_keeps(cap, plan)
-    edits: dict[str, dict] = {}
-    for path, rules in cap.size_edits.items():
-        for cfg_key, pkey, axis, div in rules:
-            if pkey in keeps and axis in keeps[pkey]:
-                edits.setdefault(path, {})[cfg_key] = int(keeps[pkey][axis].sum()) // div
-    return edits
+def slim_config(cap: KerasCapture, path: str, config: dict, removed: np.ndarray) -> dict:
+    """``config`` of the layer at ``path`` after its rules' updates (filters, units...)."""
+    for edit in cap.resizes.get(path, ()):
+        new = edit.update(config, kept(cap, edit.in_classes, removed),
+                          kept(cap, edit.out_classes, removed))
+        if isinstance(new, dict):  # an update may return a new config instead of editing
+            config = new
+    return config
 
 
 def make_slim(model: keras.Model, cap: KerasCapture, plan: PruningPlan) -> keras.Model:
     """A smaller model: edited configs via ``clone_model``, then the kept weights copied."""
     keeps = tensor_keeps(cap, plan)
-    edits = slim_configs(cap, plan)
     removed = plan.removed_roots(cap.graph)
     path_of = {id(obj): path for path, obj in cap.structure.layers.items()}
     model_path = {id(obj): path for path, (obj, _) in cap.structure.models.items()}
@@ -178,9 +174,7 @@ def make_slim(model: keras.Model, cap: KerasCapture, plan: PruningPlan) -> keras
         config = layer.get_config()
         path = path_of.get(id(layer))
         if path is not None:
-            config.update(edits.get(path, {}))
-            if path in cap.reshapes:
-                _reshape_target(cap, path, removed, config)
+            config = slim_config(cap, path, config, removed)
         return layer.__class__.from_config(config)
 
     slim = keras.models.clone_model(model, clone_function=clone_function)
