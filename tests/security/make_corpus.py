@@ -117,6 +117,25 @@ def _npz(**arrays: np.ndarray) -> bytes:
     return _zip(members)
 
 
+def _raw_zip(members: list[tuple[str, bytes, int, int, int]]) -> bytes:
+    """A zip written byte by byte from ``(name, body, crc, size, method)``: what zipfile will
+    not write (a deflated body claiming any size) and fast for many members."""
+    local, central, offset = [], [], 0
+    for member, body, crc, size, method in members:
+        name = member.encode()
+        head = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc, len(body),
+                           size, len(name), 0) + name
+        central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21,
+                                   crc, len(body), size, len(name), 0, 0, 0, 0, 0, offset)
+                       + name)
+        local.append(head + body)
+        offset += len(head) + len(body)
+    directory = b"".join(central)
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(directory),
+                      offset, 0)
+    return b"".join(local) + directory + end
+
+
 def _zip_bomb(member: str, size: int = 96 * 1024**2) -> bytes:
     """A real bomb: ``size`` zero bytes deflated to ~100 kB (ratio ~1000)."""
     comp = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -125,14 +144,7 @@ def _zip_bomb(member: str, size: int = 96 * 1024**2) -> bytes:
     crc = 0
     for _ in range(size // len(chunk)):
         crc = zlib.crc32(chunk, crc)
-    name = member.encode()
-    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, crc, len(body), size,
-                        len(name), 0) + name
-    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0x21, crc,
-                          len(body), size, len(name), 0, 0, 0, 0, 0, 0) + name
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central),
-                      len(local) + len(body), 0)
-    return local + body + central + end
+    return _raw_zip([(member, body, crc, size, zipfile.ZIP_DEFLATED)])
 
 
 # -- hand-written .keras archives (no TensorFlow needed) ----------------------------------
@@ -362,6 +374,84 @@ def build_corpus(folder: str | Path) -> list[Case]:
     arg("input_signature_channels", "input_signature", ("input signature",),
         shape=[1, 3, 28, 28])
     arg("input_signature_rank", "input_signature", ("input signature",), shape=[28, 28])
+    return cases + _image_folder_cases(folder)
+
+
+def _image_folder_cases(folder: Path) -> list[Case]:
+    """Zips of class folders (issue 17) for ``image_folder.extract_image_zip``; not uploads to
+    the Model page's existing buttons (``upload=False``). ``args`` may hold ``num_outputs``."""
+    support = str(Path(__file__).resolve().parent.parent / "support")
+    if support not in sys.path:  # run as a script: tests/support is not on the path
+        sys.path.insert(0, support)
+    from image_files import class_members, image_bytes, png_claiming, zip_bytes
+
+    from uif_explorer.io.image_folder import MAX_FILES
+
+    cases: list[Case] = []
+
+    def image(name: str, data: bytes, expect: tuple[str, ...], **args: Any) -> None:
+        path = folder / name
+        path.write_bytes(data)
+        cases.append(Case(name, path, "image_folder", expect, name, False, args))
+
+    good = class_members({"cats": 2, "dogs": 2}, size=(16, 12))
+    png, jpeg = image_bytes("PNG", (16, 12)), image_bytes("JPEG", (16, 12))
+    outside = ("outside its folder",)
+    broken = ("truncated or corrupt",)
+    image("images_zip_bomb.zip", _zip_bomb("cats/bomb.png"), ("zip bomb",))
+    image("images_traversal.zip", zip_bytes({**good, "../../evil.png": png}), outside)
+    image("images_backslash_traversal.zip", zip_bytes({**good, "cats\\..\\..\\e.png": png}),
+          outside)
+    image("images_absolute.zip", zip_bytes({**good, "/tmp/evil/cats/a.png": png}), outside)
+    image("images_drive_letter.zip", zip_bytes({**good, "C:/evil/a.png": png}), outside)
+    link = zipfile.ZipInfo("cats/link.png", date_time=(2024, 1, 1, 0, 0, 0))
+    link.external_attr = 0o120777 << 16
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in good.items():
+            zf.writestr(name, data)
+        zf.writestr(link, "/etc/passwd")
+    image("images_symlink.zip", buf.getvalue(), ("symbolic link",))
+    image("images_nested_archive.zip", zip_bytes({**good, "dogs/more.zip": zip_bytes(good)}),
+          ("archive inside",))
+    image("images_nested_tar_gz.zip", zip_bytes({**good, "dogs/x.tar.gz": b"\x1f\x8b\x08" * 9}),
+          ("archive inside",))
+    image("images_only_text.zip", zip_bytes({"cats/a.txt": b"a", "dogs/b.csv": b"b"}),
+          ("holds no jpeg, png or webp images",))
+    image("images_empty.zip", zip_bytes({}), ("holds no jpeg, png or webp images",))
+    image("images_truncated_png.zip", zip_bytes({**good, "cats/t.png": png[: len(png) // 2]}),
+          broken)
+    image("images_truncated_jpeg.zip", zip_bytes({**good, "dogs/t.jpg": jpeg[: len(jpeg) // 2]}),
+          broken)
+    image("images_corrupt_png.zip", zip_bytes({**good, "cats/c.png": _flip_middle(png, 24)}),
+          broken)
+    image("images_text_named_jpeg.zip", zip_bytes({**good, "cats/x.jpg": b"not an image"}),
+          broken)
+    image("images_empty_class_folder.zip", zip_bytes(good, dirs=("fish",)),
+          ("class folder 'fish'",))
+    image("images_class_of_text.zip", zip_bytes({**good, "fish/readme.txt": b"x"}),
+          ("class folder 'fish'",))
+    image("images_single_class.zip", zip_bytes({k: v for k, v in good.items()
+                                                if k.startswith("cats/")}), ("single class",))
+    image("images_pixel_bomb.zip", zip_bytes({**good, "cats/big.png": png_claiming(20000, 20000)}),
+          ("decompression bomb",))
+    image("images_pixel_warning.zip", zip_bytes({**good, "cats/big.png": png_claiming(10000,
+                                                                                     10000)}),
+          ("decompression bomb",))
+    image("images_at_root.zip", zip_bytes({**good, "stray.png": png}), ("not in a class folder",))
+    image("images_not_a_zip.zip", b"cats/a.png\ndogs/b.png\n", ("not a zip",))
+    archive = zip_bytes(good, method=zipfile.ZIP_STORED)
+    image("images_truncated_zip.zip", archive[: len(archive) // 2], ("not a readable archive",))
+    image("images_crc_mismatch.zip", _flip_middle(archive, 16), ("corrupt", "crc"))
+    image("images_too_deep.zip", zip_bytes({**good, "cats/" + "d/" * 9 + "a.png": png}),
+          ("nested more than",))
+    image("images_control_char_class.zip", zip_bytes({**good, "ca\x07ts/a.png": png}),
+          ("control characters",))
+    image("images_too_many_files.zip", _raw_zip([(f"c{i % 2}/{i}.txt", b"", 0, 0, 0)
+                                                 for i in range(MAX_FILES + 1)]),
+          (f"the limit is {MAX_FILES}",))
+    image("images_wrong_class_count.zip", zip_bytes(good), ("expected 10 class folders",),
+          num_outputs=10)
     return cases
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import unicodedata
@@ -76,13 +77,15 @@ def decode(data: bytes, where: str) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)  # reads the header only
         if img.width * img.height > MAX_PIXELS:
-            raise Image.DecompressionBombError(f"{img.width}x{img.height}")
+            raise Image.DecompressionBombError(f"({img.width * img.height} pixels)")
         img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow's own text says the same
+        size = f"{int(found[1]) / 1e6:.0f}" if found else "too many"
         raise ImageFolderError(
-            f"{where} has too many pixels ({_first_line(exc)}; the limit is "
-            f"{MAX_PIXELS / 1e6:.0f} megapixels): refused as a possible decompression bomb. "
-            "Resize the image (a model's input is far smaller) and try again."
+            f"{where} has {size} megapixels; the limit is {MAX_PIXELS / 1e6:.0f}: refused as a "
+            "possible decompression bomb. Resize the image (a model's input is far smaller) "
+            "and try again."
         ) from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError...
         why = ("no JPEG, PNG or WebP decoder accepts it" if isinstance(exc, UnidentifiedImageError)
@@ -92,6 +95,10 @@ def decode(data: bytes, where: str) -> Image.Image:
             "corrupt. Replace or remove it and try again."
         ) from None
     return img
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -180,7 +187,7 @@ def _scan(files: list[tuple[tuple[str, ...], Callable[[], bytes]]], dirs: list[t
     files = [(p, r) for p, r in files if not _ignored(p)]
     dirs = [d for d in dirs if d and not _ignored(d)]
     if len(files) > MAX_FILES:
-        raise ImageFolderError(f"{what} holds {len(files)} files; the limit is {MAX_FILES}. "
+        raise ImageFolderError(f"{_cap(what)} holds {len(files)} files; the limit is {MAX_FILES}. "
                                "Use a sample of the images.")
     cut = _strip_wrapper([p for p, _ in files])
     scan = _Scan(wrapper=files[0][0][0] if cut else None)
@@ -193,7 +200,8 @@ def _scan(files: list[tuple[tuple[str, ...], Callable[[], bytes]]], dirs: list[t
             raise ImageFolderError(f"{where} is an archive inside the archive; refused. Unzip "
                                    "it and zip the class folders themselves.")
         if len(rel) > MAX_DEPTH:
-            raise ImageFolderError(f"{where} is nested more than {MAX_DEPTH} folders deep.")
+            raise ImageFolderError(f"{where} is nested more than {MAX_DEPTH} folders deep. "
+                                   "Move the images up into their class folder.")
         if kind == "other":
             scan.skip(SKIP_NOT_IMAGE if len(rel) > 1 else SKIP_OUTSIDE)
             continue
@@ -213,7 +221,7 @@ def _check_classes_found(scan: _Scan, what: str) -> None:
     if not scan.images:
         skipped = sum(scan.skipped.values())
         raise ImageFolderError(
-            f"{what} holds no JPEG, PNG or WebP images ({skipped} other file(s) skipped). "
+            f"{_cap(what)} holds no JPEG, PNG or WebP images ({skipped} other file(s) skipped). "
             "Expected one folder per class with the images inside (cats/1.jpg, dogs/2.jpg).")
     empty = sorted(scan.folders - set(scan.images))
     if empty:
@@ -223,7 +231,7 @@ def _check_classes_found(scan: _Scan, what: str) -> None:
             "images to it or remove it: every folder is a class the model must predict.")
     if len(scan.images) < 2:
         raise ImageFolderError(
-            f"{what} holds a single class folder ({next(iter(scan.images))!r}). Expected at "
+            f"{_cap(what)} holds a single class folder ({next(iter(scan.images))!r}). Expected at "
             "least two: one folder per class, each with its images.")
 
 
