@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,18 @@ def test_zip_and_folder_give_the_same_dataset(members, tmp_path):
     # the same archive again reuses the folder (and remembers what was skipped)
     again = extract_image_zip(zip_bytes(wrapped), tmp_path / "ds")
     assert again.files == zipped.files and again.skipped == zipped.skipped
+
+
+def test_zip_made_by_a_zip_tool_with_folder_entries(members, tmp_path):
+    """shutil.make_archive writes folder entries (``data/``, ``data/cats/``) as zip tools do."""
+    import shutil
+
+    write_tree(tmp_path / "src" / "data", members)
+    archive = shutil.make_archive(str(tmp_path / "upload"), "zip", tmp_path / "src")
+    with zipfile.ZipFile(archive) as zf:
+        assert "data/cats/" in zf.namelist()
+    folder = extract_image_zip(Path(archive).read_bytes(), tmp_path / "ds", num_outputs=3)
+    assert folder.class_counts() == {"birds": 6, "cats": 5, "dogs": 4} and not folder.skipped
 
 
 def test_class_count_must_match_the_model_and_nothing_is_extracted(members, tmp_path):
