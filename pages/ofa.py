@@ -10,8 +10,8 @@ from pathlib import Path
 import streamlit as st
 
 from uif_explorer.present import charts
-from uif_explorer.services import app_logic, ofa_app
-from uif_explorer.ui import errors, jobs, state, workspace
+from uif_explorer.services import analysis, eval_data, ofa_app
+from uif_explorer.ui import errors, jobs, loaders, state, workspace
 
 st.title("OFA Pareto", anchor=False)
 st.markdown(
@@ -21,17 +21,6 @@ st.markdown(
 )
 
 TRAIN_JOB = "ofa_train"
-
-
-@st.cache_resource(show_spinner="Loading the supernet...", max_entries=6)
-def _supernet(sample: str, path: str, bundled: bool, name: str, stamp: int):
-    """``(pruner, ofa_model)``, shared by all sessions: never mutate (copy first)."""
-    return ofa_app.load_supernet_at(sample, path, bundled, name)
-
-
-def _load(ref: ofa_app.SupernetRef):
-    stamp = ref.path.with_suffix(".safetensors").stat().st_mtime_ns
-    return _supernet(ref.sample, str(ref.path), ref.bundled, ref.name, stamp)[1]
 
 
 def _apply_pending(key: str, options: list[str]) -> None:
@@ -111,7 +100,7 @@ with errors.guard("showing the OFA search"):
                 key=search_key, help="The bundled search, or one you ran below.")]
         span = ofa_app.recorded_span(ref)
         if span is None:
-            span = ofa_app.supernet_span(_load(ref))
+            span = ofa_app.supernet_span(loaders.supernet(ref))
         lo, hi, step = ofa_app.slider_bounds(span)
         macs_range = st.slider(
             "MACs range (millions)", min_value=lo, max_value=hi, value=(lo, hi), step=step,
@@ -182,11 +171,11 @@ with errors.guard("showing the OFA search"):
                              key="ofa_widths", column_config={
                                  "group": "Channel group (leading layer)",
                                  "channels": "All channels", "widths": "Choices"})
-                ofa_model = _load(ref)
+                ofa_model = loaders.supernet(ref)
                 widths = ofa_app.layer_widths(  # an empty setting is the max subnet
                     ofa_model, {"full": [], **{p: by_id[p]["subnet_setting"] for p in picks}})
                 full = widths.pop("full")
-                st.plotly_chart(ofa_app.widths_figure(full, widths), key="ofa_width_chart")
+                st.plotly_chart(charts.subnet_widths_figure(full, widths), key="ofa_width_chart")
 
                 st.subheader("Use a subnet", anchor=False)
                 u1, u2, u3 = st.columns([2, 1, 1], vertical_alignment="bottom")
@@ -194,7 +183,7 @@ with errors.guard("showing the OFA search"):
                                       format_func=lambda n: ofa_app.subnet_label(by_id[n],
                                                                                  metric))
                 images = int(u2.selectbox(
-                    "Test images", app_logic.IMAGE_CHOICES, index=2, key="ofa_use_images",
+                    "Test images", analysis.IMAGE_CHOICES, index=2, key="ofa_use_images",
                     help="First images of the bundled Fashion-MNIST test subset to measure "
                     "the built subnet on."))
                 if u3.button("Use this subnet", type="primary", key="ofa_use",
@@ -208,18 +197,17 @@ with errors.guard("showing the OFA search"):
                         built, sample=ref.sample, net_id=chosen, supernet=ref,
                         subnet_path=path, search_source=search.data_source))
                 pruned = workspace.pruned()
-                if pruned and pruned.get("kind") == "ofa_subnet" \
-                        and pruned.get("supernet") == str(ref.path):
-                    st.metric(f"Subnet {pruned['net_id']}: measured accuracy",
-                              f"{pruned['accuracy']:.2f} %",
-                              help=app_logic.data_source(pruned["images"]), border=True)
+                if pruned and pruned.kind == "ofa_subnet" and pruned.supernet == str(ref.path):
+                    st.metric(f"Subnet {pruned.net_id}: measured accuracy",
+                              f"{pruned.accuracy:.2f} %",
+                              help=eval_data.data_source(pruned.images), border=True)
                     st.caption(
-                        f"Static subnet (plain layers), {pruned['macs_m']:.3f} M MACs, "
-                        f"{pruned['params_m']:.4f} M params; accuracy: "
-                        f"{app_logic.data_source(pruned['images'])}, after BatchNorm "
-                        f"calibration on {app_logic.CALIB_BATCHES * 64} training images (no "
+                        f"Static subnet (plain layers), {pruned.macs_m:.3f} M MACs, "
+                        f"{pruned.params_m:.4f} M params; accuracy: "
+                        f"{eval_data.data_source(pruned.images)}, after BatchNorm "
+                        f"calibration on {eval_data.CALIB_BATCHES * 64} training images (no "
                         f"fine-tuning). Its subnet_setting is saved as "
-                        f"`{Path(pruned['spec_path']).name}`; download the model on the "
+                        f"`{Path(pruned.spec_path).name}`; download the model on the "
                         "**Export** page.")
 
         # -- a new search -------------------------------------------------------------------
@@ -231,7 +219,7 @@ with errors.guard("showing the OFA search"):
         iterations = int(s2.number_input("Generations", 0, 20, 2, key="ofa_iter",
                                          help="iteration: generations of mutations and "
                                          "crossovers after the first."))
-        search_images = int(s3.selectbox("Eval images", app_logic.IMAGE_CHOICES, index=1,
+        search_images = int(s3.selectbox("Eval images", analysis.IMAGE_CHOICES, index=1,
                                          key="ofa_search_images",
                                          help="First images of the bundled Fashion-MNIST "
                                          "test subset that score each subnet."))
@@ -241,7 +229,7 @@ with errors.guard("showing the OFA search"):
         running = job is not None and job.running
         if s4.button("Run search", type="primary", key="ofa_search_run", disabled=running):
             name = ofa_app.search_name(ref, settings)
-            ofa_copy = copy.deepcopy(_load(ref))  # the cached supernet is shared: a copy
+            ofa_copy = copy.deepcopy(loaders.supernet(ref))  # shared when cached: a copy
 
             def work(job: jobs.Job, ofa=ofa_copy, ref=ref, settings=settings, name=name):
                 return ofa_app.run_search(ofa, ref, folder, settings, name=name,
@@ -265,8 +253,8 @@ with errors.guard("showing the OFA search"):
                     iterations=old["iteration"], images=int(meta.get("images") or 200),
                     macs_step=old["macs_step"], mutate_size=old["mutate_size"],
                     crossover_size=old["crossover_size"],
-                    calib_batches=int(meta.get("calib_batches") or app_logic.CALIB_BATCHES))
-                ofa_copy = copy.deepcopy(_load(ref))
+                    calib_batches=int(meta.get("calib_batches") or eval_data.CALIB_BATCHES))
+                ofa_copy = copy.deepcopy(loaders.supernet(ref))
 
                 def resume(job: jobs.Job, ofa=ofa_copy, ref=ref, settings=again,
                            name=evo["model"]):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from uif_explorer.io.loading import LoadError
-from uif_explorer.present import charts
-from uif_explorer.services import app_logic, model_source
+from uif_explorer.present import charts, reports
+from uif_explorer.services import analysis, eval_data, pruning_jobs
 from uif_explorer.ui import errors, jobs, loaders, workspace
 
 st.title("One-step", anchor=False)
@@ -28,7 +28,7 @@ with errors.guard("showing the one-step search"):
     num_subnet = int(c1.number_input("Candidates", 1, 500, 20, key="os_num",
                                      help="How many strategies to sample and score."))
     pct = int(c2.number_input("MACs to remove (%)", 5, 80, 30, key="os_pct"))
-    images = int(c3.selectbox("Eval images", app_logic.IMAGE_CHOICES, index=1, key="os_images",
+    images = int(c3.selectbox("Eval images", analysis.IMAGE_CHOICES, index=1, key="os_images",
                               help="First images of the evaluation data (the bundled "
                               "Fashion-MNIST test subset unless you uploaded an .npz)."))
     ratio = pct / 100
@@ -42,24 +42,19 @@ with errors.guard("showing the one-step search"):
         st.warning(str(exc), icon=":material/dataset:")
     if c4.button("Run search", type="primary", key="os_run",
                  disabled=run_ev is None or (job is not None and job.running)):
-        existing = app_logic.read_search(search_path)
-        old = app_logic.read_settings(search_path)
-        forced = existing is not None and (
-            existing.get("images") not in (None, images)
-            or old.get("images") not in (None, images)
-            or old.get("score", run_ev.describe()) != run_ev.describe())
+        forced = analysis.search_needs_restart(search_path, images, run_ev.describe())
 
         def work(job: jobs.Job, n=num_subnet, ratio=ratio, ev=run_ev, forced=forced):
-            return model_source.search(runner, loaded.source, ev, n, ratio, bool(forced),
-                                       job.progress)
+            return loaded.source.backend.search(runner, ev, n, ratio, bool(forced),
+                                                job.progress)
 
-        app_logic.write_settings(search_path, images, [ratio], run_ev.describe())
+        analysis.write_settings(search_path, images, [ratio], run_ev.describe())
         job = registry.start(token, job_name, work, label="One-step search")
 
     def live() -> None:
         job = registry.get(token, job_name)
         jobs.progress_block(job, "Search")
-        search = app_logic.read_search(search_path)
+        search = analysis.read_search(search_path)
         if search and job is not None and job.running:
             scored = len(charts.scored_candidates(search))
             st.caption(f"{scored} candidates scored so far.")
@@ -67,16 +62,16 @@ with errors.guard("showing the one-step search"):
 
     jobs.poll(job, live)
 
-    search = app_logic.read_search(search_path)
-    found = app_logic.read_settings(search_path)
+    search = analysis.read_search(search_path)
+    found = analysis.read_settings(search_path)
     used = int(found.get("images") or images)
     try:
         ev = loaders.evaluator(loaded, used)
     except LoadError:
         ev = None
     score_text = str(found.get("score") or (ev.describe() if ev is not None
-                                             else app_logic.data_source(used)))
-    calib_text = (f"{app_logic.CALIB_BATCHES * 64} training images" if ev is None or ev.bundled
+                                             else eval_data.data_source(used)))
+    calib_text = (f"{eval_data.CALIB_BATCHES * 64} training images" if ev is None or ev.bundled
                   else "the first 256 images of your data")
     if not search or not charts.scored_candidates(search):
         st.info(f"No scored candidates at {pct} % MACs removed in this workspace yet: press "
@@ -91,7 +86,7 @@ with errors.guard("showing the one-step search"):
             event = st.plotly_chart(charts.candidates_figure(search), key="os_scatter",
                                     on_select="rerun", selection_mode="points")
         with right:
-            st.dataframe(app_logic.candidates_table(search), hide_index=True, key="os_table",
+            st.dataframe(reports.candidates_table(search), hide_index=True, key="os_table",
                          height=min(38 + 35 * len(search["candidates"]), 420),
                          column_config={
                              "id": st.column_config.NumberColumn("Candidate"),
@@ -119,7 +114,7 @@ with errors.guard("showing the one-step search"):
                                               f" beside the best (candidate {best})"),
                      anchor=False)
         st.plotly_chart(charts.candidate_ratios_figure(search, ids), key="os_ratios")
-        st.dataframe(app_logic.candidate_ratios_table(search, ids), hide_index=True,
+        st.dataframe(reports.candidate_ratios_table(search, ids), hide_index=True,
                      key="os_ratio_table")
         if ev is None:
             st.info("Upload evaluation data on the **Model** page to build and score a "
@@ -127,37 +122,16 @@ with errors.guard("showing the one-step search"):
         elif st.button(f"Build candidate {chosen}", type="primary", key="os_build",
                        icon=":material/build:"):
             with st.spinner("Building the slim model and scoring it..."):
-                kind = "slim"
-                try:
-                    model = model_source.build_candidate(runner, loaded.source, ratio, chosen)
-                except Exception as exc:  # noqa: BLE001 - e.g. grouped convs of a .pt2 graph
-                    if loaded.source.kind != model_source.PT2:
-                        raise
-                    errors.log.warning("slim build failed, using the sparse model", exc_info=exc)
-                    model = runner.prune(removal_ratio=ratio, index=chosen, mode="sparse")
-                    kind = "sparse"
-                # scored like in the search: BatchNorm statistics re-estimated first
-                ev.calib_fn(model, *ev.calib_args)
-                acc = ev.score(model)
-            cand = next(c for c in search["candidates"] if c["id"] == chosen)
-            workspace.set_pruned({
-                "model": model, "kind": kind, "model_name": name,
-                "framework": loaded.framework,
-                "source": f"One-step candidate {chosen} at {pct} % MACs removed",
-                "removal_ratio": ratio, "candidate": chosen,
-                "spec_path": str(runner.workspace.spec(name, ratio=ratio, candidate=str(chosen))),
-                "accuracy": acc, "images": ev.images, "score_source": ev.describe(),
-                "label_free": ev.label_free, "macs_m": cand["macs"],
-                "params_m": cand["params"],
-            })
+                workspace.set_pruned(pruning_jobs.build_candidate(
+                    runner, loaded.source, ev, ratio, chosen, search))
         pruned = workspace.pruned()
-        if pruned and pruned["model_name"] == name and pruned.get("candidate") is not None:
-            shown = pruned.get("score_source") or app_logic.data_source(pruned["images"])
-            st.metric(f"Built: {pruned['source']}", f"{pruned['accuracy']:.2f} %",
+        if pruned and pruned.model_name == name and pruned.candidate is not None:
+            shown = pruned.score_source
+            st.metric(f"Built: {pruned.source}", f"{pruned.accuracy:.2f} %",
                       help=shown, border=True)
-            model_kind = "Slim" if pruned["kind"] == "slim" else "Sparse (the exported " \
+            model_kind = "Slim" if pruned.kind == "slim" else "Sparse (the exported " \
                 "program's grouped convolutions cannot be sliced)"
-            st.caption(f"{model_kind} model, {pruned['macs_m']:.3f} M MACs, "
-                       f"{pruned['params_m']:.4f} M params; score: {shown}, after adaptive BN "
+            st.caption(f"{model_kind} model, {pruned.macs_m:.3f} M MACs, "
+                       f"{pruned.params_m:.4f} M params; score: {shown}, after adaptive BN "
                        f"on {calib_text} as in the search (no fine-tuning). Download it on the "
                        "Export page.")

@@ -1,16 +1,19 @@
 """Sensitivity page: analyse each channel group in the background, pick a MACs ratio, prune,
 fine-tune. The analysis lives in the session's workspace (``.sens``) and survives a reload.
-Works on the current model of any source (PyTorch or Keras; see ``uif_explorer.services.model_source``).
+Works on the current model of any source (PyTorch or Keras): the decisions and the pruning
+live in ``services.analysis`` and ``services.pruning_jobs``; this page lays them out.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import streamlit as st
 
 from uif_explorer.core.plan import PlanError
 from uif_explorer.io.loading import LoadError
 from uif_explorer.present import charts
-from uif_explorer.services import app_logic
+from uif_explorer.services import analysis, pruning_jobs
 from uif_explorer.ui import errors, jobs, loaders, workspace
 
 st.title("Sensitivity", anchor=False)
@@ -19,7 +22,7 @@ st.markdown(
     "show which groups can lose channels cheaply. Then pick how many MACs to remove."
 )
 
-PRESETS = {p.label: p for p in app_logic.SENS_PRESETS}
+PRESETS = {p.label: p for p in analysis.SENS_PRESETS}
 
 
 def _curves(sens: dict | None, score_source: str) -> None:
@@ -27,7 +30,7 @@ def _curves(sens: dict | None, score_source: str) -> None:
         st.info("No analysis of this model in this workspace yet: press **Run analysis**.",
                 icon=":material/info:")
         return
-    done, total = app_logic.sens_progress(sens)
+    done, total = analysis.sens_progress(sens)
     status = "finished" if sens.get("complete") else "unfinished"
     st.caption(f"{done} of {total} evaluations saved ({status}). Score: {score_source}. "
                "x: fraction of the group's channels removed.")
@@ -43,7 +46,6 @@ with errors.guard("showing the sensitivity analysis"):
     st.caption(f"Model: **{loaded.title}** (`{name}`, chosen on the Model page), "
                f"{loaded.summary.macs / 1e6:.2f} M MACs at input {loaded.summary.input_label}.")
 
-    settings = app_logic.read_settings(sens_path)
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     preset = PRESETS[c1.selectbox("Analysis setting", list(PRESETS), key="sens_preset",
                                   help="Images of the evaluation data used to score each step "
@@ -57,39 +59,26 @@ with errors.guard("showing the sensitivity analysis"):
     job = registry.get(token, job_name)
     if c2.button("Run analysis", type="primary", key="sens_run",
                  disabled=run_ev is None or (job is not None and job.running)):
-        existing = app_logic.read_sens(sens_path)
-        forced = existing is not None and (
-            existing.get("complete")
-            or sorted(existing["ratios"]) != sorted(preset.ratios)
-            or settings.get("images") != preset.images
-            or settings.get("score", run_ev.describe()) != run_ev.describe())
-        app_logic.write_settings(sens_path, preset.images, preset.ratios, run_ev.describe())
+        forced = analysis.analysis_needs_restart(sens_path, preset.ratios, preset.images,
+                                                 run_ev.describe())
+        analysis.write_settings(sens_path, preset.images, preset.ratios, run_ev.describe())
 
         def work(job: jobs.Job, ev=run_ev, ratios=preset.ratios, forced=forced):
             return runner.ana(ev.eval_fn, args=ev.eval_args, ratios=ratios,
                               forced=bool(forced), progress=job.progress)
 
         job = registry.start(token, job_name, work, label="Sensitivity analysis")
-        settings = app_logic.read_settings(sens_path)
-
-    def score_source() -> str:
-        found = app_logic.read_settings(sens_path)
-        if found.get("score"):
-            return str(found["score"])
-        if found.get("images"):
-            return app_logic.data_source(int(found["images"])) + ", in %"
-        return "the data the analysis was run with (outside the app)"
 
     def live() -> None:
         job = registry.get(token, job_name)
         jobs.progress_block(job, "Sensitivity analysis")
-        _curves(app_logic.read_sens(sens_path), score_source())
+        _curves(analysis.read_sens(sens_path), analysis.score_source(sens_path))
         jobs.rerun_when_finished(job)
 
     jobs.poll(job, live)
 
-    sens = app_logic.read_sens(sens_path)
-    known_images = app_logic.read_settings(sens_path).get("images")  # None: made by the CLI
+    sens = analysis.read_sens(sens_path)
+    known_images = analysis.read_settings(sens_path).get("images")  # None: made by the CLI
     images = int(known_images or 200)
     try:
         ev = loaders.evaluator(loaded, images)
@@ -104,18 +93,18 @@ with errors.guard("showing the sensitivity analysis"):
                         help="Fraction of the original model's MACs to remove; the groups' "
                         "ratios come from the curves above.")
         try:
-            preview, divisible = app_logic.plan_preview(runner, pct / 100)
+            preview, divisible = analysis.plan_preview(runner, pct / 100)
         except PlanError as exc:
             st.warning(f"{exc} Move the slider to a nearby value.", icon=":material/tune:")
             st.stop()
         cols = st.columns(4)
-        metrics = app_logic.preview_metrics(preview, images, label_free=label_free)
+        metrics = analysis.preview_metrics(preview, images, label_free=label_free)
         for col, (label, value) in zip(cols, metrics.items(), strict=False):
             col.metric(label, value, border=True)
         st.caption(
             f"Computed from the pruning plan without building the model: MACs in millions at "
             f"input {loaded.summary.input_label} (batch 1), params in millions; the predicted "
-            f"{word} adds up the curves' drops ({score_source()}). Original: "
+            f"{word} adds up the curves' drops ({analysis.score_source(sens_path)}). Original: "
             f"{preview.original_macs:.3f} M MACs, {preview.original_params:.4f} M params."
         )
         st.dataframe(preview.groups, hide_index=True, key="sens_plan_table",
@@ -126,34 +115,23 @@ with errors.guard("showing the sensitivity analysis"):
                     "model.", icon=":material/dataset:")
         elif st.button("Prune", type="primary", key="sens_prune", icon=":material/content_cut:"):
             with st.spinner("Pruning and scoring..."):
-                ratio = pct / 100
-                model = runner.prune(removal_ratio=ratio, mode="sparse",
-                                     channel_divisible=divisible)
-                acc = ev.score(model)
+                made = pruning_jobs.prune_from_analysis(runner, loaded.source, ev, pct / 100,
+                                                        divisible, preview)
             registry.forget(token, f"finetune:{name}")  # its result belongs to the old prune
-            workspace.set_pruned({
-                "model": model, "kind": "sparse", "model_name": name,
-                "framework": loaded.framework,
-                "source": f"Sensitivity, {pct} % of MACs removed",
-                "removal_ratio": ratio, "spec_path": str(runner.workspace.spec(name, ratio=ratio)),
-                "accuracy": acc, "images": ev.images, "score_source": ev.describe(),
-                "label_free": ev.label_free, "macs_m": preview.macs,
-                "params_m": preview.params,
-            })
+            workspace.set_pruned(made)
         pruned = workspace.pruned()
-        if pruned and pruned["model_name"] == name and pruned["source"].startswith("Sens"):
-            shown = pruned.get("score_source") or app_logic.data_source(pruned["images"])
-            title = "Pruned score" if pruned.get("label_free") else "Pruned accuracy"
-            st.metric(f"{title} ({pruned['source']})", f"{pruned['accuracy']:.2f} %",
-                      delta=f"{pruned['accuracy'] - sens['baseline']:.2f} points vs unpruned",
+        if pruned and pruned.model_name == name and pruned.from_sensitivity:
+            shown = pruned.score_source
+            title = "Pruned score" if pruned.label_free else "Pruned accuracy"
+            st.metric(f"{title} ({pruned.source})", f"{pruned.accuracy:.2f} %",
+                      delta=f"{pruned.accuracy - sens['baseline']:.2f} points vs unpruned",
                       border=True)
             st.caption(f"Measured on the pruned (sparse) model: {shown}. Spec saved as "
-                       f"`{runner.workspace.spec(name, ratio=pruned['removal_ratio']).name}`.")
+                       f"`{Path(pruned.spec_path).name}`.")
 
             st.subheader("Fine-tune", anchor=False)
-            keras_model = loaded.framework == "keras"
-            if (ev is None or not ev.bundled
-                    or (not keras_model and loaded.source.batch_fixed)):
+            backend = loaded.source.backend
+            if not pruning_jobs.can_fine_tune(loaded.source, ev):
                 st.info(
                     "Fine-tuning in the app uses the bundled Fashion-MNIST training images, so "
                     "it is offered for models that take them. Otherwise fine-tune the sparse "
@@ -162,10 +140,9 @@ with errors.guard("showing the sensitivity analysis"):
             else:
                 f1, f2, f3, f4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
                 epochs = f1.number_input("Epochs", 1, 10, 1, key="ft_epochs")
-                lr = f2.number_input("Learning rate", 0.0001, 1.0,
-                                     0.001 if keras_model else 0.01, format="%.4f",
-                                     key="ft_lr", help="Adam for Keras models, SGD with "
-                                     "distillation from the unpruned model for PyTorch ones.")
+                lr = f2.number_input("Learning rate", 0.0001, 1.0, backend.finetune_lr,
+                                     format="%.4f", key="ft_lr",
+                                     help=f"{backend.finetune_help}.")
                 batches = f3.number_input("Batches of 128 per epoch", 1, 79, 10,
                                           key="ft_batches",
                                           help="From the bundled 10,000 training images.")
@@ -173,14 +150,8 @@ with errors.guard("showing the sensitivity analysis"):
                 ft_job = registry.get(token, ft_name)
                 if f4.button("Fine-tune", key="ft_run",
                              disabled=ft_job is not None and ft_job.running):
-                    settings = {"epochs": int(epochs), "lr": float(lr),
-                                "batches": int(batches)}
-                    if keras_model:
-                        work = app_logic.keras_finetune_job(runner, pruned["spec_path"], ev,
-                                                            **settings)
-                    else:
-                        work = app_logic.torch_finetune_job(pruned["model"], loaded.model, ev,
-                                                            **settings)
+                    work = pruning_jobs.fine_tune_job(pruned, loaded.source, loaded.model,
+                                                      runner, ev, epochs, lr, batches)
                     ft_job = registry.start(token, ft_name, work, label="Fine-tuning")
 
                 def ft_live() -> None:
@@ -189,14 +160,8 @@ with errors.guard("showing the sensitivity analysis"):
                     if job is not None and job.status == jobs.DONE:
                         res = job.result
                         cur = workspace.pruned()
-                        if cur is not None and cur.get("finetune_serial") != job.serial:
-                            kept = {k: v for k, v in cur.items() if k not in workspace.DERIVED}
-                            workspace.set_pruned({**kept, "model": res["model"],
-                                                  "accuracy_before_ft": cur["accuracy"],
-                                                  "accuracy": res["accuracy"],
-                                                  "finetune_serial": job.serial,
-                                                  "source": cur["source"] + f", fine-tuned "
-                                                  f"{res['epochs']} epoch(s)"})
+                        if cur is not None:
+                            workspace.set_pruned(pruning_jobs.fine_tuned(cur, res, job.serial))
                         st.success(f"Accuracy after fine-tuning: {res['accuracy']:.2f} % "
                                    f"({shown}).", icon=":material/check:")
                     jobs.rerun_when_finished(job)

@@ -81,8 +81,8 @@ def test_export_of_an_ofa_subnet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     at.button(key="ofa_use").click().run()
     _no_errors(at)
     pruned = at.session_state[workspace.PRUNED_KEY]
-    assert pruned["kind"] == "ofa_subnet"
-    subnet = pruned["model"]
+    assert pruned.kind == "ofa_subnet"
+    subnet = pruned.model
 
     downloads.clear()
     at.switch_page("pages/export.py").run()
@@ -98,7 +98,7 @@ def test_export_of_an_ofa_subnet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     setting_path = tmp_path / f"{SAMPLE}_ofa_subnet.json"
     setting_path.write_bytes(_bytes(downloads["Subnet setting (.json)"]))
     entry = load_subnet_config(setting_path)
-    assert entry["net_id"] == NET and entry["subnet_setting"] == pruned["subnet_setting"]
+    assert entry["net_id"] == NET and entry["subnet_setting"] == pruned.subnet_setting
     from safetensors.torch import load
 
     offer = downloads["Slim state dict (.safetensors)"]
@@ -117,11 +117,11 @@ def test_export_of_an_ofa_subnet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     # the reports carry the setting; the HTML one the search the subnet came from
     report = json.loads(_bytes(downloads["Report (.json)"]))
-    assert report["subnet_setting"] == pruned["subnet_setting"]
+    assert report["subnet_setting"] == pruned.subnet_setting
     assert report["ofa_args"] == entry["ofa_args"]
     rows = list(csv.DictReader(io.StringIO(_bytes(downloads["Report (.csv)"]).decode())))
     in_csv = [json.loads(r["subnet_setting"]) for r in rows if r["subnet_setting"]]
     assert sorted(json.dumps(e) for es in in_csv for e in es) == sorted(
-        json.dumps(e) for e in pruned["subnet_setting"])
+        json.dumps(e) for e in pruned.subnet_setting)
     html = _bytes(downloads["Report with charts (.html)"]).decode()
     assert "evaluated subnets" in html and "Pareto front" in html and "subnet_setting" in html

@@ -140,12 +140,12 @@ def test_keyboard_choice_and_use_this_subnet(ws_root: Path) -> None:
     assert metric.value.endswith(" %")
     assert "first 64 images of the bundled Fashion-MNIST test subset" in _captions(at)
     pruned = at.session_state[workspace.PRUNED_KEY]
-    assert pruned["kind"] == "ofa_subnet" and pruned["model_name"] == "mobilenetv2_small"
-    assert pruned["net_id"] == "net_min" and f"{pruned['accuracy']:.2f} %" == metric.value
-    assert pruned["macs_m"] == pytest.approx(2.164976, abs=1e-5)
-    saved = json.loads(Path(pruned["spec_path"]).read_text())
-    assert saved["subnet_setting"] == pruned["subnet_setting"]
-    assert Path(pruned["spec_path"]).parent == ws_root / TOKEN
+    assert pruned.kind == "ofa_subnet" and pruned.model_name == "mobilenetv2_small"
+    assert pruned.net_id == "net_min" and f"{pruned.accuracy:.2f} %" == metric.value
+    assert pruned.macs_m == pytest.approx(2.164976, abs=1e-5)
+    saved = json.loads(Path(pruned.spec_path).read_text())
+    assert saved["subnet_setting"] == pruned.subnet_setting
+    assert Path(pruned.spec_path).parent == ws_root / TOKEN
 
 
 def test_a_new_search_runs_in_the_background_and_is_shown(ws_root: Path) -> None:

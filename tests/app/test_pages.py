@@ -17,7 +17,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from uif_explorer import zoo
-from uif_explorer.services import app_logic
+from uif_explorer.services import analysis, backends, eval_data, export_report, torch_backend
 from uif_explorer.torch.evaluation import adaptive_bn_calibration, top1_accuracy
 from uif_explorer.torch.runners import get_pruning_runner
 from uif_explorer.ui import workspace
@@ -37,17 +37,17 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("workspaces")
     folder = root / TOKEN
     model, x = zoo.load_torch_sample("resnet20"), zoo.example_input("resnet20")
-    loader = app_logic.test_loader(IMAGES)
+    loader = eval_data.test_loader(IMAGES)
     it = get_pruning_runner(copy.deepcopy(model), x, "iterative", workdir=folder,
                             name="resnet20")
     it.ana(top1_accuracy, args=(loader,), ratios=(0.5,))
-    app_logic.write_settings(it.workspace.sens("resnet20"), IMAGES, (0.5,))
+    analysis.write_settings(it.workspace.sens("resnet20"), IMAGES, (0.5,))
     one = get_pruning_runner(copy.deepcopy(model), x, "one_step", workdir=folder,
                              name="resnet20")
-    one.search(calibration_fn=adaptive_bn_calibration, calib_args=(app_logic.calib_loader(),),
+    one.search(calibration_fn=adaptive_bn_calibration, calib_args=(eval_data.calib_loader(),),
                eval_fn=top1_accuracy, eval_args=(loader,), num_subnet=2,
                removal_ratio=SEARCH_RATIO)
-    app_logic.write_settings(one.workspace.search("resnet20", SEARCH_RATIO), IMAGES,
+    analysis.write_settings(one.workspace.search("resnet20", SEARCH_RATIO), IMAGES,
                              [SEARCH_RATIO])
     return root
 
@@ -128,7 +128,7 @@ def test_sensitivity_shows_curves_and_the_slider_preview_matches_plan(ws_root: P
     for pct in (30, 45):
         at.slider(key="sens_macs_pct").set_value(pct).run()
         _no_errors(at)
-        want = app_logic.preview_metrics(runner.plan(pct / 100), IMAGES)
+        want = analysis.preview_metrics(runner.plan(pct / 100), IMAGES)
         got = _metrics(at)
         assert {k: got[k] for k in want} == want
         table = _table_with(at, "kept")
@@ -141,24 +141,24 @@ def test_sensitivity_prune_shows_the_pruned_accuracy_at_once(ws_root: Path) -> N
     at.button(key="sens_prune").click().run()
     _no_errors(at)
     pruned = at.session_state[workspace.PRUNED_KEY]
-    assert pruned["kind"] == "sparse" and pruned["removal_ratio"] == 0.4
+    assert pruned.kind == "sparse" and pruned.removal_ratio == 0.4
     label = "Pruned accuracy (Sensitivity, 40 % of MACs removed)"
-    assert _metrics(at)[label] == f"{pruned['accuracy']:.2f} %"
-    assert pruned["accuracy"] == pytest.approx(app_logic.accuracy(pruned["model"], IMAGES))
+    assert _metrics(at)[label] == f"{pruned.accuracy:.2f} %"
+    assert pruned.accuracy == pytest.approx(eval_data.accuracy(pruned.model, IMAGES))
     assert (ws_root / TOKEN / "resnet20_ratio_0.4.spec").exists()
 
 
 def test_one_step_lists_every_candidate_and_builds_the_best(ws_root: Path) -> None:
     at = _app("pages/one_step.py")
     _no_errors(at)
-    search = app_logic.read_search(ws_root / TOKEN / "resnet20_ratio_0.3.search")
+    search = analysis.read_search(ws_root / TOKEN / "resnet20_ratio_0.3.search")
     table = _table_with(at, "removed_pct")
     assert sorted(table["id"]) == [c["id"] for c in search["candidates"]] == [0, 1]
     assert len(_plotly(at)) == 2  # the scatter and the best's ratios
     at.button(key="os_build").click().run()
     _no_errors(at)
     pruned = at.session_state[workspace.PRUNED_KEY]
-    assert pruned["kind"] == "slim" and pruned["candidate"] == search["ranking"][0]
+    assert pruned.kind == "slim" and pruned.candidate == search["ranking"][0]
 
 
 def test_export_offers_downloads_and_a_report_for_the_pruned_model(ws_root: Path) -> None:
@@ -259,8 +259,9 @@ def test_latency_is_the_median_of_interleaved_runs() -> None:
             return x
 
     ticks = iter(range(1000))
-    lat = app_logic.measure_latency({"a": Tag("a"), "b": Tag("b")}, torch.zeros(1, 1),
-                                    repeats=10, warmup=1, clock=lambda: next(ticks) * 0.001)
+    lat = backends.measure_latency(torch_backend.TORCH, {"a": Tag("a"), "b": Tag("b")},
+                                   torch.zeros(1, 1), repeats=10, warmup=1,
+                                   clock=lambda: next(ticks) * 0.001)
     assert calls[2:6] == ["a", "b", "a", "b"]  # interleaved after the warm-up
     assert lat == {"a": pytest.approx(1.0), "b": pytest.approx(1.0)}
 
@@ -280,9 +281,9 @@ def test_fine_tune_runs_in_the_background_and_shows_the_new_accuracy(ws_root: Pa
     at.run()
     _no_errors(at)
     after = at.session_state[workspace.PRUNED_KEY]
-    assert after["accuracy"] == pytest.approx(job.result["accuracy"])
-    assert after["accuracy_before_ft"] == before["accuracy"]
-    assert "fine-tuned 1 epoch(s)" in after["source"]
+    assert after.accuracy == pytest.approx(job.result["accuracy"])
+    assert after.accuracy_before_ft == before.accuracy
+    assert "fine-tuned 1 epoch(s)" in after.source
     assert any("Accuracy after fine-tuning" in s.value for s in at.success)
 
 
@@ -295,9 +296,9 @@ def test_export_after_a_reload_rebuilds_from_the_workspace_spec(ws_root: Path) -
     fresh.button(key="export_rebuild").click().run()
     _no_errors(fresh)
     rebuilt = fresh.session_state[workspace.PRUNED_KEY]
-    assert rebuilt["kind"] == "slim" and rebuilt["spec_path"] == pruned["spec_path"]
-    state = app_logic.plain_state_dict(rebuilt["model"])
-    want = app_logic.slim_of(pruned["model"], zoo.load_torch_sample("resnet20")).state_dict()
+    assert rebuilt.kind == "slim" and rebuilt.spec_path == pruned.spec_path
+    state = torch_backend.plain_state_dict(rebuilt.model)
+    want = torch_backend.slim_of(pruned.model, zoo.load_torch_sample("resnet20")).state_dict()
     assert {k: tuple(v.shape) for k, v in state.items()} == {
         k: tuple(v.shape) for k, v in want.items()}
     labels = [b.proto.label for b in fresh.get("download_button")]
@@ -312,18 +313,18 @@ def test_export_files_of_the_slim_model_load(ws_root: Path, tmp_path: Path) -> N
     runner = get_pruning_runner(copy.deepcopy(original), x, "iterative",
                                 workdir=ws_root / TOKEN, name="resnet20")
     sparse = runner.prune(removal_ratio=0.3, mode="sparse")
-    slim = app_logic.slim_of(sparse, original)
-    state = load(app_logic.export_bytes(slim, x, "safetensors", tmp_path))
+    slim = torch_backend.slim_of(sparse, original)
+    state = load(torch_backend.export_bytes(slim, x, "safetensors", tmp_path))
     assert set(state) == set(original.state_dict())
     assert {k: tuple(v.shape) for k, v in state.items()} == {
         k: tuple(v.shape) for k, v in slim.state_dict().items()}
-    onnx = app_logic.onnx_checked(slim, x, tmp_path)
+    onnx = torch_backend.onnx_checked(slim, x, tmp_path)
     assert onnx["bytes"] and onnx["error"] <= 1e-4
 
 
 def test_one_step_shows_a_chosen_candidate_beside_the_best(ws_root: Path) -> None:
     at = _app("pages/one_step.py")
-    search = app_logic.read_search(ws_root / TOKEN / "resnet20_ratio_0.3.search")
+    search = analysis.read_search(ws_root / TOKEN / "resnet20_ratio_0.3.search")
     best = search["ranking"][0]
     other = next(c["id"] for c in search["candidates"] if c["id"] != best)
     at.session_state["os_chosen"] = other  # what clicking its point selects
@@ -338,9 +339,9 @@ def test_one_step_shows_a_chosen_candidate_beside_the_best(ws_root: Path) -> Non
     assert {g: got[g] for g in want} == want
     at.button(key="os_build").click().run()
     built = at.session_state[workspace.PRUNED_KEY]
-    assert built["candidate"] == other
+    assert built.candidate == other
     # built and scored like in the search (adaptive BN, same images): the same accuracy
-    assert built["accuracy"] == pytest.approx(
+    assert built.accuracy == pytest.approx(
         next(c["score"] for c in search["candidates"] if c["id"] == other), abs=1e-6)
     assert (ws_root / TOKEN / f"resnet20_ratio_0.3_{other}.spec").exists()
 
@@ -353,7 +354,7 @@ def test_an_analysis_runs_in_the_background_can_be_cancelled_and_resumes(
     monkeypatch.setenv("UIF_WORKSPACES", str(tmp_path))
     token = "cancel-test-" + "b" * 20
     at = _app("pages/sensitivity.py", token=token)
-    at.selectbox(key="sens_preset").select(app_logic.SENS_PRESETS[1].label).run()
+    at.selectbox(key="sens_preset").select(analysis.SENS_PRESETS[1].label).run()
     at.button(key="sens_run").click().run()
     _no_errors(at)
     job = jobs.registry().get(token, "sensitivity:resnet20")
@@ -367,7 +368,7 @@ def test_an_analysis_runs_in_the_background_can_be_cancelled_and_resumes(
     job = jobs.registry().wait(token, "sensitivity:resnet20", timeout=TIMEOUT)
     assert job.status == jobs.CANCELLED
     sens_path = tmp_path / token / "resnet20.sens"
-    saved, total = app_logic.sens_progress(app_logic.read_sens(sens_path))
+    saved, total = analysis.sens_progress(analysis.read_sens(sens_path))
     assert 2 <= saved < total == 12 * 4 + 1
     at.run()
     _no_errors(at)
@@ -385,10 +386,10 @@ def test_an_analysis_runs_in_the_background_can_be_cancelled_and_resumes(
 def test_the_html_report_holds_the_facts_and_every_chart(prepared: Path) -> None:
     from uif_explorer.present import charts
 
-    sens = app_logic.read_sens(prepared / TOKEN / "resnet20.sens")
+    sens = analysis.read_sens(prepared / TOKEN / "resnet20.sens")
     figures = [charts.width_figure({"conv1": 16}, {"conv1": 8}), charts.sensitivity_figure(sens)]
-    page = app_logic.html_report("UIF Explorer report: resnet20",
-                                 {"accuracy": 91.5, "source": "a <prune>"}, figures)
+    page = export_report.html_report("UIF Explorer report: resnet20",
+                                         {"accuracy": 91.5, "source": "a <prune>"}, figures)
     assert page.startswith("<!doctype html>") and "UIF Explorer report: resnet20" in page
     assert "a &lt;prune&gt;" in page and "91.5" in page
     assert page.count('class="plotly-graph-div"') == 2

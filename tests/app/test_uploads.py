@@ -340,17 +340,17 @@ def _keras_pages(at: AppTest, root: Path, tmp_path: Path) -> None:
     assert job is not None and job.status == "done", job and job.error
     at.run()
     _no_errors(at)
-    assert "fine-tuned 1 epoch(s)" in at.session_state[workspace.PRUNED_KEY]["source"]
+    assert "fine-tuned 1 epoch(s)" in at.session_state[workspace.PRUNED_KEY].source
     assert any("Accuracy after fine-tuning" in s.value for s in at.success)
 
     at.switch_page("pages/export.py").run()
     _no_errors(at)
     labels = [b.proto.label for b in at.get("download_button")]
     assert "Slim Keras model (.keras)" in labels and "Spec (.json)" in labels
-    from uif_explorer.services import app_logic
+    from uif_explorer.services.backends import backend_for
 
-    blob = app_logic.keras_export_bytes(at.session_state[workspace.PRUNED_KEY]["slim"],
-                                        tmp_path)
+    blob = backend_for("keras").export_bytes(at.session_state[workspace.PRUNED_KEY].slim,
+                                             None, "keras", tmp_path)
     (tmp_path / "slim.keras").write_bytes(blob)
     slim = keras.saving.load_model(tmp_path / "slim.keras", safe_mode=True)
     assert slim.count_params() < zoo.load_keras_sample("keras_convnet").count_params()
@@ -365,7 +365,7 @@ def _keras_pages(at: AppTest, root: Path, tmp_path: Path) -> None:
     _no_errors(at)
     at.button(key="os_build").click().run()
     _no_errors(at)
-    assert at.session_state[workspace.PRUNED_KEY]["kind"] == "slim"
+    assert at.session_state[workspace.PRUNED_KEY].kind == "slim"
 
 
 # -- imports -----------------------------------------------------------------------------------

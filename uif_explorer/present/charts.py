@@ -184,6 +184,24 @@ def width_figure(before_widths: Mapping[str, int], after_widths: Mapping[str, in
     return fig
 
 
+def subnet_widths_figure(full: Mapping[str, int], subnets: Mapping[str, Mapping[str, int]]
+                         ) -> go.Figure:
+    """Per-layer output channels: the full supernet and each chosen subnet as grouped bars."""
+    layers = list(full)
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=layers, y=[int(full[k]) for k in layers], name="full (max subnet)",
+                         marker={"color": "lightgray"},
+                         hovertemplate="%{x}: %{y} channels<extra>full</extra>"))
+    for label, widths in subnets.items():
+        fig.add_trace(go.Bar(x=layers, y=[int(widths.get(k, full[k])) for k in layers],
+                             name=label,
+                             hovertemplate="%{x}: %{y} channels<extra>" + label + "</extra>"))
+    fig.update_layout(title="Output channels per layer", xaxis_title="Layer",
+                      yaxis_title="Output channels", barmode="group",
+                      legend={"orientation": "h", "y": -0.35})
+    return fig
+
+
 def _evolution_records(evo: Mapping[str, Any], macs_range: tuple[float, float] | None
                        ) -> list[Mapping[str, Any]]:
     metric = evo.get("metric", "acc1")

@@ -295,3 +295,35 @@ def _fmt(v: Any) -> str:
 __all__ = ["layer_widths", "load", "pareto_frame", "pareto_html", "pareto_metric",
            "pareto_text", "runner_facts", "runner_html", "runner_text", "search_frame",
            "sensitivity_frame", "width_frame"]
+
+
+def candidates_table(search: Mapping[str, Any]) -> pd.DataFrame:
+    """The One-step page's table: one row per candidate (id, MACs (M), params (M), MACs
+    removed (%), score, whether it is the best)."""
+    best = search.get("ranking", [None])[0] if search.get("ranking") else None
+    rows = [{
+        "id": int(c["id"]),
+        "macs_m": round(float(c["macs"]), 4),
+        "params_m": round(float(c["params"]), 4),
+        "removed_pct": round(100 * float(c.get("removal", 0.0)), 2),
+        "score": None if c.get("score") is None else round(float(c["score"]), 3),
+        "best": c["id"] == best,
+    } for c in search.get("candidates", [])]
+    return pd.DataFrame(rows, columns=["id", "macs_m", "params_m", "removed_pct", "score",
+                                       "best"])
+
+
+def candidate_ratios_table(search: Mapping[str, Any], ids: Sequence[int]) -> pd.DataFrame:
+    """Per prunable group (rows) the fraction of channels removed by each chosen candidate."""
+    by_id = {int(c["id"]): c for c in search.get("candidates", [])}
+    rows = []
+    for g in search.get("groups", []):
+        if not g.get("prunable", True):
+            continue
+        row = {"group": g["id"], "name": g["name"], "channels": g["num_channels"]}
+        for cid in ids:
+            c = by_id.get(int(cid))
+            if c is not None:
+                row[f"candidate {cid}"] = float(c.get("ratios", {}).get(str(g["id"]), 0.0))
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -26,6 +26,30 @@ BUNDLED, NPZ = "bundled", "npz"
 TOP1_NAME = "top-1 accuracy (%)"
 LABEL_FREE_NAME = "label-free agreement with the original model (%)"
 CALIB_IMAGES = 256
+CALIB_BATCHES = 4  # adaptive-BN batches of 64 training images per candidate (bundled data)
+
+
+def data_source(images: int) -> str:
+    """Where an accuracy on the bundled data comes from, for the captions next to it."""
+    return f"top-1 on the first {images:,} images of the bundled Fashion-MNIST test subset"
+
+
+def test_loader(images: int, batch_size: int = 256) -> Any:
+    """A torch loader of the first ``images`` bundled test images (with labels)."""
+    return bundled.torch_loader("test", limit=int(images), batch_size=batch_size)
+
+
+def calib_loader(batch_size: int = 64) -> Any:
+    """The fixed training batches that BatchNorm statistics are re-estimated on."""
+    return bundled.torch_loader("train", limit=CALIB_BATCHES * batch_size,
+                                batch_size=batch_size, shuffle=False)
+
+
+def accuracy(model: Any, images: int) -> float:
+    """Top-1 accuracy (%) of a PyTorch ``model`` on the first ``images`` bundled test images."""
+    from uif_explorer.torch.evaluation import top1_accuracy
+
+    return float(top1_accuracy(model, test_loader(images)))
 
 
 @dataclass(frozen=True)
@@ -72,6 +96,20 @@ def store_npz(folder: str | Path, data: bytes, source: ModelSource) -> DataSourc
                       for_model=source.key)
 
 
+def file_data(path: str | Path, source: ModelSource) -> DataSource:
+    """An ``.npz`` named on the command line, checked like an upload but read in place."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise LoadError(f"Expected an .npz file with an array 'x' (and optionally 'y'). "
+                        f"Received: {str(path)!r} ({exc.strerror or exc})") from exc
+    x, y = loading.load_npz_dataset(raw, source.layout, source.num_classes,
+                                    tuple(source.input_shape[1:]))
+    return DataSource(kind=NPZ, file=str(path.resolve()), sha256=loading.sha256_of(raw),
+                      labelled=y is not None, count=len(x), for_model=source.key)
+
+
 def arrays(folder: str | Path, ds: DataSource, source: ModelSource, limit: int | None
            ) -> tuple[np.ndarray, np.ndarray | None]:
     """``(x, y)`` of the data in the model's layout (``y`` None without labels)."""
@@ -111,8 +149,6 @@ class Evaluator:
     def describe(self) -> str:
         """What a score from this evaluator is, for the captions next to it."""
         if self.bundled and not self.label_free:
-            from uif_explorer.services.app_logic import data_source
-
             return data_source(self.images)
         return f"{self.score_name} on the first {self.images:,} images of {self.data_title}" + (
             " (no labels: scored against the original model's predictions)"
@@ -184,8 +220,6 @@ def make_evaluator(source: ModelSource, model: Any, ds: DataSource | None, image
 
     batch = 1 if source.batch_fixed else 256  # an exported program fixed at batch 1
     if is_bundled and not source.batch_fixed:
-        from uif_explorer.services.app_logic import calib_loader
-
         calib = calib_loader()
     else:
         calib_x = (bundled.preprocess(bundled.load_arrays("train")[0][:CALIB_IMAGES])[:, None]

@@ -1,19 +1,23 @@
-"""The app's current model: where it comes from, how to rebuild it, summarise it and prune it.
+"""The current model of the app and the CLI: where it comes from, how to rebuild it, and its
+backend (``services.backends``), which summarises and prunes it.
 
-One :class:`ModelSource` describes any model the app works on: a bundled sample (PyTorch or
-Keras), a registry architecture with uploaded weights, a ``torch.export`` program, a ``.keras``
-file or (trust option only) a pickled module. Its ``name`` is the stem of the workspace files
-(``<name>.sens``...) and, with the upload's digest, the cache key: two models never share files
-or cached objects. Uploads are stored as ``<workspace>/uploads/<sha256>.<ext>`` (the user's file
-name is never a path), so a reloaded page rebuilds the same model from the session's folder.
+One :class:`ModelSource` describes any model the app or the CLI works on: a bundled sample
+(PyTorch or Keras), a registry architecture with uploaded weights, a ``torch.export`` program, a
+``.keras`` file or (trust option only) a pickled module. Its ``name`` is the stem of the
+workspace files (``<name>.sens``...) and, with the upload's digest, the cache key: two models
+never share files or cached objects. Uploads are stored as ``<workspace>/uploads/<sha>.<ext>``
+(the user's file name is never a path), so a reloaded page rebuilds the same model.
 
-No Streamlit here (the pages and ``uif_explorer.ui`` call this); TensorFlow is imported only
-when a Keras source is used.
+The CLI names a model by id (:func:`from_model_id`: a sample, or ``torchvision:<arch>``, with an
+optional weights file); the app's uploads are made in ``services.uploads`` and zipped workspaces
+are opened in ``services.workspace_info``. No Streamlit here; TensorFlow is imported only when
+a Keras source is used.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
+import importlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +26,8 @@ from typing import Any
 from uif_explorer import zoo
 from uif_explorer.io import loading
 from uif_explorer.io.loading import LoadError
-from uif_explorer.io.workspace import atomic_write_bytes, atomic_write_json, sanitize_name
+from uif_explorer.io.workspace import atomic_write_json, sanitize_name
+from uif_explorer.services.backends import Backend, backend_for
 
 SAMPLE, WEIGHTS, PT2, KERAS, PICKLE = "sample", "weights", "pt2", "keras", "pickle"
 KINDS = (SAMPLE, WEIGHTS, PT2, KERAS, PICKLE)
@@ -73,6 +78,12 @@ class ModelSource:
     @property
     def input_label(self) -> str:
         return "x".join(str(int(d)) for d in self.input_shape)
+
+    @property
+    def backend(self) -> Backend:
+        """The framework's backend: runners, widths, export, fine-tuning (never branch on
+        ``framework`` outside the backends)."""
+        return backend_for(self.framework)
 
     @property
     def layout(self) -> str:
@@ -173,16 +184,6 @@ def parse_shape(text: str) -> tuple[int, ...]:
         raise LoadError(f"Expected an input shape like 1x3x224x224. Received {text!r}.") from exc
 
 
-# -- storing uploads ---------------------------------------------------------------------------
-def store_upload(folder: str | Path, data: bytes, ext: str) -> tuple[str, str]:
-    """Write the bytes as ``uploads/<sha256>.<ext>`` in the workspace; (sha256, relative path)."""
-    sha = loading.sha256_of(data)
-    rel = f"uploads/{sha}.{ext}"
-    path = Path(folder) / rel
-    if not path.exists():
-        atomic_write_bytes(path, data)
-    return sha, rel
-
 
 def _read_upload(folder: str | Path, source: ModelSource) -> bytes:
     if source.file is None or not _is_upload_path(source.file):
@@ -195,112 +196,35 @@ def _read_upload(folder: str | Path, source: ModelSource) -> bytes:
                         "the Model page.") from exc
 
 
-def _upload_name(prefix: str, sha: str) -> str:
-    return sanitize_name(f"{prefix}-{sha[:10]}")
-
-
-# -- making sources from uploads (each returns the source and the loaded model) ----------------
-def from_weights(folder: str | Path, data: bytes, arch: str, num_classes: int,
-                 input_shape: tuple[int, ...] | None = None) -> tuple[ModelSource, Any]:
-    """A registry architecture with an uploaded state dict / safetensors (never unpickled)."""
-    loading.check_upload_size(data)
-    state = loading.load_state_dict(data)
-    model = build_architecture(arch, int(num_classes))
-    loading.apply_state_dict(model, state)
-    kind = loading.sniff(data)
-    sha, rel = store_upload(folder, data, "safetensors" if kind == "safetensors" else "pth")
-    shape = _check_shape(input_shape or default_input_shape(arch))
-    short = arch.split(":")[-1]
-    src = ModelSource(kind=WEIGHTS, name=_upload_name(short, sha),
-                      title=f"{_arch_title(arch)} ({num_classes} classes, uploaded weights)",
-                      framework="torch", arch=arch, num_classes=int(num_classes),
-                      input_shape=shape, file=rel, sha256=sha)
-    return src, model.eval()
-
-
-def _pt2_input_shape(module: Any) -> tuple[int, ...] | None:
-    """The first tensor input's shape recorded in an exported program's graph."""
-    graph = getattr(module, "graph", None)
-    if graph is None:
-        return None
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            val = node.meta.get("val")
-            shape = getattr(val, "shape", None)
-            if shape is not None:
-                try:
-                    return tuple(int(d) for d in shape)
-                except TypeError:  # symbolic (dynamic) dimensions
-                    return None
-    return None
-
-
-def from_pt2(folder: str | Path, data: bytes,
-             input_shape: tuple[int, ...] | None = None) -> tuple[ModelSource, Any]:
-    """A ``torch.export`` program (``ep.module()``); the input shape comes from the program."""
-    module = loading.load_exported_program(data)
-    sha, rel = store_upload(folder, data, "pt2")
-    shape = input_shape or _pt2_input_shape(module)
-    if shape is None:
-        raise LoadError("The program's input shape could not be read (dynamic shapes?). Enter "
-                        "the input shape, e.g. 1x3x224x224, and upload it again.")
-    shape = tuple(shape)
-    if shape[0] != 1:
-        shape = (1, *shape[1:])
-    shape = _check_shape(shape)
-    fixed = not _runs_at_batch(module, shape, 2)
-    notes = (("The program was exported with a fixed batch of 1, so it is scored one image "
-              "at a time (slower) and not fine-tuned here. Export it with dynamic_shapes="
-              "{'x': {0: torch.export.Dim('batch')}} for batched scoring.",) if fixed else ())
-    src = ModelSource(kind=PT2, name=_upload_name("exported", sha),
-                      title=f"Exported program {sha[:10]} (.pt2)", framework="torch",
-                      input_shape=shape, file=rel, sha256=sha, notes=notes, batch_fixed=fixed)
-    return src, module
-
-
-def _runs_at_batch(module: Any, shape: tuple[int, ...], batch: int) -> bool:
-    """Whether an exported program accepts ``batch`` inputs (its guards may fix batch 1)."""
-    import torch
-
-    try:
-        with torch.no_grad():
-            module(torch.zeros((batch, *shape[1:])))
-    except Exception:  # noqa: BLE001 - a failed guard or a baked-in reshape
-        return False
-    return True
-
-
-def from_keras(folder: str | Path, data: bytes) -> tuple[ModelSource, Any]:
-    """A ``.keras`` model: config checked against the allowlist, then loaded in safe mode."""
-    model = loading.load_keras_model(data, folder)
-    sha, rel = store_upload(folder, data, "keras")
-    shape = keras_input_shape(model)
-    src = ModelSource(kind=KERAS, name=_upload_name(getattr(model, "name", "keras"), sha),
-                      title=f"{getattr(model, 'name', 'Keras model')} (uploaded .keras)",
-                      framework="keras", input_shape=shape, file=rel, sha256=sha)
-    return src, model
-
-
-def keras_input_shape(model: Any) -> tuple[int, ...]:
-    inputs = getattr(model, "inputs", None) or []
-    if len(inputs) != 1:
-        raise LoadError(f"Expected a Keras model with one input. Received {len(inputs)} inputs.")
-    shape = tuple(inputs[0].shape)
-    if any(d is None for d in shape[1:]):
-        raise LoadError(f"The model's input shape {shape} has unknown dimensions; give its "
-                        "Input a fixed shape (keras.Input(shape=(28, 28, 1))) and save again.")
-    return (1, *(int(d) for d in shape[1:]))
-
-
-def from_pickle(folder: str | Path, data: bytes, trust: bool,
-                input_shape: tuple[int, ...] | None) -> tuple[ModelSource, Any]:
-    """A whole pickled ``nn.Module``: only with the server's trust option."""
-    model = loading.load_pickled_module(data, trust)
-    shape = _check_shape(input_shape)
-    sha, rel = store_upload(folder, data, "pkl")
-    src = ModelSource(kind=PICKLE, name=_upload_name(type(model).__name__, sha),
-                      title=f"{type(model).__name__} (pickled module)", framework="torch",
-                      input_shape=shape, file=rel, sha256=sha)
+# -- a model named by id (the CLI, workspace.json) ---------------------------------------------
+def from_model_id(model_id: str, *, weights: str | Path | None = None,
+                  num_classes: int | None = None,
+                  input_shape: tuple[int, ...] | None = None) -> tuple[ModelSource, Any]:
+    """A sample (with its trained weights) or ``torchvision:<arch>``, optionally with a state
+    dict / safetensors file (never unpickled); LoadError with a fix for a bad id or file."""
+    model_id = str(model_id)
+    if model_id.startswith(TORCHVISION_PREFIX):
+        model = build_architecture(model_id, int(num_classes or 1000))
+        shape = input_shape or TORCHVISION_INPUT
+        src = ModelSource(kind=WEIGHTS, name=sanitize_name(model_id[len(TORCHVISION_PREFIX):]),
+                          title=model_id, arch=model_id, num_classes=int(num_classes or 1000),
+                          input_shape=_check_shape(shape))
+    elif model_id in zoo.SAMPLE_MODELS:
+        src = sample_source(model_id)
+        if weights and src.framework != "torch":
+            raise LoadError(f"Expected a PyTorch model for a weights file: {model_id} is a "
+                            f"{src.backend.title} sample. Received: weights={str(weights)!r}")
+        model = (build_architecture(model_id, 10) if weights
+                 else load_model(src, Path(".")))
+        if input_shape:
+            src = dataclasses.replace(src, input_shape=_check_shape(input_shape))
+    else:
+        known = ", ".join(zoo.SAMPLE_MODELS)
+        raise LoadError(f"Unknown model {model_id!r}. Use a sample ({known}) or "
+                        "'torchvision:<name>'.")
+    if weights:
+        loading.apply_state_dict(model, loading.load_state_dict(Path(weights).read_bytes()))
+        model = model.eval()
     return src, model
 
 
@@ -325,108 +249,25 @@ def load_model(source: ModelSource, folder: str | Path) -> Any:
 
 def example_input(source: ModelSource) -> Any:
     """Zeros of the input signature: a torch tensor, or a float32 array for Keras."""
-    if source.framework == "keras":
-        import numpy as np
-
-        return np.zeros(source.input_shape, dtype="float32")
-    import torch
-
-    return torch.zeros(source.input_shape)
+    return source.backend.example_input(source.input_shape)
 
 
 def summarize(source: ModelSource, model: Any) -> Any:
     """Params, MACs and the layer table (a ``summary.ModelSummary``) of a private copy."""
-    from uif_explorer.services import summary
-
-    if source.framework == "keras":
-        return summarize_keras_model(model, source.input_shape)
-    return summary.summarize_torch_model(copy.deepcopy(model), example_input(source))
+    return source.backend.summarize(model, source.input_shape)
 
 
-def summarize_keras_model(model: Any, input_shape: tuple[int, ...]) -> Any:
-    """The Keras counterpart of ``summarize_torch_model``: MACs of conv/dense layers (the
-    same definition), params in the PyTorch sense, one row per layer with params or MACs."""
-    import pandas as pd
-
-    from uif_explorer.keras.graph import resolve_layer
-    from uif_explorer.keras.macs import count_params, macs_table
-    from uif_explorer.services.summary import TABLE_COLUMNS, ModelSummary, shape_label
-
-    rows = macs_table(model, tuple(input_shape))
-    seen = {r["layer"] for r in rows}
-    table = []
-    for r in rows:
-        try:
-            params = count_params(resolve_layer(model, r["layer"]))
-        except Exception:  # noqa: BLE001 - a nested path the resolver does not know
-            params = 0
-        table.append({"name": r["layer"], "type": r["type"], "params": params,
-                      "macs": int(r["macs"]), "output_shape": shape_label(r["output_shape"])})
-    for layer in model.layers:
-        if layer.name in seen:
-            continue
-        params = count_params(layer)
-        if params:
-            shape = getattr(layer, "output", None)
-            shape = getattr(shape, "shape", None)
-            table.append({"name": layer.name, "type": type(layer).__name__, "params": params,
-                          "macs": 0, "output_shape": shape_label(
-                              (1, *shape[1:]) if shape is not None else None)})
-    macs = int(sum(r["macs"] for r in table))
-    df = pd.DataFrame(table, columns=[c for c in TABLE_COLUMNS if c != "macs_share"])
-    df["macs_share"] = df["macs"].astype(float) * 100.0 / max(macs, 1)
-    df = df.loc[:, list(TABLE_COLUMNS)].reset_index(drop=True)
-    return ModelSummary(params=count_params(model), macs=macs,
-                        input_shape=(tuple(int(d) for d in input_shape),), table=df)
+def make_runner(source: ModelSource, model: Any, method: str, workdir: str | Path, *,
+                name: str | None = None, excludes: list[str] | None = None) -> Any:
+    """The pruning runner of ``source`` in ``workdir`` (named ``name``, default the source's
+    name), on a private copy: the caller's model is never changed."""
+    return source.backend.make_runner(model, source.input_shape, method, Path(workdir),
+                                      name or source.name, excludes)
 
 
-def make_runner(source: ModelSource, model: Any, method: str, workdir: str | Path) -> Any:
-    """The pruning runner of ``source`` in ``workdir``, on a private copy for PyTorch (the
-    Keras runner never mutates its model: it works on masked copies)."""
-    if source.framework == "keras":
-        from uif_explorer.keras import IterativePruningRunner
-
-        return IterativePruningRunner(model, tuple(source.input_shape), workdir=workdir,
-                                      name=source.name)
-    from uif_explorer.torch.runners import get_pruning_runner
-
-    return get_pruning_runner(copy.deepcopy(model), example_input(source), method,
-                              workdir=workdir, name=source.name)
-
-
-def groups_table(source: ModelSource, model: Any) -> Any:
+def groups_table(source: ModelSource, model: Any, excludes: list[str] | None = None) -> Any:
     """The channel groups (which layers are tied, their channels, why fixed) of the model."""
-    if source.framework == "keras":
-        from uif_explorer.keras import KerasPruner
-
-        return KerasPruner(model, tuple(source.input_shape)).groups_table()
-    from uif_explorer.torch.pruner import ChannelPruner
-
-    return ChannelPruner(copy.deepcopy(model), example_input(source)).groups_table()
-
-
-def plan(runner: Any, ratio: float) -> Any:
-    """``runner.plan`` for both backends (``removal_ratio`` / ``ratio``)."""
-    return runner.plan(ratio)
-
-
-def search(runner: Any, source: ModelSource, ev: Any, num_subnet: int, ratio: float,
-           forced: bool, progress: Any) -> dict[str, Any]:
-    """One-step search for both backends, scored by the evaluator ``ev``."""
-    if source.framework == "keras":
-        return runner.search(calibration_fn=ev.calib_fn, calib_args=ev.calib_args,
-                             eval_fn=ev.eval_fn, eval_args=ev.eval_args, num_subnet=num_subnet,
-                             ratio=ratio, forced=forced, progress=progress)
-    return runner.search(calibration_fn=ev.calib_fn, calib_args=ev.calib_args,
-                         eval_fn=ev.eval_fn, eval_args=ev.eval_args, num_subnet=num_subnet,
-                         removal_ratio=ratio, forced=forced, progress=progress)
-
-
-def build_candidate(runner: Any, source: ModelSource, ratio: float, index: int) -> Any:
-    """Candidate ``index`` of a finished search as a slim model (writes its spec)."""
-    if source.framework == "keras":
-        return runner.prune_candidate(ratio, index=index)
-    return runner.prune(removal_ratio=ratio, index=index)
+    return source.backend.groups_table(model, source.input_shape, excludes)
 
 
 # -- the session's current model, persisted in its workspace ----------------------------------
@@ -443,81 +284,16 @@ def read_current(folder: str | Path) -> ModelSource | None:
         return None
 
 
-# -- workspace folders made elsewhere (CLI / API) ----------------------------------------------
-def import_workspace(folder: str | Path, data: bytes) -> tuple[ModelSource, list[str]]:
-    """Extract a zipped workspace folder into ``folder`` and return the model it names.
-
-    Members are checked by :func:`loading.workspace_members` (no absolute paths, ``..``,
-    symlinks or unknown types) and written under their sanitised base names. The returned
-    source is named like the archive's ``.sens`` / ``.search`` files, so the pages find them.
-    """
-    import dataclasses
-
-    members = loading.workspace_members(data)
-    try:
-        info = json.loads(members["workspace.json"])
-    except ValueError as exc:
-        raise LoadError("The archive's workspace.json is not valid JSON.") from exc
-    if not isinstance(info, dict) or info.get("kind") not in (None, "uif-explorer-workspace"):
-        raise LoadError("The archive's workspace.json was not written by UIF Explorer.")
-    model_id = str(info.get("model_id") or DEFAULT_SAMPLE)
-    shape = tuple(int(d) for d in info.get("input_shape") or ()) or None
-    weights = info.get("weights")
-    notes: list[str] = []
-    if weights:
-        base = sanitize_name(Path(str(weights)).name)
-        if base not in members:
-            raise LoadError(
-                f"The workspace was made with the weights file {Path(str(weights)).name!r}, "
-                "which is not in the archive. Put it into the folder before zipping, or "
-                f"upload it on the Model page for the architecture {model_id!r}."
-            )
-        arch = model_id if (model_id.startswith(TORCHVISION_PREFIX)
-                            or model_id in zoo.TORCH_SAMPLES) else None
-        if arch is None:
-            raise LoadError(f"The workspace names the model {model_id!r}, which is not a "
-                            "registry architecture (a sample or torchvision:<name>).")
-        num_classes = int(info.get("num_classes") or (10 if arch in zoo.SAMPLE_MODELS
-                                                       else 1000))
-        source, _ = from_weights(folder, members[base], arch, num_classes, shape)
-    elif model_id in zoo.SAMPLE_MODELS:
-        source = sample_source(model_id)
-    else:
-        raise LoadError(
-            f"The workspace names {model_id!r} without weights; only sample models come with "
-            "their weights. Add the weights file to the folder, zip it again and upload it."
-        )
-    written = []
-    for name, blob in members.items():
-        if weights and name == sanitize_name(Path(str(weights)).name):
-            continue  # stored as uploads/<sha256>.<ext> by from_weights
-        atomic_write_bytes(Path(folder) / name, blob)
-        written.append(name)
-    stems = _run_names(members)
-    named = sanitize_name(str(info["name"])) if info.get("name") else None
-    if named in stems:
-        stems.remove(named)
-        stems.insert(0, named)
-    if stems:
-        if len(stems) > 1:
-            notes.append(f"The archive holds analyses of several models ({', '.join(stems)}); "
-                         f"showing {stems[0]}.")
-        source = dataclasses.replace(source, name=stems[0])
-    notes.append(f"Extracted {len(written)} file(s) into this session's workspace.")
-    return source, notes
 
 
-def _run_names(members: dict[str, bytes]) -> list[str]:
-    """The model names (file stems) of the archive's analyses, then of its searches."""
-    names: list[str] = []
-    for suffix in (".sens", ".search"):
-        for member, blob in sorted(members.items()):
-            if not member.endswith(suffix):
-                continue
-            try:
-                model = json.loads(blob).get("model")
-            except (ValueError, AttributeError):
-                continue
-            if isinstance(model, str) and sanitize_name(model) not in names:
-                names.append(sanitize_name(model))
-    return names
+# names that moved to services.uploads and services.workspace_info (kept for callers)
+_MOVED = {name: "uif_explorer.services.uploads" for name in (
+    "store_upload", "from_weights", "from_pt2", "from_keras", "from_pickle",
+    "keras_input_shape")}
+_MOVED["import_workspace"] = "uif_explorer.services.workspace_info"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
 from torch import nn
 
 from uif_explorer import data, zoo
 from uif_explorer.io.workspace import WorkspaceError, atomic_write_json, read_json, sanitize_name
-from uif_explorer.services import app_logic
+from uif_explorer.services import eval_data
+from uif_explorer.services.pruned import OFA_SUBNET, PrunedModel
+from uif_explorer.services.torch_backend import out_widths
 
 BUNDLED = ("mobilenetv2_small", "resnet20")
 """Sample models with a trained supernet and a precomputed search in ``sample_models/``."""
@@ -211,13 +212,13 @@ def train_supernet(sample: str, folder: Path, *, images: int = 512, epochs: int 
         static, _, m, _ = get_static_subnet(ofa_model, setting)
         macs[f"{mode}_subnet"] = m
         if eval_images:
-            adaptive_bn_calibration(static, app_logic.calib_loader())
-            accuracy[f"{mode}_subnet"] = app_logic.accuracy(static, int(eval_images))
+            adaptive_bn_calibration(static, eval_data.calib_loader())
+            accuracy[f"{mode}_subnet"] = eval_data.accuracy(static, int(eval_images))
     sample_subnet(ofa_model, "max")
     if eval_images:
-        accuracy["original"] = app_logic.accuracy(teacher, int(eval_images))
-        accuracy["test_data"] = app_logic.data_source(int(eval_images)) + ", %"
-        accuracy["bn_calibration"] = (f"{app_logic.CALIB_BATCHES} training batches of 64 "
+        accuracy["original"] = eval_data.accuracy(teacher, int(eval_images))
+        accuracy["test_data"] = eval_data.data_source(int(eval_images)) + ", %"
+        accuracy["bn_calibration"] = (f"{eval_data.CALIB_BATCHES} training batches of 64 "
                                       "(subnets only)")
     return save_supernet(
         ofa_model, folder / stem, sample=sample, base="trained sample weights",
@@ -268,7 +269,7 @@ def search_data_source(meta: Mapping[str, Any]) -> str:
     """Which data a search's accuracies are on, for captions."""
     if not meta.get("images"):
         return "the data the search was run with (outside the app; not recorded)"
-    return (f"{app_logic.data_source(int(meta['images']))}, after BatchNorm calibration on "
+    return (f"{eval_data.data_source(int(meta['images']))}, after BatchNorm calibration on "
             f"{int(meta.get('calib_batches', 0))} batches of 64 training images")
 
 
@@ -335,7 +336,7 @@ def search_name(ref: SupernetRef, settings: Mapping[str, Any]) -> str:
 def search_settings(min_macs: float, max_macs: float, *, population: int = 8,
                     iterations: int = 2, images: int = 200, macs_step: float | None = None,
                     mutate_size: int | None = None, crossover_size: int | None = None,
-                    calib_batches: int = app_logic.CALIB_BATCHES) -> dict[str, Any]:
+                    calib_batches: int = eval_data.CALIB_BATCHES) -> dict[str, Any]:
     """Complete settings of a short search (mutations/crossovers scaled to the population)."""
     lo, hi = float(min_macs), float(max_macs)
     return {"min_macs": round(lo, 6), "max_macs": round(hi, 6),
@@ -400,7 +401,7 @@ def run_search(ofa_model: nn.Module, ref: SupernetRef, folder: Path,
                       sample=ref.sample)
     result = run_evolutionary_search(
         ofa_model, calibration_fn, (calib,), top1_accuracy,
-        (app_logic.test_loader(int(settings["images"])),), "acc1", "max",
+        (eval_data.test_loader(int(settings["images"])),), "acc1", "max",
         min_macs=settings["min_macs"], max_macs=settings["max_macs"],
         macs_step=settings["macs_step"], parent_popu_size=settings["parent_popu_size"],
         iteration=settings["iteration"], mutate_size=settings["mutate_size"],
@@ -558,26 +559,8 @@ def layer_widths(ofa_model: nn.Module, settings: Mapping[str, Sequence[dict]]
     ``ofa_model`` is not changed)."""
     from uif_explorer.torch.ofa import get_static_subnet
 
-    return {label: app_logic.out_widths(get_static_subnet(ofa_model, s)[0])
+    return {label: out_widths(get_static_subnet(ofa_model, s)[0])
             for label, s in settings.items()}
-
-
-def widths_figure(full: Mapping[str, int], subnets: Mapping[str, Mapping[str, int]]
-                  ) -> go.Figure:
-    """Per-layer output channels: the full supernet and each chosen subnet as grouped bars."""
-    layers = list(full)
-    fig = go.Figure()
-    fig.add_trace(go.Bar(x=layers, y=[int(full[k]) for k in layers], name="full (max subnet)",
-                         marker={"color": "lightgray"},
-                         hovertemplate="%{x}: %{y} channels<extra>full</extra>"))
-    for label, widths in subnets.items():
-        fig.add_trace(go.Bar(x=layers, y=[int(widths.get(k, full[k])) for k in layers],
-                             name=label,
-                             hovertemplate="%{x}: %{y} channels<extra>" + label + "</extra>"))
-    fig.update_layout(title="Output channels per layer", xaxis_title="Layer",
-                      yaxis_title="Output channels", barmode="group",
-                      legend={"orientation": "h", "y": -0.35})
-    return fig
 
 
 # -- using one subnet ------------------------------------------------------------------------
@@ -593,10 +576,10 @@ def build_subnet(ofa_model: nn.Module, setting: Any, *, images: int = 500,
 
     static, config, macs, params = get_static_subnet(ofa_model, setting)
     if calibrate:
-        adaptive_bn_calibration(static, app_logic.calib_loader())
+        adaptive_bn_calibration(static, eval_data.calib_loader())
     static.eval()
     return {"model": static, "config": config, "macs_m": float(macs), "params_m": float(params),
-            "accuracy": app_logic.accuracy(static, int(images)), "images": int(images)}
+            "accuracy": eval_data.accuracy(static, int(images)), "images": int(images)}
 
 
 def subnet_file(folder: Path, sample: str) -> Path:
@@ -634,23 +617,22 @@ def rebuild_subnet(sample: str, subnet_path: Path, state_dict: Mapping[str, Any]
 
 
 def pruned_entry(built: Mapping[str, Any], *, sample: str, net_id: str, supernet: SupernetRef,
-                 subnet_path: Path, search_source: str) -> dict[str, Any]:
-    """The session's pruned-model dict (``ui.workspace.PRUNED_KEY``) for an OFA subnet."""
+                 subnet_path: Path, search_source: str) -> PrunedModel:
+    """The session's pruned model for an OFA subnet (a static subnet of a PyTorch sample)."""
     full = float((supernet.info.get("macs") or {}).get("max_subnet") or 0.0)
-    return {
-        "model": built["model"], "kind": "ofa_subnet", "model_name": sample,
-        "source": f"OFA subnet {net_id} of the "
-                  f"{'bundled' if supernet.bundled else 'workspace'} supernet",
-        "net_id": net_id, "supernet": str(supernet.path),
-        "subnet_setting": built["config"]["subnet_setting"],
-        "spec_path": str(subnet_path), "accuracy": float(built["accuracy"]),
-        "images": int(built["images"]), "macs_m": float(built["macs_m"]),
-        "params_m": float(built["params_m"]),
-        "removal_ratio": round(1 - built["macs_m"] / full, 4) if full else None,
-        "search_data": search_source, "framework": "torch", "label_free": False,
-        "score_source": f"{app_logic.data_source(int(built['images']))}, after BatchNorm "
-                        f"calibration on {app_logic.CALIB_BATCHES * 64} training images",
-    }
+    images = int(built["images"])
+    return PrunedModel(
+        model=built["model"], kind=OFA_SUBNET, model_name=sample, framework="torch",
+        source=f"OFA subnet {net_id} of the "
+               f"{'bundled' if supernet.bundled else 'workspace'} supernet",
+        net_id=net_id, supernet=str(supernet.path),
+        subnet_setting=built["config"]["subnet_setting"], spec_path=str(subnet_path),
+        accuracy=float(built["accuracy"]), images=images, macs_m=float(built["macs_m"]),
+        params_m=float(built["params_m"]),
+        removal_ratio=round(1 - built["macs_m"] / full, 4) if full else None,
+        search_data=search_source, label_free=False,
+        score_source=f"{eval_data.data_source(images)}, after BatchNorm calibration on "
+                     f"{eval_data.CALIB_BATCHES * 64} training images")
 
 
 __all__ = [
@@ -661,6 +643,6 @@ __all__ = [
     "newest_search", "train_settings",
     "pruned_entry", "read_search", "read_search_meta", "rebuild_subnet", "run_search",
     "save_subnet", "search_data_source", "search_name", "search_settings", "selected_ids",
-    "slider_bounds", "subnets_table", "supernet_span", "train_supernet", "widths_figure",
+    "slider_bounds", "subnets_table", "supernet_span", "train_supernet",
     "widths_table", "workspace_supernets",
 ]

@@ -9,7 +9,6 @@ session's workspace token and the file's SHA-256, so one visitor never sees anot
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,4 +167,19 @@ def evaluator(loaded: LoadedModel, images: int) -> Any:
 def private_copy(loaded: LoadedModel) -> Any:
     """A copy of the shared model that may be changed (PyTorch); Keras models are cloned by the
     runners, so the shared object is returned."""
-    return copy.deepcopy(loaded.model) if loaded.framework == "torch" else loaded.model
+    return loaded.source.backend.private_copy(loaded.model)
+
+
+@st.cache_resource(show_spinner="Loading the supernet...", max_entries=6)
+def _supernet(sample: str, path: str, bundled: bool, name: str, stamp: int) -> Any:
+    """``(pruner, ofa_model)``, shared by all sessions: never mutate (copy first)."""
+    from uif_explorer.services import ofa_app
+
+    return ofa_app.load_supernet_at(sample, path, bundled, name)
+
+
+def supernet(ref: Any) -> Any:
+    """The OFA model of a supernet (``ofa_app.SupernetRef``), cached across sessions and
+    reloaded when its weights file changes: shared, so copy it before changing it."""
+    stamp = ref.path.with_suffix(".safetensors").stat().st_mtime_ns
+    return _supernet(ref.sample, str(ref.path), ref.bundled, ref.name, stamp)[1]

@@ -3,7 +3,7 @@
 ``init()`` runs at the top of every rerun (from ``app.py``) and fills in only what is missing,
 so each browser session gets its own values and nothing is computed at import time.
 
-The current model is a :class:`uif_explorer.services.model_source.ModelSource` kept as a plain dict under
+The current model is a :class:`services.model_source.ModelSource` kept as a plain dict under
 ``MODEL_SOURCE``; ``MODEL_NAME`` mirrors its name (for samples, the sample's key), so code and
 tests that set ``model_name`` to a sample key switch the model. The source is also written to the
 session's workspace folder, so a reload (same ``?ws=`` token) finds an uploaded model again.

@@ -1,7 +1,7 @@
 """The Model page's upload section: your own model, evaluation data, a workspace from elsewhere.
 
 Every upload goes through ``uif_explorer.io.loading`` (size limit, type sniffed from the content,
-no unpickling without the server's trust option) and ``uif_explorer.services.model_source`` (stored as
+no unpickling without the server's trust option) and ``uif_explorer.services.uploads`` (stored as
 ``uploads/<sha256>.<ext>`` in the session's workspace; the user's file name is never a path).
 A refusal is an error box that says what is wrong and how to fix it; the current model stays.
 """
@@ -15,7 +15,7 @@ import streamlit as st
 
 from uif_explorer.io import loading
 from uif_explorer.io.loading import LoadError
-from uif_explorer.services import eval_data, model_source
+from uif_explorer.services import eval_data, model_source, uploads, workspace_info
 from uif_explorer.services.model_source import ModelSource
 from uif_explorer.ui import errors, state, workspace
 
@@ -38,11 +38,6 @@ def _use(what: str, make: Callable[[], tuple[ModelSource, Any]]) -> None:
     try:
         with st.spinner(f"Checking and loading the {what}..."):
             source, _model = make()
-            if source.framework == "keras" and _model is not None:
-                # refuse a model the pruner cannot follow now, not on a later page
-                from uif_explorer.keras.graph import check_model
-
-                check_model(_model)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a message with a fix
         _fail(f"The {what}", exc)
         return
@@ -89,7 +84,7 @@ def upload_section() -> None:
                               placeholder="read from the program, e.g. 1x3x224x224")
         if st.button("Load program", key="up_pt2_go", disabled=up is None):
             data = _data_of(up)
-            _use("exported program", lambda: model_source.from_pt2(
+            _use("exported program", lambda: uploads.from_pt2(
                 folder, data, _shape_or_none(shape)))
     with tabs[2]:
         st.markdown("A Functional or Sequential model saved with `model.save('model.keras')`. "
@@ -98,7 +93,7 @@ def upload_section() -> None:
         up = st.file_uploader("Keras model (.keras)", type=["keras"], key="up_keras")
         if st.button("Load Keras model", key="up_keras_go", disabled=up is None):
             data = _data_of(up)
-            _use("Keras model", lambda: model_source.from_keras(folder, data))
+            _use("Keras model", lambda: uploads.from_keras(folder, data))
     with tabs[3]:
         _pickle_tab(folder)
     with tabs[4]:
@@ -111,7 +106,7 @@ def upload_section() -> None:
             data = _data_of(up)
 
             def make() -> tuple[ModelSource, Any]:
-                source, notes = model_source.import_workspace(folder, data)
+                source, notes = workspace_info.import_workspace(folder, data)
                 import dataclasses
 
                 return dataclasses.replace(source, notes=tuple(notes)), None
@@ -136,7 +131,7 @@ def _weights_tab(folder: Any) -> None:
                           key="up_weights")
     if st.button("Load weights", key="up_weights_go", type="primary", disabled=up is None):
         data = _data_of(up)
-        _use("weights", lambda: model_source.from_weights(folder, data, arch, classes,
+        _use("weights", lambda: uploads.from_weights(folder, data, arch, classes,
                                                           _shape_or_none(shape)))
 
 
@@ -160,7 +155,7 @@ def _pickle_tab(folder: Any) -> None:
                           disabled=not trusted)
     if st.button("Load pickled model", key="up_pickle_go", disabled=up is None or not trusted):
         data = _data_of(up)
-        _use("pickled model", lambda: model_source.from_pickle(
+        _use("pickled model", lambda: uploads.from_pickle(
             folder, data, loading.trust_pickle_enabled(), _shape_or_none(shape)))
 
 

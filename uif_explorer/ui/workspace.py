@@ -65,12 +65,7 @@ def current_folder() -> Path:
 
 # -- the session's runners and pruned model ------------------------------------------------
 PRUNED_KEY = "pruned_model"
-"""Session key of the current pruned model: a dict with ``model`` (nn.Module or keras.Model),
-``kind`` ('sparse', 'slim' or 'ofa_subnet'), ``model_name`` (the current model's name),
-``source`` (how it was made), ``spec_path``, ``accuracy`` (the score) and ``images`` (how many
-evaluation images it is on), optionally ``score_source`` (what the score is, e.g. label-free);
-the Export page adds the ``DERIVED`` entries, which belong to that one model."""
-DERIVED = ("slim", "onnx", "latency")
+"""Session key of the current pruned model (a ``services.pruned.PrunedModel``)."""
 
 
 @st.cache_resource(show_spinner="Tracing the model's channel groups...", max_entries=16)
@@ -99,7 +94,7 @@ def page_runner(method: str) -> tuple[str, Any, Any]:
     The Sensitivity and One-step pages start the same way: a model that cannot be loaded is
     sent back to the Model page, one that cannot be captured says why.
     """
-    from uif_explorer.services import app_logic
+    from uif_explorer.services.analysis import first_line
     from uif_explorer.ui import errors, loaders
 
     token = current_token()
@@ -113,16 +108,19 @@ def page_runner(method: str) -> tuple[str, Any, Any]:
         return token, loaded, runner(token, loaded, method)
     except Exception as exc:  # noqa: BLE001 - an unprunable model: say why
         errors.show(f"**{loaded.title}** cannot be pruned: {type(exc).__name__}: "
-                    f"{app_logic.first_line(exc)}. The Model page still shows its params and "
+                    f"{first_line(exc)}. The Model page still shows its params and "
                     "MACs.", exc)
         st.stop()
     raise AssertionError("unreachable: st.stop() ends the script run")
 
 
-def pruned() -> dict | None:
+def pruned() -> Any:
+    """The session's ``PrunedModel``, or None."""
+    from uif_explorer.services.pruned import PrunedModel
+
     value = st.session_state.get(PRUNED_KEY)
-    return value if isinstance(value, dict) else None
+    return value if isinstance(value, PrunedModel) else None
 
 
-def set_pruned(value: dict) -> None:
+def set_pruned(value: Any) -> None:
     st.session_state[PRUNED_KEY] = value

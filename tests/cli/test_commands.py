@@ -14,7 +14,7 @@ from uif_explorer.cli import main
 from uif_explorer.io.loading import load_state_dict
 from uif_explorer.zoo import load_torch_sample
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_inspect_lists_groups(capsys, tmp_path):

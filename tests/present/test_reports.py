@@ -152,7 +152,7 @@ def test_reports_and_charts_import_neither_torch_nor_tensorflow() -> None:
     code = ("import sys, uif_explorer.present.reports, uif_explorer.present.charts; "
             "print('torch' in sys.modules, 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, cwd=Path(__file__).resolve().parents[1])
+                         timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "False False", out.stderr[-2000:]
 
 

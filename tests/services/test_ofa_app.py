@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from uif_explorer.core.evolution import SearchRangeError
+from uif_explorer.present import charts
 from uif_explorer.services import ofa_app
 from uif_explorer.torch.capture import digest_weights
 from uif_explorer.torch.ofa import active_setting, get_static_subnet, load_search
@@ -132,10 +133,10 @@ def test_build_subnet_exports_and_rebuilds(bundled, tmp_path: Path) -> None:
 
     pruned = ofa_app.pruned_entry(built, sample=SAMPLE, net_id=rec["net_id"], supernet=ref,
                                   subnet_path=path, search_source="data")
-    assert pruned["kind"] == "ofa_subnet" and pruned["model_name"] == SAMPLE
-    assert pruned["subnet_setting"] == entry["subnet_setting"]
-    assert pruned["spec_path"] == str(path) and pruned["accuracy"] == built["accuracy"]
-    assert 0 < pruned["removal_ratio"] < 1
+    assert pruned.kind == "ofa_subnet" and pruned.model_name == SAMPLE
+    assert pruned.subnet_setting == entry["subnet_setting"]
+    assert pruned.spec_path == str(path) and pruned.accuracy == built["accuracy"]
+    assert 0 < pruned.removal_ratio < 1
 
     widths = ofa_app.layer_widths(ofa_model, {"full": [], rec["net_id"]: rec["subnet_setting"]})
     static = get_static_subnet(ofa_model, [])[0]
@@ -143,7 +144,7 @@ def test_build_subnet_exports_and_rebuilds(bundled, tmp_path: Path) -> None:
     assert sum(widths[rec["net_id"]].values()) < sum(widths["full"].values())
     assert len(widths["full"]) == len([m for m in static.modules()
                                        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))])
-    fig = ofa_app.widths_figure(widths.pop("full"), widths)
+    fig = charts.subnet_widths_figure(widths.pop("full"), widths)
     assert [t.name for t in fig.data] == ["full (max subnet)", rec["net_id"]]
     assert fig.layout.yaxis.title.text == "Output channels"
 

@@ -1,0 +1,43 @@
+"""``uif-explorer search``: one-step search (candidates scored after adaptive BN)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from uif_explorer.cli import common
+
+HELP = "one-step search (adaptive BN) at a MACs ratio"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    common.model_args(p)
+    common.data_args(p)
+    p.add_argument("--ratio", type=float, required=True, help="fraction of MACs to remove")
+    p.add_argument("--num-subnet", type=int, default=50, help="candidates (default 50)")
+    p.add_argument("--forced", action="store_true", help="start afresh instead of resuming")
+    p.add_argument("--out", help="write the best candidate's slim state dict")
+
+
+def check(args: argparse.Namespace) -> None:
+    common.check_ratio(args.ratio)
+    common.check_positive(args.num_subnet, "--num-subnet")
+    common.check_model_args(args)
+    common.check_data_args(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    opened = common.open_model(args)
+    ev = common.evaluator(args, opened)
+    runner = common.runner(args, opened, "one_step")
+    res = opened.backend.search(runner, ev, args.num_subnet, args.ratio, args.forced,
+                                executor=common.executor(args))
+    best = res["ranking"][0]
+    print(f"best candidate {best}: {ev.score_name} {res['candidates'][best]['score']:.3f} "
+          f"(baseline {res['baseline']['score']:.3f}); saved in "
+          f"{runner.workspace.search(runner.name, args.ratio)}")
+    if args.out:
+        slim = opened.backend.build_candidate(runner, args.ratio, None)
+        common.save_state(opened.backend.slim_state(slim), Path(args.out))
+        print(f"slim state dict written to {args.out}")
+    return 0

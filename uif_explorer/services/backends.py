@@ -1,0 +1,106 @@
+"""One interface over the PyTorch and Keras backends for the app and the CLI.
+
+Pages and CLI commands never branch on the framework: they ask :func:`backend_for` for the
+model's backend and call the same methods (runner, widths, MACs, latency, export, slim model,
+fine-tune job). The two implementations live in ``torch_backend`` and ``keras_backend``; the
+Keras one is imported only when a Keras model asks for it, so TensorFlow is never loaded for a
+PyTorch model.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+FRAMEWORKS = ("torch", "keras")
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """A download the Export page offers and ``uif-explorer export --format`` writes."""
+
+    fmt: str  # the backend's format name (``export_torch``'s fmt, or 'keras')
+    label: str  # button label
+    suffix: str  # file name suffix, dot included
+    mime: str = "application/octet-stream"
+    make_label: str | None = None  # made and checked on a button press, not at download time
+    check_caption: str = ""  # shown once made; ``{error}`` is the check's relative error
+
+    @property
+    def on_demand(self) -> bool:
+        return self.make_label is not None
+
+
+class Backend(Protocol):
+    """What the service layer needs from a framework (see ``torch_backend``/``keras_backend``).
+
+    ``inputs`` is the example input (``example_input(shape)``); ``runner`` is the backend's
+    pruning runner; ``ev`` an ``eval_data.Evaluator``; ``pruned`` a ``PrunedModel``.
+    """
+
+    framework: str
+    title: str
+    export_formats: tuple[ExportFormat, ...]  # what the Export page offers
+    file_formats: tuple[str, ...]  # what ``export_file`` writes (the first is the default)
+    finetune_lr: float  # the page's default learning rate
+    finetune_help: str
+
+    def example_input(self, shape: Sequence[int]) -> Any: ...
+    def private_copy(self, model: Any) -> Any: ...
+    def make_runner(self, model: Any, shape: Sequence[int], method: str, workdir: Path,
+                    name: str | None, excludes: Sequence[str] | None = None) -> Any: ...
+    def groups_table(self, model: Any, shape: Sequence[int],
+                     excludes: Sequence[str] | None = None) -> Any: ...
+    def summarize(self, model: Any, shape: Sequence[int]) -> Any: ...
+    def prune(self, runner: Any, ratio: float, mode: str, channel_divisible: int = 2) -> Any: ...
+    def search(self, runner: Any, ev: Any, num_subnet: int, ratio: float, forced: bool,
+               progress: Any = None, executor: Any = None) -> dict[str, Any]: ...
+    def build_candidate(self, runner: Any, ratio: float, index: int | None,
+                        mode: str = "slim") -> Any: ...
+    def slim_of(self, pruned: Any, original: Any, runner: Any) -> Any: ...
+    def out_widths(self, model: Any) -> dict[str, int]: ...
+    def cost(self, model: Any, shape: Sequence[int]) -> tuple[float, float]: ...
+    def forward(self, model: Any, inputs: Any) -> Any: ...
+    def export_bytes(self, model: Any, inputs: Any, fmt: str, workdir: Path) -> bytes: ...
+    def export_file(self, model: Any, inputs: Any, fmt: str, path: Path) -> Path: ...
+    def export_checked(self, model: Any, inputs: Any, fmt: str,
+                       workdir: Path) -> dict[str, Any]: ...
+    def export_note(self, ofa_subnet: bool) -> str: ...
+    def slim_state(self, model: Any) -> dict[str, Any]: ...
+    def finetune_job(self, pruned: Any, original: Any, runner: Any, ev: Any, epochs: int,
+                     lr: float, batches: int) -> Callable[[Any], dict[str, Any]]: ...
+    def machine_note(self) -> str: ...
+
+
+def backend_for(framework: str) -> Backend:
+    """The backend of ``framework`` ('torch' or 'keras'); Keras is imported only here."""
+    if framework == "torch":
+        from uif_explorer.services.torch_backend import TORCH
+
+        return TORCH
+    if framework == "keras":
+        from uif_explorer.services.keras_backend import KERAS
+
+        return KERAS
+    raise ValueError(f"Expected a framework in {FRAMEWORKS}. Received: framework={framework!r}")
+
+
+def measure_latency(backend: Backend, models: Mapping[str, Any], inputs: Any,
+                    repeats: int = 10, warmup: int = 2,
+                    clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Median milliseconds per forward (batch 1) of each model, runs interleaved so that
+    machine noise hits every model alike. Models are run through ``backend.forward``."""
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(warmup):
+        for m in models.values():
+            backend.forward(m, inputs)
+    for _ in range(repeats):
+        for name, m in models.items():
+            start = clock()
+            backend.forward(m, inputs)
+            times[name].append((clock() - start) * 1000.0)
+    return {name: statistics.median(v) for name, v in times.items()}

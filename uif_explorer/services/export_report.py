@@ -1,0 +1,133 @@
+"""The Export page's reports (JSON, CSV, HTML with charts) of a ``PrunedModel``, assembled
+without streamlit: the page only offers them as downloads.
+
+An OFA subnet's reports also carry what rebuilds it (``subnet_setting`` and ``ofa_args``), and
+its HTML report plots the search it was picked from.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from uif_explorer.services.pruned import OFA_SUBNET, PrunedModel
+
+
+def report(facts: Mapping[str, Any], original_widths: Mapping[str, int],
+           slim_widths: Mapping[str, int]) -> tuple[str, str]:
+    """(JSON, CSV) report: the pruned model's numbers and per-layer widths / ratios."""
+    rows = [{"layer": k, "channels_before": v, "channels_after": slim_widths.get(k, v),
+             "ratio_removed": round(1 - slim_widths.get(k, v) / v, 4) if v else 0.0}
+            for k, v in original_widths.items()]
+    meta = {k: v for k, v in facts.items() if isinstance(v, (str, int, float, type(None)))}
+    doc = {"format_version": 1, "kind": "uif-explorer-report", **meta, "layers": rows}
+    buf = io.StringIO()
+    pd.DataFrame(rows).to_csv(buf, index=False)
+    return json.dumps(doc, indent=2), buf.getvalue()
+
+
+def html_report(title: str, facts: Mapping[str, Any], figures: Sequence[Any]) -> str:
+    """A self-contained HTML report: the facts as a table and the plotly figures (offline:
+    plotly.js is embedded once)."""
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in facts.items())
+    charts_html = "".join(
+        fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title></head><body style='font-family:sans-serif'><h1>{html.escape(title)}</h1>"
+            f"<table>{rows}</table>{charts_html}</body></html>")
+
+
+def setting_file(path: Path) -> dict[str, Any]:
+    """The saved subnet file (``ofa_app.save_subnet``), or {} when it is gone or unreadable."""
+    try:
+        return json.loads(Path(path).read_text()) if Path(path).is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def with_subnet_setting(report_json: str, report_csv: str, setting: list[dict[str, Any]],
+                        ofa_args: dict[str, Any] | None) -> tuple[str, str]:
+    """The reports plus what rebuilds an OFA subnet: the JSON gets ``subnet_setting`` (and
+    ``ofa_args``); the CSV gets a ``subnet_setting`` column holding each group's (or kernel's)
+    entry on its leading layer's row, extra rows for entries naming no listed layer."""
+    doc = json.loads(report_json)
+    doc["subnet_setting"] = setting
+    if ofa_args is not None:
+        doc["ofa_args"] = ofa_args
+    table = pd.read_csv(io.StringIO(report_csv))
+    by_layer: dict[str, list[dict[str, Any]]] = {}
+    for entry in setting:
+        by_layer.setdefault(str(entry.get("group") or entry.get("module")), []).append(entry)
+    table["subnet_setting"] = [json.dumps(by_layer.pop(layer)) if layer in by_layer else ""
+                               for layer in table["layer"]]
+    extra = [{"layer": layer, "subnet_setting": json.dumps(entries)}
+             for layer, entries in by_layer.items()]
+    if extra:
+        table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
+    buf = io.StringIO()
+    table.to_csv(buf, index=False)
+    return json.dumps(doc, indent=2), buf.getvalue()
+
+
+def subnet_search(folder: Path, pruned: PrunedModel) -> dict[str, Any] | None:
+    """The search an OFA subnet was picked from (its supernet's search holding its net id with
+    the same setting; else the first holding its net id), or None when none is left."""
+    from uif_explorer.services import ofa_app
+
+    fallback = None
+    for ref in ofa_app.list_supernets(folder):
+        if str(ref.path) != pruned.supernet:
+            continue
+        for search in ofa_app.list_searches(ref, folder):
+            evo = ofa_app.read_search(search.path)
+            for rec in (evo or {}).get("history", []):
+                if rec.get("net_id") == pruned.net_id:
+                    if rec.get("subnet_setting") == pruned.subnet_setting:
+                        return evo
+                    fallback = fallback or evo
+    return fallback
+
+
+def table_reports(pruned: PrunedModel, before: Mapping[str, int], after: Mapping[str, int],
+                  score_source: str) -> tuple[str, str]:
+    """The (JSON, CSV) reports of a pruned model whose layers went from ``before`` to
+    ``after`` output channels (OFA subnets: with their setting)."""
+    report_json, report_csv = report({**pruned.facts(), "data": score_source}, before, after)
+    if pruned.kind == OFA_SUBNET:
+        report_json, report_csv = with_subnet_setting(
+            report_json, report_csv, list(pruned.subnet_setting or []),
+            setting_file(Path(pruned.spec_path)).get("ofa_args"))
+    return report_json, report_csv
+
+
+def html_of(pruned: PrunedModel, before: Mapping[str, int], after: Mapping[str, int],
+            folder: Path, score_source: str) -> str:
+    """The HTML report: facts, the widths chart, and the analysis / search behind the model."""
+    from uif_explorer.io.workspace import Workspace
+    from uif_explorer.present import charts
+    from uif_explorer.services.analysis import read_search, read_sens
+
+    name = pruned.model_name
+    figures = [charts.width_figure(before, after)]
+    sens = read_sens(Workspace(folder).sens(name))
+    if sens and sens.get("groups"):
+        figures.append(charts.sensitivity_figure(sens))
+    if pruned.candidate is not None:
+        search = read_search(Workspace(folder).search(name, pruned.removal_ratio))
+        if search:
+            figures.append(charts.candidates_figure(search))
+    facts = {k: v for k, v in pruned.facts().items() if v is not None}
+    if pruned.kind == OFA_SUBNET:
+        evo = subnet_search(folder, pruned)
+        if evo:
+            figures.append(charts.evolution_figure(evo, highlight=[pruned.net_id]))
+        facts["subnet_setting"] = json.dumps(pruned.subnet_setting)
+    facts["score data"] = score_source
+    return html_report(f"UIF Explorer report: {name}", facts, figures)

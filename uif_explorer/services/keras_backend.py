@@ -1,0 +1,175 @@
+"""The Keras side of ``services.backends.Backend``: the only service module importing Keras
+(imported by ``backend_for('keras')`` alone, so a PyTorch session never loads TensorFlow)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from uif_explorer.services.backends import ExportFormat
+
+
+def summarize_keras_model(model: Any, input_shape: Sequence[int]) -> Any:
+    """The Keras counterpart of ``summarize_torch_model``: MACs of conv/dense layers (the
+    same definition), params in the PyTorch sense, one row per layer with params or MACs."""
+    import pandas as pd
+
+    from uif_explorer.keras.graph import resolve_layer
+    from uif_explorer.keras.macs import count_params, macs_table
+    from uif_explorer.services.summary import TABLE_COLUMNS, ModelSummary, shape_label
+
+    rows = macs_table(model, tuple(input_shape))
+    seen = {r["layer"] for r in rows}
+    table = []
+    for r in rows:
+        try:
+            params = count_params(resolve_layer(model, r["layer"]))
+        except Exception:  # noqa: BLE001 - a nested path the resolver does not know
+            params = 0
+        table.append({"name": r["layer"], "type": r["type"], "params": params,
+                      "macs": int(r["macs"]), "output_shape": shape_label(r["output_shape"])})
+    for layer in model.layers:
+        if layer.name in seen:
+            continue
+        params = count_params(layer)
+        if params:
+            shape = getattr(getattr(layer, "output", None), "shape", None)
+            table.append({"name": layer.name, "type": type(layer).__name__, "params": params,
+                          "macs": 0, "output_shape": shape_label(
+                              (1, *shape[1:]) if shape is not None else None)})
+    macs = int(sum(r["macs"] for r in table))
+    df = pd.DataFrame(table, columns=[c for c in TABLE_COLUMNS if c != "macs_share"])
+    df["macs_share"] = df["macs"].astype(float) * 100.0 / max(macs, 1)
+    df = df.loc[:, list(TABLE_COLUMNS)].reset_index(drop=True)
+    return ModelSummary(params=count_params(model), macs=macs,
+                        input_shape=(tuple(int(d) for d in input_shape),), table=df)
+
+
+class KerasBackend:
+    """Keras 3 models: ``IterativePruningRunner`` (one runner for both methods), ``.keras``
+    export. Runners never mutate their model (they work on masked copies)."""
+
+    framework = "keras"
+    title = "Keras"
+    export_formats = (ExportFormat("keras", "Slim Keras model (.keras)", ".keras"),)
+    file_formats = ("keras",)
+    finetune_lr = 0.001
+    finetune_help = "Adam; the masks keep pruned channels at zero"
+
+    def example_input(self, shape: Sequence[int]) -> np.ndarray:
+        return np.zeros(tuple(shape), dtype="float32")
+
+    def private_copy(self, model: Any) -> Any:
+        return model  # the runners clone; Keras models do not deep-copy reliably
+
+    def make_runner(self, model: Any, shape: Sequence[int], method: str, workdir: Path,
+                    name: str | None, excludes: Sequence[str] | None = None) -> Any:
+        from uif_explorer.keras import IterativePruningRunner
+
+        return IterativePruningRunner(model, tuple(shape), workdir=workdir, name=name,
+                                      excludes=list(excludes) if excludes else None)
+
+    def groups_table(self, model: Any, shape: Sequence[int],
+                     excludes: Sequence[str] | None = None) -> Any:
+        from uif_explorer.keras import KerasPruner
+
+        return KerasPruner(model, tuple(shape), list(excludes or [])).groups_table()
+
+    def summarize(self, model: Any, shape: Sequence[int]) -> Any:
+        return summarize_keras_model(model, shape)
+
+    def prune(self, runner: Any, ratio: float, mode: str, channel_divisible: int = 2) -> Any:
+        return runner.prune(ratio=ratio, mode=mode, channel_divisible=channel_divisible)
+
+    def search(self, runner: Any, ev: Any, num_subnet: int, ratio: float, forced: bool,
+               progress: Any = None, executor: Any = None) -> dict[str, Any]:
+        if executor not in (None, "inline"):
+            raise ValueError("Expected the inline executor for a Keras model (Keras runners "
+                             f"score in this process). Received: executor={executor!r}")
+        return runner.search(calibration_fn=ev.calib_fn, calib_args=ev.calib_args,
+                             eval_fn=ev.eval_fn, eval_args=ev.eval_args, num_subnet=num_subnet,
+                             ratio=ratio, forced=forced, progress=progress)
+
+    def build_candidate(self, runner: Any, ratio: float, index: int | None,
+                        mode: str = "slim") -> Any:
+        return runner.prune_candidate(ratio, index=index, mode=mode)
+
+    def slim_of(self, pruned: Any, original: Any, runner: Any) -> Any:
+        """A slim model is returned; a sparse one is rebuilt slim from its spec."""
+        if pruned.kind != "sparse":
+            return pruned.model
+        return runner.prune(spec_path=pruned.spec_path, mode="slim")
+
+    def out_widths(self, model: Any) -> dict[str, int]:
+        """Output channels of every Conv / Dense layer, by layer name."""
+        widths = {}
+        for layer in model.layers:
+            config = layer.get_config()
+            for key in ("filters", "units"):
+                if isinstance(config.get(key), int):
+                    widths[layer.name] = int(config[key])
+        return widths
+
+    def cost(self, model: Any, shape: Sequence[int]) -> tuple[float, float]:
+        from uif_explorer.keras.macs import count_macs, count_params
+
+        return count_macs(model, tuple(shape)) / 1e6, count_params(model) / 1e6
+
+    def forward(self, model: Any, inputs: Any) -> Any:
+        return model(inputs, training=False)
+
+    def export_bytes(self, model: Any, inputs: Any, fmt: str, workdir: Path) -> bytes:
+        return self.export_file(model, inputs, fmt, Path(workdir) / "exports" / "slim.keras"
+                                ).read_bytes()
+
+    def export_file(self, model: Any, inputs: Any, fmt: str, path: Path) -> Path:
+        from uif_explorer.keras.export import export_keras
+
+        if fmt != "keras":
+            raise ValueError(f"Expected format 'keras' for a Keras model. Received: {fmt!r}")
+        return export_keras(model, Path(path))
+
+    def export_checked(self, model: Any, inputs: Any, fmt: str,
+                       workdir: Path) -> dict[str, Any]:
+        raise ValueError(f"Expected a format made on demand; Keras models have none. "
+                         f"Received: {fmt!r}")
+
+    def export_note(self, ofa_subnet: bool) -> str:
+        return ("The .keras file loads with keras.saving.load_model(path, safe_mode=True): it "
+                "holds only built-in Keras layers with fewer filters.")
+
+    def slim_state(self, model: Any) -> dict[str, Any]:
+        return {w.path: keras.ops.convert_to_numpy(w) for w in model.weights}
+
+    def finetune_job(self, pruned: Any, original: Any, runner: Any, ev: Any, epochs: int,
+                     lr: float, batches: int) -> Callable[[Any], dict[str, Any]]:
+        """A fresh sparse copy rebuilt from the spec (Keras models do not deep-copy reliably),
+        trained with ``fit()`` on the bundled training images (masks keep zeros at zero)."""
+        spec_path = pruned.spec_path
+
+        def work(job: Any) -> dict[str, Any]:
+            from uif_explorer import data
+            from uif_explorer.keras.finetune import fine_tune
+
+            model = runner.prune(spec_path=spec_path, mode="sparse")
+            x, y = data.numpy_dataset("train", limit=batches * 128)
+            history = fine_tune(model, x, y, epochs=epochs, lr=lr, batch_size=128,
+                                max_batches=batches, progress=job.progress)
+            return {"model": model, "accuracy": ev.score(model), "history": history,
+                    "epochs": epochs, "lr": lr}
+
+        return work
+
+    def machine_note(self) -> str:
+        cpu = platform.processor() or platform.machine()
+        return (f"{cpu}, {os.cpu_count()} logical CPUs, Keras {keras.__version__} "
+                f"({keras.backend.backend()} backend), batch 1, CPU")
+
+
+KERAS = KerasBackend()

@@ -1,0 +1,119 @@
+"""What the pruning buttons of the app do, without streamlit: prune from the analysis, build a
+searched candidate, rebuild from a saved spec, fine-tune, slim for export. Each returns a
+``PrunedModel`` (or a background job making one); the pages only show it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from uif_explorer.services.model_source import PT2, ModelSource
+from uif_explorer.services.pruned import SLIM, SPARSE, PrunedModel
+
+log = logging.getLogger("uif_explorer.app")
+
+
+def _scored(ev: Any) -> dict[str, Any]:
+    return {"images": ev.images, "score_source": ev.describe(), "label_free": ev.label_free}
+
+
+def prune_from_analysis(runner: Any, source: ModelSource, ev: Any, ratio: float,
+                        channel_divisible: int, preview: Any) -> PrunedModel:
+    """**Prune** on the Sensitivity page: the sparse model at ``ratio`` (the rounding the
+    preview used), scored on ``ev``; its spec is written by the runner."""
+    model = source.backend.prune(runner, ratio, SPARSE, channel_divisible)
+    return PrunedModel(
+        model=model, kind=SPARSE, model_name=source.name, framework=source.framework,
+        source=f"Sensitivity, {round(ratio * 100)} % of MACs removed", accuracy=ev.score(model),
+        spec_path=str(runner.workspace.spec(source.name, ratio=ratio)), removal_ratio=ratio,
+        macs_m=preview.macs, params_m=preview.params, **_scored(ev))
+
+
+def build_candidate(runner: Any, source: ModelSource, ev: Any, ratio: float, index: int,
+                    search: Mapping[str, Any]) -> PrunedModel:
+    """**Build candidate** on the One-step page: candidate ``index`` as a slim model, scored
+    like in the search (BatchNorm statistics re-estimated first). An exported program's graph
+    cannot always be sliced (grouped convolutions): then the sparse model is used."""
+    kind = SLIM
+    try:
+        model = source.backend.build_candidate(runner, ratio, index)
+    except Exception as exc:  # noqa: BLE001 - e.g. grouped convs of a .pt2 graph
+        if source.kind != PT2:
+            raise
+        log.warning("slim build failed, using the sparse model", exc_info=exc)
+        model, kind = source.backend.build_candidate(runner, ratio, index, mode=SPARSE), SPARSE
+    if ev.calib_fn is not None:
+        ev.calib_fn(model, *ev.calib_args)
+    cand = next(c for c in search["candidates"] if c["id"] == index)
+    return PrunedModel(
+        model=model, kind=kind, model_name=source.name, framework=source.framework,
+        source=f"One-step candidate {index} at {round(ratio * 100)} % MACs removed",
+        removal_ratio=ratio, candidate=index, accuracy=ev.score(model),
+        spec_path=str(runner.workspace.spec(source.name, ratio=ratio, candidate=str(index))),
+        macs_m=cand["macs"], params_m=cand["params"], **_scored(ev))
+
+
+def rebuild_from_spec(runner: Any, source: ModelSource, ev: Any, spec_file: Path,
+                      spec: Mapping[str, Any]) -> PrunedModel:
+    """**Rebuild from the saved spec** on the Export page (after a reload): the slim model from
+    the original weights (fine-tuning done before the reload is not in it)."""
+    model = runner.prune(spec_path=spec_file, mode=SLIM)
+    return PrunedModel(
+        model=model, kind=SLIM, model_name=source.name, framework=source.framework,
+        source=f"Rebuilt from {Path(spec_file).name} (original weights)",
+        removal_ratio=spec.get("removal_ratio"), spec_path=str(spec_file),
+        accuracy=ev.score(model), macs_m=(spec.get("macs") or {}).get("pruned"),
+        params_m=(spec.get("params") or {}).get("pruned"), **_scored(ev))
+
+
+# -- fine-tuning ----------------------------------------------------------------------------------
+def can_fine_tune(source: ModelSource, ev: Any) -> bool:
+    """The app fine-tunes on the bundled training images: only models scored on the bundled
+    data, and not exported programs fixed at batch 1."""
+    return ev is not None and ev.bundled and not source.batch_fixed
+
+
+def fine_tune_job(pruned: PrunedModel, source: ModelSource, original: Any, runner: Any,
+                  ev: Any, epochs: int, lr: float, batches: int
+                  ) -> Callable[[Any], dict[str, Any]]:
+    """The background job of **Fine-tune** (the backend's; the pruned model is not changed)."""
+    return source.backend.finetune_job(pruned, original, runner, ev, epochs=int(epochs),
+                                       lr=float(lr), batches=int(batches))
+
+
+def fine_tuned(pruned: PrunedModel, result: Mapping[str, Any], serial: int) -> PrunedModel:
+    """The session's pruned model after a finished fine-tune job (once per job: ``serial``)."""
+    if pruned.finetune_serial == serial:
+        return pruned
+    return pruned.with_model(
+        result["model"], accuracy_before_ft=pruned.accuracy, accuracy=result["accuracy"],
+        finetune_serial=serial,
+        source=f"{pruned.source}, fine-tuned {result['epochs']} epoch(s)")
+
+
+# -- export ---------------------------------------------------------------------------------------
+def slim_for_export(pruned: PrunedModel, source: ModelSource, original: Any,
+                    runner: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    """``(slim model, None)``, or ``(None, error)`` when the graph cannot be sliced (an
+    exported program fixes the group count of grouped convolutions). Cached on ``pruned``.
+    ``runner`` makes the model's runner when the backend needs it (Keras rebuilds from the
+    spec)."""
+    if pruned.slim is not None:
+        return pruned.slim, None
+    try:
+        pruned.slim = source.backend.slim_of(pruned, original, runner())
+    except Exception as exc:  # noqa: BLE001 - shown with a fix by the page
+        log.warning("slim build failed", exc_info=exc)
+        return None, exc
+    return pruned.slim, None
+
+
+def slim_cost(slim: Any, source: ModelSource, pruned: PrunedModel) -> tuple[float | None, float]:
+    """(MACs, params) of the slim model in millions; the recorded ones if counting fails."""
+    try:
+        return source.backend.cost(slim, source.input_shape)
+    except Exception:  # noqa: BLE001 - the counts are informative only
+        return pruned.macs_m, float(pruned.params_m or 0.0)

@@ -1,0 +1,196 @@
+"""The PyTorch side of ``services.backends.Backend`` (imports torch, never TensorFlow)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from uif_explorer.services.backends import ExportFormat
+
+SUFFIXES = {"state_dict": ".pth", "safetensors": ".safetensors", "pt2": ".pt2",
+            "onnx": ".onnx", "torchscript": ".torchscript.pt"}
+
+
+def is_sparse(model: nn.Module) -> bool:
+    """Whether ``model`` is a sparse pruned model (mask buffers beside its weights)."""
+    from uif_explorer.torch.apply import MASK_SUFFIX
+
+    return any(name.endswith(MASK_SUFFIX) for name, _ in model.named_buffers())
+
+
+def slim_of(model: nn.Module, original: nn.Module) -> nn.Module:
+    """The slim version of a pruned model (a sparse one is sliced; a slim one returned)."""
+    if not is_sparse(model):
+        return model
+    from uif_explorer.torch.apply import make_slim, slim_state_dict
+
+    slim = make_slim(original, model.uif_capture, model.uif_plan)
+    slim.load_state_dict(slim_state_dict(model))
+    return slim.eval()
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def out_widths(model: nn.Module) -> dict[str, int]:
+    """Output channels of every conv and linear layer, by module name."""
+    widths = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            widths[name] = int(m.weight.shape[1] if m.transposed else m.weight.shape[0])
+        elif isinstance(m, nn.Linear):
+            widths[name] = int(m.weight.shape[0])
+    return widths
+
+
+def export_bytes(model: nn.Module, inputs: Any, fmt: str, workdir: Path) -> bytes:
+    """The file ``export_torch`` writes, as bytes (written under ``workdir/exports``)."""
+    path = Path(workdir) / "exports" / f"slim{SUFFIXES[fmt]}"
+    return TorchBackend().export_file(model, inputs, fmt, path).read_bytes()
+
+
+def onnx_checked(model: nn.Module, inputs: Any, workdir: Path) -> dict[str, Any]:
+    """ONNX bytes of ``model`` and ONNX Runtime's relative error vs PyTorch (checked <= 1e-4)."""
+    from uif_explorer.torch.export import check_onnx
+
+    blob = export_bytes(model, inputs, "onnx", workdir)
+    path = Path(workdir) / "exports" / "slim.onnx"
+    return {"bytes": blob, "error": check_onnx(path, copy.deepcopy(model).eval(), inputs)}
+
+
+class TorchBackend:
+    """PyTorch models: runners from ``get_pruning_runner``, exports from ``export_torch``."""
+
+    framework = "torch"
+    title = "PyTorch"
+    export_formats = (
+        ExportFormat("safetensors", "Slim state dict (.safetensors)", ".safetensors"),
+        ExportFormat("torchscript", "TorchScript (.pt)", ".torchscript.pt"),
+        ExportFormat("pt2", "torch.export program (.pt2)", ".pt2"),
+        ExportFormat("onnx", "ONNX (.onnx)", ".onnx",
+                     make_label="Make ONNX (checked with ONNX Runtime)",
+                     check_caption="ONNX Runtime check passed: relative error {error:.1e} (at "
+                     "most 1e-4 allowed) on the example input."),
+    )
+    file_formats = ("state_dict", "safetensors", "pt2", "onnx", "torchscript")
+    finetune_lr = 0.01
+    finetune_help = "SGD with distillation from the unpruned model"
+
+    def example_input(self, shape: Sequence[int]) -> torch.Tensor:
+        return torch.zeros(tuple(shape))
+
+    def private_copy(self, model: nn.Module) -> nn.Module:
+        return copy.deepcopy(model)
+
+    def make_runner(self, model: nn.Module, shape: Sequence[int], method: str, workdir: Path,
+                    name: str | None, excludes: Sequence[str] | None = None) -> Any:
+        """A runner on a private copy (the caller's model, often a shared cached one, is
+        never changed)."""
+        from uif_explorer.torch.runners import get_pruning_runner
+
+        return get_pruning_runner(copy.deepcopy(model), self.example_input(shape), method,
+                                  workdir=workdir, name=name, excludes=excludes or None)
+
+    def groups_table(self, model: nn.Module, shape: Sequence[int],
+                     excludes: Sequence[str] | None = None) -> Any:
+        from uif_explorer.torch.pruner import ChannelPruner
+
+        return ChannelPruner(copy.deepcopy(model), self.example_input(shape),
+                             list(excludes or [])).groups_table()
+
+    def summarize(self, model: nn.Module, shape: Sequence[int]) -> Any:
+        from uif_explorer.services.summary import summarize_torch_model
+
+        return summarize_torch_model(copy.deepcopy(model), self.example_input(shape))
+
+    def prune(self, runner: Any, ratio: float, mode: str, channel_divisible: int = 2) -> Any:
+        return runner.prune(removal_ratio=ratio, mode=mode, channel_divisible=channel_divisible)
+
+    def search(self, runner: Any, ev: Any, num_subnet: int, ratio: float, forced: bool,
+               progress: Any = None, executor: Any = None) -> dict[str, Any]:
+        extra = {"executor": executor} if executor is not None else {}
+        return runner.search(calibration_fn=ev.calib_fn, calib_args=ev.calib_args,
+                             eval_fn=ev.eval_fn, eval_args=ev.eval_args, num_subnet=num_subnet,
+                             removal_ratio=ratio, forced=forced, progress=progress, **extra)
+
+    def build_candidate(self, runner: Any, ratio: float, index: int | None,
+                        mode: str = "slim") -> Any:
+        return runner.prune(removal_ratio=ratio, index=index, mode=mode)
+
+    def slim_of(self, pruned: Any, original: nn.Module, runner: Any) -> nn.Module:
+        return slim_of(copy.deepcopy(pruned.model), original)
+
+    def out_widths(self, model: nn.Module) -> dict[str, int]:
+        return out_widths(model)
+
+    def cost(self, model: nn.Module, shape: Sequence[int]) -> tuple[float, float]:
+        from uif_explorer.torch.macs import model_cost
+
+        c = model_cost(copy.deepcopy(model), self.example_input(shape))
+        return c.macs / 1e6, c.params / 1e6
+
+    def forward(self, model: nn.Module, inputs: Any) -> Any:
+        with torch.inference_mode():
+            return model.eval()(inputs)
+
+    def export_bytes(self, model: nn.Module, inputs: Any, fmt: str, workdir: Path) -> bytes:
+        return export_bytes(model, inputs, fmt, workdir)
+
+    def export_file(self, model: nn.Module, inputs: Any, fmt: str, path: Path) -> Path:
+        from uif_explorer.torch.export import export_torch
+
+        return export_torch(copy.deepcopy(model), inputs, fmt, Path(path))
+
+    def export_checked(self, model: nn.Module, inputs: Any, fmt: str,
+                       workdir: Path) -> dict[str, Any]:
+        """``{"bytes", "error"}`` of an ONNX file checked with ONNX Runtime."""
+        if fmt != "onnx":
+            raise ValueError(f"Expected fmt 'onnx' (the checked format). Received: {fmt!r}")
+        return onnx_checked(model, inputs, workdir)
+
+    def export_note(self, ofa_subnet: bool) -> str:
+        rebuild = ("Rebuilds from the original architecture + `ofa_model(**ofa_args)` + "
+                   "`get_static_subnet(subnet_setting)` + the state dict." if ofa_subnet else
+                   "The slim model rebuilds from the original architecture + the spec + the "
+                   "slim state dict.")
+        return f"{rebuild} ONNX files are verified with ONNX Runtime when they are made."
+
+    def slim_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The slim state dict of a sparse or slim model (what ``--out`` files hold)."""
+        if hasattr(model, "slim_state_dict"):
+            return model.slim_state_dict()
+        return plain_state_dict(model)
+
+    def finetune_job(self, pruned: Any, original: nn.Module, runner: Any, ev: Any, epochs: int,
+                     lr: float, batches: int) -> Callable[[Any], dict[str, Any]]:
+        """A job fine-tuning a private copy of the pruned model on the bundled training images
+        with distillation from ``original``; returns the tuned model and its score on ``ev``."""
+        model, teacher = copy.deepcopy(pruned.model), copy.deepcopy(original)
+
+        def work(job: Any) -> dict[str, Any]:
+            from uif_explorer import data
+            from uif_explorer.torch.finetune import fine_tune
+
+            loader = data.torch_loader("train", batch_size=128, limit=batches * 128)
+            history = fine_tune(model, loader, epochs=epochs, lr=lr, teacher=teacher,
+                                max_batches=batches, progress=job.progress)
+            return {"model": model, "accuracy": ev.score(model), "history": history,
+                    "epochs": epochs, "lr": lr}
+
+        return work
+
+    def machine_note(self) -> str:
+        cpu = platform.processor() or platform.machine()
+        return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with "
+                f"{torch.get_num_threads()} threads, batch 1, CPU")
+
+
+TORCH = TorchBackend()
