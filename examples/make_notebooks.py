@@ -300,9 +300,22 @@ print(f"sparse model: {top1_accuracy(sparse_model, x_val, y_val):.2f}%")
 sparse_model.compile(loss="sparse_categorical_crossentropy",
                      optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
 sparse_model.fit(x_train, y_train, batch_size=128, epochs=1, verbose=0)  # 8 steps
-print(f"after a few fit() steps: {top1_accuracy(sparse_model, x_val, y_val):.2f}%")
+print(f"after a few fit() steps: {top1_accuracy(sparse_model, x_val, y_val):.2f}%")"""),
+    ("md", """\
+## Saving the weights: the Keras 3 spelling
+
+The guide (TensorFlow 2.4-2.12, Keras 2) saves with `save_weights("model_sparse_0.2",
+save_format="tf")`. Keras 3 has no `save_format` (a `TypeError`) and wants weight files to end
+in `.weights.h5`: write `save_weights("model_sparse_0.2.weights.h5")`. The sparse model's weights
+load into the original model (`docs/migration.md`)."""),
+    ("code", """\
+try:
+    sparse_model.save_weights(str(WORKDIR / "model_sparse_0.2"), save_format="tf")  # the guide
+except TypeError as exc:
+    print(f"the guide's line under Keras 3: TypeError: {exc}")
 weights = WORKDIR / "model_sparse_0.2.weights.h5"
-sparse_model.save_weights(weights)"""),
+sparse_model.save_weights(weights)  # what to write instead
+print("saved", weights.name)"""),
     ("md", """\
 ## The slim model
 
@@ -320,6 +333,12 @@ macs_before, macs_after = count_macs(model, input_spec), count_macs(slim, input_
 print(f"MACs {macs_before / 1e6:.3f} M -> {macs_after / 1e6:.3f} M,"
       f" params {count_params(model):,} -> {count_params(slim):,}, "
       f"top-1 {top1_accuracy(slim, x_val, y_val):.2f}%")"""),
+    ("code", """\
+# The slim model has no masks: save it whole as .keras (architecture and weights).
+slim_path = WORKDIR / "model_slim.keras"
+slim.save(slim_path)
+reloaded = keras.saving.load_model(slim_path, safe_mode=True)
+print(f"{slim_path.name} reloaded: top-1 {top1_accuracy(reloaded, x_val, y_val):.2f}%")"""),
     ("code", "charts.model_width_figure(model, slim)"),
     ("md", "## One-step search (4 candidates) on the same runner"),
     ("code", """\
