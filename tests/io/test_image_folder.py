@@ -73,6 +73,20 @@ def test_zip_made_by_a_zip_tool_with_folder_entries(members, tmp_path):
     assert folder.class_counts() == {"birds": 6, "cats": 5, "dogs": 4} and not folder.skipped
 
 
+def test_local_folder_follows_links_and_a_link_loop_ends(members, tmp_path):
+    """Symlinked class folders are read (as torchvision does); a loop stops at the depth limit
+    with the depth message instead of walking forever."""
+    write_tree(tmp_path / "store", members)
+    (tmp_path / "ds").mkdir()
+    for name in COUNTS:
+        (tmp_path / "ds" / name).symlink_to(tmp_path / "store" / name, target_is_directory=True)
+    assert open_image_folder(tmp_path / "ds", num_outputs=3).class_counts() == {
+        "birds": 6, "cats": 5, "dogs": 4}
+    (tmp_path / "store" / "cats" / "loop").symlink_to(tmp_path / "ds", target_is_directory=True)
+    with pytest.raises(ImageFolderError, match="nested more than 8 folders"):
+        open_image_folder(tmp_path / "ds")
+
+
 def test_class_count_must_match_the_model_and_nothing_is_extracted(members, tmp_path):
     with pytest.raises(ImageFolderError, match=r"Expected 10 class folders.*Received 3: "
                        r"'birds', 'cats', 'dogs'"):

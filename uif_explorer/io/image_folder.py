@@ -251,11 +251,14 @@ def _folder(root: Path, scan: _Scan, names: Callable[[str, int, str], str]) -> I
 
 # -- from a folder --------------------------------------------------------------------------
 def _walk(root: Path) -> Iterator[tuple[tuple[str, ...], bool]]:
-    """(parts relative to root, is_dir) for everything below root; symlinked folders are not
-    entered (a local folder is the caller's own; linked files are read)."""
+    """(parts relative to root, is_dir) for everything below root. Symbolic links are followed
+    (a local folder is the caller's own; torchvision does the same), no deeper than a file
+    may be nested plus one level, so a link loop ends and a too-deep file is still reported."""
     count = 0
-    for here, dirnames, filenames in os.walk(root):
+    for here, dirnames, filenames in os.walk(root, followlinks=True):
         base = Path(here).relative_to(root).parts
+        if len(base) > MAX_DEPTH + 1:
+            dirnames[:] = []
         dirnames.sort()
         for d in dirnames:
             yield (*base, d), True
