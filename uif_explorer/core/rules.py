@@ -279,6 +279,24 @@ def exclude_classes(graph: ChannelGraph, classes: np.ndarray, reason: str) -> No
             g.excluded_reason = reason
 
 
+def nothing_prunable(graph: ChannelGraph, limit: int = 6) -> str:
+    """One line saying that no group can be pruned, naming the frozen layers and why."""
+    if not graph.groups:
+        return ("No channel group of this model can be pruned: it has no layer that produces "
+                "channels (convolution, linear, or a registered custom layer).")
+    by_reason: dict[str, list[str]] = {}
+    for g in graph.groups:
+        by_reason.setdefault(g.excluded_reason or "not prunable", []).append(g.name)
+    parts = []
+    for reason, names in list(by_reason.items())[:limit]:
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        parts.append(f"{', '.join(names[:3])}{more} ({reason})")
+    if len(by_reason) > limit:
+        parts.append(f"{len(by_reason) - limit} more reasons")
+    return (f"No channel group of this model can be pruned; frozen: {'; '.join(parts)}. "
+            "See groups_table() for every group.")
+
+
 def check_unknown(graph: ChannelGraph, records: Iterable[tuple[str, str, np.ndarray]],
                   message: Callable[[str, str, Group], str]) -> None:
     """Raise :class:`UnsupportedLayerError` where only a rule-less weighted layer stops a group.
@@ -295,5 +313,5 @@ def check_unknown(graph: ChannelGraph, records: Iterable[tuple[str, str, np.ndar
 __all__ = [
     "BROADCAST", "NO_RULE", "Barrier", "LayerRegistry", "LayerRule", "UnsupportedLayerError",
     "barrier", "check_unknown", "concat_classes", "exclude_classes", "fixed_val", "groups_of",
-    "make_rule", "reshape_classes", "reshape_groups", "unify_elementwise",
+    "make_rule", "nothing_prunable", "reshape_classes", "reshape_groups", "unify_elementwise",
 ]

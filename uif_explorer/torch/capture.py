@@ -28,6 +28,7 @@ from uif_explorer.core.rules import (
     UnsupportedLayerError,
     check_unknown,
     exclude_classes,
+    nothing_prunable,
 )
 from uif_explorer.torch.macs import as_tuple, count_macs_by_module
 from uif_explorer.torch.rules import (
@@ -53,6 +54,7 @@ class Capture:
     depthwise_modules: set[str]
     custom_modules: dict[str, LayerRule]
     excluded_modules: list[str] = field(default_factory=list)
+    warmed_modules: list[str] = field(default_factory=list)  # changed state on a first call
 
 
 def _export(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
@@ -104,6 +106,7 @@ def capture(
     args = as_tuple(inputs)
     excluded = resolve_excludes(model, excludes)
     work = copy.deepcopy(model).eval()
+    warmed = warm_up(work, args)
     with torch.no_grad():
         ep = _export(work, args)
         total_macs, per_module = count_macs_by_module(work, args)
@@ -117,11 +120,65 @@ def capture(
     for norm in walker.spanning:
         if not norm.module:
             exclude_classes(graph, norm.classes, "a norm without a module spans channels")
-    cap = Capture(graph, walker.spanning, walker.depthwise, walker.custom, sorted(excluded))
+    cap = Capture(graph, walker.spanning, walker.depthwise, walker.custom, sorted(excluded),
+                  warmed)
     from uif_explorer.torch.probe import freeze_breaking_groups  # probe imports apply -> here
 
     freeze_breaking_groups(work, cap, args)
+    if warmed:
+        graph.notes.append(
+            f"Modules that build state on their first call were run once before the capture "
+            f"(on a copy): {', '.join(warmed)}"
+        )
+    if not graph.prunable_groups:
+        graph.notes.append(nothing_prunable(graph))
     return cap
+
+
+def _state(model: nn.Module) -> dict[str, list[tuple[str, object]]]:
+    """Per module: its plain attributes (kind, size or value) and buffers (cloned)."""
+    out: dict[str, list[tuple[str, object]]] = {}
+    for name, m in model.named_modules():
+        items: list[tuple[str, object]] = []
+        for k, v in vars(m).items():
+            if k.startswith("_") or k == "training":
+                continue
+            if torch.is_tensor(v):
+                items.append((k, ("tensor", tuple(v.shape))))
+            elif isinstance(v, (list, tuple, dict, set)):
+                items.append((k, (type(v).__name__, len(v))))
+            elif v is None or isinstance(v, (bool, int, float, str)):
+                items.append((k, v))
+        items.extend((k, b.detach().clone()) for k, b in m._buffers.items() if b is not None)
+        out[name or "(model)"] = items
+    return out
+
+
+def _same(a: list[tuple[str, object]], b: list[tuple[str, object]]) -> bool:
+    if [k for k, _ in a] != [k for k, _ in b]:
+        return False
+    for (_, x), (_, y) in zip(a, b, strict=True):
+        if torch.is_tensor(x) or torch.is_tensor(y):
+            if not (torch.is_tensor(x) and torch.is_tensor(y) and x.shape == y.shape
+                    and torch.equal(x, y)):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def warm_up(work: nn.Module, args: tuple) -> list[str]:
+    """Run the (copied) model once so state built on a first call (cached anchors, lazy
+    tables) exists before the capture; a model captures the same whether or not it has run.
+    The names of the modules whose own state (attributes, buffers) that call changed."""
+    before = _state(work)
+    try:
+        with torch.no_grad():
+            work(*args)
+    except Exception:  # noqa: BLE001 - export reports a failing forward with its own advice
+        return []
+    after = _state(work)
+    return [n for n in after if n not in before or not _same(before[n], after[n])]
 
 
 def _unsupported_message(op: str, where: str, g: Group) -> str:
