@@ -2,8 +2,9 @@
 
 A detector-style head that builds its anchors on its first call (reading the features across
 channels to do it) froze the layer feeding it when captured before it ever ran (a real detector
-had nothing left to prune). The capture now runs a copy once first: the model captures the same whether or not it
-has run, the note names the module that changed state, and the user's model keeps its state.
+had nothing left to prune). The capture now runs a copy once first: the model captures the same
+whether or not it has run, the note names the module that changed state, and the user's model
+keeps its state.
 """
 
 from __future__ import annotations
