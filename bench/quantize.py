@@ -165,7 +165,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=["resnet20", "mobilenetv2_small", "resnet50"])
     ap.add_argument("--ratio", type=float, default=0.5, help="fraction of MACs removed")
-    ap.add_argument("--num-subnet", type=int, default=10, help="one-step candidates")
+    ap.add_argument("--num-subnet", type=int, default=5, help="one-step candidates")
     ap.add_argument("--epochs", type=int, default=1, help="fine-tune epochs of the slim model")
     ap.add_argument("--finetune-batches", type=int, default=None,
                     help="stop each fine-tune epoch after this many batches (smoke runs)")
