@@ -125,6 +125,13 @@ def test_refusals_name_the_problem(members, tmp_path):
             open_image_folder(write_tree(tmp_path / name, tree))
     with pytest.raises(ImageFolderError, match="not a folder"):
         open_image_folder(tmp_path / "missing")
+    with pytest.raises(ImageFolderError, match="does not exist"):
+        load_image_data(tmp_path / "missing.zip", (3, 8, 8))
+    with pytest.raises(ImageFolderError, match="dest="):
+        load_image_data(zip_bytes(members), (3, 8, 8))
+    with pytest.raises(ValueError, match="evaluation split is empty"):
+        load_image_data(write_tree(tmp_path / "tiny", {"a/1.png": image_bytes(),
+                                                       "b/2.png": image_bytes()}), (3, 8, 8))
 
 
 # -- presets --------------------------------------------------------------------------------
