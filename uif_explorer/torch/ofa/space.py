@@ -89,6 +89,19 @@ class _SliceInfo:
     roots: np.ndarray
 
 
+def _no_such(message: str, name: str, known: list[str]) -> SubnetSettingError:
+    """``message: known`` and the closest names to ``name`` (a typo is the usual cause)."""
+    close = difflib.get_close_matches(name, known, n=3)
+    return SubnetSettingError(f"{message}: {known}" + (f"; did you mean {close}?" if close else ""))
+
+
+def _option(options: tuple[int, ...], value: int, problem: str) -> int:
+    """The gene index of ``value`` among a group's or kernel's ``options``, or ``problem``."""
+    if value not in options:
+        raise SubnetSettingError(f"{problem}. Expected one of {list(options)}")
+    return options.index(value)
+
+
 @dataclass
 class OFASpace:
     """Everything an OFA model needs to switch subnets, build static ones and cost them."""
@@ -224,26 +237,18 @@ class OFASpace:
                         f"Group {name!r} is not elastic ({fixed['reason']}); its width is "
                         f"{fixed['channels']}. Received: width={value}")
                 return
-            close = difflib.get_close_matches(name, list(pos), n=3)
-            raise SubnetSettingError(
-                f"Unknown group {name!r} in subnet_setting. Elastic groups: {list(pos)}"
-                + (f"; did you mean {close}?" if close else ""))
-        if value not in g.widths:
-            raise SubnetSettingError(f"Width {value} is not a candidate of group {name!r} "
-                                     f"({g.channels} channels). Expected one of {list(g.widths)}")
-        genome[pos[name]] = g.widths.index(value)
+            raise _no_such(f"Unknown group {name!r} in subnet_setting. Elastic groups", name,
+                           list(pos))
+        genome[pos[name]] = _option(g.widths, value, f"Width {value} is not a candidate of "
+                                    f"group {name!r} ({g.channels} channels)")
 
     def _parse_kernel(self, name: str, value: int, kpos: dict[str, int], genome: list) -> None:
         k = self._kernel_by_module.get(name)
         if k is None:
-            close = difflib.get_close_matches(name, list(kpos), n=3)
-            raise SubnetSettingError(
-                f"Module {name!r} has no elastic kernel. Elastic kernels: {list(kpos)}"
-                + (f"; did you mean {close}?" if close else ""))
-        if value not in k.kernels:
-            raise SubnetSettingError(f"Kernel size {value} is not a candidate of {name!r}. "
-                                     f"Expected one of {list(k.kernels)}")
-        genome[kpos[name]] = k.kernels.index(value)
+            raise _no_such(f"Module {name!r} has no elastic kernel. Elastic kernels", name,
+                           list(kpos))
+        genome[kpos[name]] = _option(k.kernels, value,
+                                     f"Kernel size {value} is not a candidate of {name!r}")
 
     def sample(self, mode: str, rng: np.random.Generator | int | None = None) -> Genome:
         if mode == "max":
