@@ -237,7 +237,7 @@ def test_data_without_labels_uses_the_label_free_score(root: Path) -> None:
 def test_a_zipped_cli_workspace_opens_with_its_curves(root: Path, tmp_path: Path) -> None:
     _need("resnet20")
     from uif_explorer.data import torch_loader
-    from uif_explorer.services.session import ModelChoice, write_workspace_info
+    from uif_explorer.services.workspace_info import ModelChoice, write_workspace_info
     from uif_explorer.torch.capture import digest_weights
     from uif_explorer.torch.evaluation import top1_accuracy
     from uif_explorer.torch.runners import get_pruning_runner

@@ -86,7 +86,7 @@ def test_bad_ranges_and_supernets_are_clear_errors(args: list[str], message: str
         pytest.skip("the bundled supernet is not trained")
     assert main(["ofa-search", "--workdir", str(tmp_path), *TINY_SEARCH, *args]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("uif-explorer: error:") and message in err
+    assert err.startswith("uif-explorer ofa-search: error:") and message in err
     assert "Traceback" not in err
     assert not list(tmp_path.glob("*_evolution*.json"))  # nothing written
 
@@ -97,5 +97,6 @@ def test_ofa_train_rejects_bad_arguments(tmp_path: Path, capsys) -> None:
     assert main(["ofa-train", "--expand-ratio", "0.5", "1.5", "--workdir", str(tmp_path)]) == 2
     assert "(0, 1]" in capsys.readouterr().err
     assert main(["ofa-train", "--images", "0", "--workdir", str(tmp_path)]) == 2
-    assert "images >= 1" in capsys.readouterr().err
+    assert "Expected --images to be a positive whole number. Received: --images 0" \
+        in capsys.readouterr().err
     assert not list(tmp_path.iterdir())

@@ -9,7 +9,6 @@ so a label-free number is always named as such (conventions.md). No Streamlit he
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,7 +81,7 @@ def bundled_fits(source: ModelSource) -> bool:
     if source.is_sample:
         return True
     shape = tuple(source.input_shape)
-    want = (1, 28, 28, 1) if source.framework == "keras" else (1, 1, 28, 28)
+    want = (1, 28, 28, 1) if source.layout == "NHWC" else (1, 1, 28, 28)
     return shape == want and source.num_classes in (None, 10)
 
 
@@ -110,15 +109,20 @@ def file_data(path: str | Path, source: ModelSource) -> DataSource:
                       labelled=y is not None, count=len(x), for_model=source.key)
 
 
+def _bundled_arrays(split: str, limit: int | None, layout: str
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled images of ``split`` as float32 in ``layout`` ('NCHW' or 'NHWC')."""
+    x, y = bundled.load_arrays(split)
+    x, y = (x[:limit], y[:limit]) if limit else (x, y)
+    x = bundled.preprocess(x)
+    return (x[..., None] if layout == "NHWC" else x[:, None]), y
+
+
 def arrays(folder: str | Path, ds: DataSource, source: ModelSource, limit: int | None
            ) -> tuple[np.ndarray, np.ndarray | None]:
     """``(x, y)`` of the data in the model's layout (``y`` None without labels)."""
     if ds.kind == BUNDLED:
-        if source.framework == "keras":
-            return bundled.numpy_dataset("test", limit=limit)
-        x, y = bundled.load_arrays("test")
-        x, y = (x[:limit], y[:limit]) if limit else (x, y)
-        return bundled.preprocess(x)[:, None], y
+        return _bundled_arrays("test", limit, source.layout)
     path = Path(folder) / str(ds.file)
     try:
         raw = path.read_bytes()
@@ -162,28 +166,6 @@ class Evaluator:
         return float(self.eval_fn(model, *self.eval_args))
 
 
-def keras_agreement(reference: Any) -> Callable[..., float]:
-    """A label-free ``eval_fn(model, x)`` for Keras: % of argmax predictions equal to the
-    reference model's (computed once per input array)."""
-    import keras
-
-    cache: dict[int, np.ndarray] = {}
-
-    def predict(model: Any, x: np.ndarray) -> np.ndarray:
-        out = [keras.ops.convert_to_numpy(model(x[i:i + 256], training=False)).argmax(-1)
-               for i in range(0, len(x), 256)]
-        return np.concatenate(out)
-
-    def eval_fn(model: Any, x: np.ndarray) -> float:
-        key = id(x)
-        if key not in cache:
-            cache[key] = predict(reference, x)
-        return 100.0 * float((predict(model, x) == cache[key]).mean())
-
-    eval_fn.score_name = LABEL_FREE_NAME  # type: ignore[attr-defined]
-    return eval_fn
-
-
 def make_evaluator(source: ModelSource, model: Any, ds: DataSource | None, images: int,
                    folder: str | Path) -> Evaluator:
     """The evaluator for ``model`` on ``ds`` (bundled when None and it fits the model)."""
@@ -197,41 +179,12 @@ def make_evaluator(source: ModelSource, model: Any, ds: DataSource | None, image
             )
         ds = DataSource()
     x, y = arrays(folder, ds, source, images)
-    n = len(x)
     is_bundled = ds.kind == BUNDLED
-    if source.framework == "keras":
-        from uif_explorer.keras.evaluation import adaptive_bn_calibration, top1_accuracy
-
-        calib_x = (bundled.numpy_dataset("train", limit=CALIB_IMAGES)[0] if is_bundled
-                   else x[:CALIB_IMAGES])
-        if y is not None:
-            return Evaluator(top1_accuracy, (x, y), adaptive_bn_calibration, (calib_x,),
-                             TOP1_NAME, False, n, ds.title, is_bundled)
-        return Evaluator(keras_agreement(model), (x,), adaptive_bn_calibration, (calib_x,),
-                         LABEL_FREE_NAME, True, n, ds.title, is_bundled)
-    import torch
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from uif_explorer.torch.evaluation import (
-        adaptive_bn_calibration,
-        make_label_free_eval,
-        top1_accuracy,
-    )
-
-    batch = 1 if source.batch_fixed else 256  # an exported program fixed at batch 1
-    if is_bundled and not source.batch_fixed:
-        calib = calib_loader()
-    else:
-        calib_x = (bundled.preprocess(bundled.load_arrays("train")[0][:CALIB_IMAGES])[:, None]
-                   if is_bundled else x[:CALIB_IMAGES])
-        calib = DataLoader(TensorDataset(torch.from_numpy(calib_x)),
-                           batch_size=min(batch, 64))
-    if y is not None:
-        loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-                            batch_size=batch)
-        return Evaluator(top1_accuracy, (loader,), adaptive_bn_calibration, (calib,),
-                         TOP1_NAME, False, n, ds.title, is_bundled)
-    loader = DataLoader(TensorDataset(torch.from_numpy(x)), batch_size=batch)
-    fn = make_label_free_eval(copy.deepcopy(model))
-    return Evaluator(fn, (loader,), adaptive_bn_calibration, (calib,), LABEL_FREE_NAME, True,
-                     n, ds.title, is_bundled)
+    calib_x = (_bundled_arrays("train", CALIB_IMAGES, source.layout)[0] if is_bundled
+               else x[:CALIB_IMAGES])
+    eval_fn, eval_args, calib_fn, calib_args = source.backend.scoring(
+        model, x, y, calib_x, batch_fixed=source.batch_fixed)
+    label_free = y is None
+    return Evaluator(eval_fn, eval_args, calib_fn, calib_args,
+                     LABEL_FREE_NAME if label_free else TOP1_NAME, label_free, len(x), ds.title,
+                     is_bundled)

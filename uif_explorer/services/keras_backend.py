@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from uif_explorer.services.backends import ExportFormat
+from uif_explorer.services.eval_data import LABEL_FREE_NAME
 
 
 def summarize_keras_model(model: Any, input_shape: Sequence[int]) -> Any:
@@ -51,6 +52,26 @@ def summarize_keras_model(model: Any, input_shape: Sequence[int]) -> Any:
                         input_shape=(tuple(int(d) for d in input_shape),), table=df)
 
 
+def keras_agreement(reference: Any) -> Callable[..., float]:
+    """A label-free ``eval_fn(model, x)`` for Keras: % of argmax predictions equal to the
+    reference model's (computed once per input array)."""
+    cache: dict[int, np.ndarray] = {}
+
+    def predict(model: Any, x: np.ndarray) -> np.ndarray:
+        out = [keras.ops.convert_to_numpy(model(x[i:i + 256], training=False)).argmax(-1)
+               for i in range(0, len(x), 256)]
+        return np.concatenate(out)
+
+    def eval_fn(model: Any, x: np.ndarray) -> float:
+        key = id(x)
+        if key not in cache:
+            cache[key] = predict(reference, x)
+        return 100.0 * float((predict(model, x) == cache[key]).mean())
+
+    eval_fn.score_name = LABEL_FREE_NAME  # type: ignore[attr-defined]
+    return eval_fn
+
+
 class KerasBackend:
     """Keras 3 models: ``IterativePruningRunner`` (one runner for both methods), ``.keras``
     export. Runners never mutate their model (they work on masked copies)."""
@@ -74,6 +95,16 @@ class KerasBackend:
 
         return IterativePruningRunner(model, tuple(shape), workdir=workdir, name=name,
                                       excludes=list(excludes) if excludes else None)
+
+    def scoring(self, model: Any, x: np.ndarray, y: np.ndarray | None, calib_x: np.ndarray,
+                batch_fixed: bool = False) -> tuple[Any, tuple, Any, tuple]:
+        """``(eval_fn, eval_args, calibration_fn, calib_args)`` over numpy arrays: top-1 with
+        labels, else the label-free agreement with ``model``; adaptive BN on ``calib_x``."""
+        from uif_explorer.keras.evaluation import adaptive_bn_calibration, top1_accuracy
+
+        if y is not None:
+            return top1_accuracy, (x, y), adaptive_bn_calibration, (calib_x,)
+        return keras_agreement(model), (x,), adaptive_bn_calibration, (calib_x,)
 
     def groups_table(self, model: Any, shape: Sequence[int],
                      excludes: Sequence[str] | None = None) -> Any:

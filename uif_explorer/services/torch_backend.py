@@ -99,6 +99,29 @@ class TorchBackend:
         return get_pruning_runner(copy.deepcopy(model), self.example_input(shape), method,
                                   workdir=workdir, name=name, excludes=excludes or None)
 
+    def scoring(self, model: nn.Module, x: Any, y: Any, calib_x: Any, batch_fixed: bool = False
+                ) -> tuple[Any, tuple, Any, tuple]:
+        """``(eval_fn, eval_args, calibration_fn, calib_args)`` over numpy arrays: top-1 with
+        labels, else the label-free agreement with a copy of ``model``; adaptive BN on
+        ``calib_x``. An exported program fixed at batch 1 is run one image at a time."""
+        from torch.utils.data import DataLoader, TensorDataset
+
+        from uif_explorer.torch.evaluation import (
+            adaptive_bn_calibration,
+            make_label_free_eval,
+            top1_accuracy,
+        )
+
+        batch = 1 if batch_fixed else 256
+        calib = DataLoader(TensorDataset(torch.from_numpy(calib_x)), batch_size=min(batch, 64))
+        if y is not None:
+            loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                                batch_size=batch)
+            return top1_accuracy, (loader,), adaptive_bn_calibration, (calib,)
+        loader = DataLoader(TensorDataset(torch.from_numpy(x)), batch_size=batch)
+        return (make_label_free_eval(copy.deepcopy(model)), (loader,), adaptive_bn_calibration,
+                (calib,))
+
     def groups_table(self, model: nn.Module, shape: Sequence[int],
                      excludes: Sequence[str] | None = None) -> Any:
         from uif_explorer.torch.pruner import ChannelPruner

@@ -14,6 +14,8 @@ from uif_explorer.ui.loaders import LoadedModel
 
 PICKER_KEY = "model_picker"
 FRAMEWORK_NAMES = {"torch": "PyTorch", "keras": "Keras"}
+LAYOUT_WORDS = {"NHWC": "batch x height x width x channels",
+                "NCHW": "batch x channels x height x width"}
 KIND_NAMES = {"sample": "bundled sample", "weights": "registry architecture + uploaded weights",
               "pt2": "uploaded torch.export program", "keras": "uploaded .keras file",
               "pickle": "uploaded pickled module (trust option)"}
@@ -80,9 +82,8 @@ def metric_cards(loaded: LoadedModel, test_size: int | None, score: str | None =
     ``score``: a measured score to show instead of the recorded accuracy (uploaded models),
     with ``score_help`` saying what it is (e.g. label-free)."""
     s: ModelSummary = loaded.summary
-    layout = ("batch x height x width x channels (Keras' NHWC layout)"
-              if loaded.framework == "keras" else
-              "batch x channels x height x width (PyTorch's NCHW layout)")
+    layout = f"{LAYOUT_WORDS[loaded.source.layout]} ({loaded.source.backend.title}'s " \
+             f"{loaded.source.layout} layout)"
     cols = st.columns(4)
     cols[0].metric(
         "Parameters",

@@ -180,8 +180,8 @@ def data_section(source: ModelSource) -> None:
         st.warning(f"This model takes {source.input_label} inputs, so the bundled 28x28 "
                    "Fashion-MNIST data cannot score it: upload an .npz below to analyse and "
                    "prune it.", icon=":material/dataset:")
-    layout = "NHWC" if source.framework == "keras" else "NCHW"
-    st.caption(f"An `.npz` (numpy.savez) with `x`: samples in the model's layout ({layout}, "
+    st.caption(f"An `.npz` (numpy.savez) with `x`: samples in the model's layout "
+               f"({source.layout}, "
                f"{source.input_label} without the batch), float32 preprocessed or uint8 with "
                "the sample models' preprocessing; optional `y`: integer labels. Without `y` "
                "the label-free score is used.")

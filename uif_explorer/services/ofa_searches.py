@@ -1,0 +1,203 @@
+"""OFA evolutionary searches as workspace files, for the OFA page and ``uif-explorer
+ofa-search``: ``<name>_evolution.json`` (``run_evolutionary_search``) and, next to a search
+made by the app or the CLI, ``<name>_evolution.meta.json`` recording the data it was scored on,
+so every accuracy on screen can name its source. Bundled searches are never written."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from uif_explorer import data
+from uif_explorer.io.workspace import WorkspaceError, atomic_write_json, read_json, sanitize_name
+from uif_explorer.services import eval_data
+from uif_explorer.services.ofa_supernets import Progress, SupernetRef, settings_tag
+
+EVOLUTION_KIND = "uif-explorer-evolution"
+META_KIND = "uif-explorer-ofa-search-meta"
+BUNDLED_SEARCH_DATA = ("top-1 on the first 500 images of the bundled Fashion-MNIST test subset, "
+                       "after BatchNorm calibration on 8 fixed batches of 64 training images")
+MACS_STEPS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0)
+
+
+# -- searches ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SearchRef:
+    """A saved evolutionary search of one supernet."""
+
+    key: str
+    path: Path
+    bundled: bool
+    label: str
+    complete: bool
+    data_source: str
+
+
+def meta_path(evolution_path: Path) -> Path:
+    """The sidecar of an app/CLI search: the data its scores come from."""
+    p = Path(evolution_path)
+    return p.with_name(p.name.replace("_evolution.json", "_evolution.meta.json"))
+
+
+def write_search_meta(evolution_path: Path, *, images: int, calib_batches: int,
+                      supernet: str, sample: str) -> None:
+    atomic_write_json(meta_path(evolution_path), {
+        "format_version": 1, "kind": META_KIND, "images": int(images),
+        "calib_batches": int(calib_batches), "calib_batch_size": 64, "supernet": supernet,
+        "sample": sample})
+
+
+def read_search_meta(evolution_path: Path) -> dict[str, Any]:
+    try:
+        return read_json(meta_path(evolution_path), kind=META_KIND)
+    except (WorkspaceError, OSError, ValueError):
+        return {}
+
+
+def search_data_source(meta: Mapping[str, Any]) -> str:
+    """Which data a search's accuracies are on, for captions."""
+    if not meta.get("images"):
+        return "the data the search was run with (outside the app; not recorded)"
+    return (f"{eval_data.data_source(int(meta['images']))}, after BatchNorm calibration on "
+            f"{int(meta.get('calib_batches', 0))} batches of 64 training images")
+
+
+def read_search(path: Path) -> dict[str, Any] | None:
+    """An evolution file (complete or not), or None when absent or unreadable."""
+    try:
+        return read_json(Path(path), kind=EVOLUTION_KIND) if Path(path).exists() else None
+    except (WorkspaceError, OSError, ValueError):
+        return None
+
+
+def _search_label(evo: Mapping[str, Any], bundled: bool) -> str:
+    rng = evo.get("range") or {}
+    n = len(evo.get("history") or [])
+    state = "finished" if evo.get("complete") else "unfinished"
+    who = "bundled search" if bundled else f"search {evo.get('model', '')}"
+    lo, hi = rng.get("min_macs"), rng.get("max_macs")
+    span = f", {lo:.2f}-{hi:.2f} M MACs" if lo is not None and hi is not None else ""
+    return f"{who}{span}, {n} subnets ({state})"
+
+
+def list_searches(ref: SupernetRef, folder: Path | None) -> list[SearchRef]:
+    """The bundled search (bundled supernets) and the workspace's searches of this supernet.
+
+    A workspace search belongs to the supernet when its graph and weights digests match.
+    """
+    out = []
+    if ref.bundled:
+        path = ref.path.with_name(f"{ref.sample}_supernet_evolution.json")
+        evo = read_search(path)
+        if evo is not None:
+            out.append(SearchRef(f"bundled:{ref.sample}", path, True, _search_label(evo, True),
+                                 bool(evo.get("complete")), BUNDLED_SEARCH_DATA))
+    if folder is not None:
+        for path in sorted(Path(folder).glob("*_evolution.json")):
+            evo = read_search(path)
+            if evo is None or evo.get("graph_digest") != ref.info.get("graph_digest") \
+                    or evo.get("weights_digest") != ref.info.get("weights_digest"):
+                continue
+            out.append(SearchRef(f"workspace:{path.name}", path, False,
+                                 _search_label(evo, False), bool(evo.get("complete")),
+                                 search_data_source(read_search_meta(path))))
+    return out
+
+
+def newest_search(ref: SupernetRef, folder: Path) -> Path | None:
+    """The workspace search of this supernet written last (a running search rewrites its file
+    after every subnet)."""
+    found = [s.path for s in list_searches(ref, folder) if not s.bundled]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
+def default_macs_step(lo: float, hi: float) -> float:
+    """A bin width giving about 10-20 Pareto-set bins over ``[lo, hi]`` (millions)."""
+    span = max(float(hi) - float(lo), 1e-9)
+    return next((s for s in MACS_STEPS if s >= span / 20), MACS_STEPS[-1])
+
+
+def search_name(ref: SupernetRef, settings: Mapping[str, Any]) -> str:
+    """Workspace name of a new search: the supernet's name and a tag of its settings."""
+    return sanitize_name(f"{ref.name}_s{settings_tag(settings)}")
+
+
+def search_settings(min_macs: float, max_macs: float, *, population: int = 8,
+                    iterations: int = 2, images: int = 200, macs_step: float | None = None,
+                    mutate_size: int | None = None, crossover_size: int | None = None,
+                    calib_batches: int = eval_data.CALIB_BATCHES) -> dict[str, Any]:
+    """Complete settings of a short search (mutations/crossovers scaled to the population)."""
+    lo, hi = float(min_macs), float(max_macs)
+    return {"min_macs": round(lo, 6), "max_macs": round(hi, 6),
+            "macs_step": float(macs_step or default_macs_step(lo, hi)),
+            "parent_popu_size": int(population), "iteration": int(iterations),
+            "mutate_size": int(mutate_size or max(2, population // 2)),
+            "crossover_size": int(crossover_size or max(1, population // 4)),
+            "images": int(images), "calib_batches": int(calib_batches)}
+
+
+def planned_evaluations(settings: Mapping[str, Any]) -> int:
+    """At most this many subnets are evaluated (fewer when the space runs out)."""
+    return int(settings["parent_popu_size"]) + int(settings["iteration"]) * (
+        int(settings["mutate_size"]) + int(settings["crossover_size"]))
+
+
+def fixed_calib_batches(batches: int, batch_size: int = 64) -> list:
+    """The first ``batches`` batches of the bundled training subset, as a list (fixed: a
+    subnet's score must not depend on when it is evaluated)."""
+    return list(data.torch_loader("train", batch_size=batch_size, shuffle=False,
+                                  limit=int(batches) * batch_size))
+
+
+def check_range(ofa_model: nn.Module, min_macs: float, max_macs: float) -> None:
+    """Raise ``SearchRangeError`` (a ValueError) when no subnet can be in the MACs range."""
+    from uif_explorer.core.evolution import SearchRangeError, check_reachable
+    from uif_explorer.torch.ofa.space import space_of
+
+    lo, hi = float(min_macs), float(max_macs)
+    if lo > hi:
+        raise SearchRangeError(f"Expected min MACs <= max MACs. Received: {lo:g} > {hi:g}")
+    space = space_of(ofa_model)
+    check_reachable(space.choice, space.cost_m, lo, hi)
+
+
+def run_search(ofa_model: nn.Module, ref: SupernetRef, folder: Path,
+               settings: Mapping[str, Any], *, name: str | None = None,
+               progress: Progress | None = None, forced: bool = False,
+               executor: object = None) -> Path:
+    """Run (or resume) an evolutionary search of ``ofa_model`` into ``folder``; the file path.
+
+    ``ofa_model`` is only read (static subnets are built from it). Scores: top-1 (%) on the
+    first ``settings['images']`` bundled test images after adaptive BN on fixed training
+    batches. A range outside the supernet's span raises ``SearchRangeError`` at once.
+    """
+    from uif_explorer.torch.evaluation import adaptive_bn_calibration, top1_accuracy
+    from uif_explorer.torch.ofa import run_evolutionary_search
+
+    check_range(ofa_model, settings["min_macs"], settings["max_macs"])  # before any file
+    name = name or search_name(ref, settings)
+    calib = fixed_calib_batches(int(settings["calib_batches"]))
+
+    def calibration_fn(model: nn.Module, batches: list) -> None:
+        adaptive_bn_calibration(model, batches, number_forward=len(batches))
+
+    from uif_explorer.io.workspace import Workspace
+
+    path = Workspace(folder).evolution(name)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    write_search_meta(path, images=int(settings["images"]),
+                      calib_batches=int(settings["calib_batches"]), supernet=str(ref.path),
+                      sample=ref.sample)
+    result = run_evolutionary_search(
+        ofa_model, calibration_fn, (calib,), top1_accuracy,
+        (eval_data.test_loader(int(settings["images"])),), "acc1", "max",
+        min_macs=settings["min_macs"], max_macs=settings["max_macs"],
+        macs_step=settings["macs_step"], parent_popu_size=settings["parent_popu_size"],
+        iteration=settings["iteration"], mutate_size=settings["mutate_size"],
+        crossover_size=settings["crossover_size"], executor=executor, workdir=folder,
+        name=name, forced=forced, progress=progress)
+    return Path(result.path)
