@@ -7,6 +7,9 @@ builds a plan from per-group ratios, so the PyTorch and Keras backends share it.
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -39,6 +42,7 @@ def bisect_plan(
     steps: int = 50,
     quantum: Mapping[int, float] | None = None,
     counts_of: Callable[[dict[int, float]], dict[int, int]] | None = None,
+    strict: bool = True,
 ) -> PruningPlan:
     """A plan whose MACs removal is within ``tolerance`` of ``target``.
 
@@ -50,9 +54,11 @@ def bisect_plan(
 
     With ``counts_of`` (ratios -> kept channels per group) and a graph whose MACs depend only
     on counts, candidates are costed without building plans; one plan is built at the end.
+    ``strict=False`` returns the closest plan when rounding cannot land (see
+    :func:`check_landing`); an unreachable target is an error either way.
     """
     return plan_of(bisect_ratios(cost, ratios_at, plan_of, target, hi, tolerance, steps, quantum,
-                                 counts_of))
+                                 counts_of, strict))
 
 
 def bisect_ratios(
@@ -65,6 +71,7 @@ def bisect_ratios(
     steps: int = 40,
     quantum: Mapping[int, float] | None = None,
     counts_of: Callable[[dict[int, float]], dict[int, int]] | None = None,
+    strict: bool = True,
 ) -> dict[int, float]:
     """The per-group ratios :func:`bisect_plan` builds its plan from."""
     ids = sorted(ratios_at(hi))
@@ -74,7 +81,8 @@ def bisect_ratios(
         ratios = ratios_at(x)
         return np.array([ratios.get(gid, 0.0) for gid in ids], dtype=float)
 
-    r = search_ratios(removal, at, target, hi, tolerance, steps, _quantum_vector(quantum, ids))
+    r = search_ratios(removal, at, target, hi, tolerance, steps, _quantum_vector(quantum, ids),
+                      strict)
     return _as_dict(ids, r)
 
 
@@ -111,11 +119,13 @@ def search_ratios(
     tolerance: float = TARGET_TOLERANCE,
     steps: int = 40,
     quantum: np.ndarray | None = None,
+    strict: bool = True,
 ) -> np.ndarray:
     """Ratios (one per group, an array) whose ``removal`` is within ``tolerance`` of target.
 
     Arrays rather than dicts because the one-step sampler calls this thousands of times
     (see :func:`bisect_plan` for the method); a NaN quantum leaves that group alone.
+    ``strict=False`` returns the closest ratios found when rounding cannot land.
     """
     reach = removal(ratios_at(hi))
     if reach < target - tolerance:
@@ -160,14 +170,44 @@ def search_ratios(
         if trial is None:
             break
         best_err, best = trial
-    if best is None or best_err > tolerance:
+    if best is None or (strict and best_err > tolerance):
         closest = removal(best) if best is not None else 0.0
         raise PlanError(
             f"Could not land within {tolerance:.0%} of removing {target:.1%} of the MACs "
-            f"(closest: {closest:.1%}): channel rounding is too coarse for this model. Try "
-            "channel_divisible=1 or a nearby ratio."
+            f"(closest: {closest:.1%}): channel rounding is too coarse for this model at this "
+            "ratio. Try a nearby ratio."
         )
     return best
+
+
+def check_landing(achieved: float, target: float, *, channel_divisible: int, strict: bool,
+                  argument: str = "removal_ratio",
+                  tolerance: float = TARGET_TOLERANCE) -> None:
+    """The guide calls the ratio "only an approximate target": off by more than ``tolerance``
+    is a warning naming the achieved ratio, or with ``strict=True`` an error."""
+    if abs(achieved - target) <= tolerance:
+        return
+    tries = "a nearby ratio" + (f" or channel_divisible=1 (it is {channel_divisible})"
+                                if channel_divisible > 1 else "")
+    if strict:
+        raise PlanError(
+            f"Could not land within {tolerance:.0%} of removing {target:.1%} of the MACs "
+            f"(closest: {achieved:.1%}): channel rounding is too coarse for this model. "
+            f"Try {tries}, or strict=False to accept the closest plan."
+        )
+    warnings.warn(
+        f"{argument}={target:g} is an approximate target: channel rounding removes "
+        f"{achieved:.1%} of the MACs, the closest this model allows (for a closer result try "
+        f"{tries}; strict=True makes this an error).", UserWarning, stacklevel=_caller_level())
+
+
+def _caller_level() -> int:
+    """The stack level of the first frame outside this package (the user's call)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def eagleeye_shape(rng: np.random.Generator, n_groups: int, target: float) -> np.ndarray:

@@ -18,6 +18,7 @@ from uif_explorer.core.allocation import (
     MAX_GROUP_RATIO,
     TARGET_TOLERANCE,
     bisect_plan,
+    check_landing,
     check_removal_ratio,
     sample_ratio_vector,
 )
@@ -153,8 +154,10 @@ class BasePruner:
         weights: Mapping[int, float] | None = None,
         tolerance: float = TARGET_TOLERANCE,
         argument: str = "removal_ratio",
+        strict: bool = True,
     ) -> PruningPlan:
-        """Uniform (or ``weights``-scaled) group ratios bisected so MACs drop by the target."""
+        """Uniform (or ``weights``-scaled) group ratios bisected so MACs drop by the target
+        (within ``tolerance``; ``strict=False``: the closest plan, with a warning)."""
         check_removal_ratio(removal_ratio, argument)
         prunable = [g.id for g in self.graph.prunable_groups]
         if not prunable:
@@ -165,12 +168,15 @@ class BasePruner:
         def ratios_at(scale: float) -> dict[int, float]:
             return {gid: min(MAX_GROUP_RATIO, scale * weights.get(gid, 1.0)) for gid in prunable}
 
-        return bisect_plan(
+        plan = bisect_plan(
             self.cost, ratios_at, lambda r: self.plan(r, criterion, channel_divisible),
             removal_ratio, hi=MAX_GROUP_RATIO / min(1.0, top), tolerance=tolerance,
             quantum=self.quantum(channel_divisible),
-            counts_of=lambda r: self.counts(r, channel_divisible),
+            counts_of=lambda r: self.counts(r, channel_divisible), strict=False,
         )
+        check_landing(self.removal(plan), removal_ratio, channel_divisible=channel_divisible,
+                      strict=strict, argument=argument, tolerance=tolerance)
+        return plan
 
     def quantum(self, channel_divisible: int) -> dict[int, float]:
         """One rounding step of each prunable group, as a ratio."""

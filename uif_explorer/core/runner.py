@@ -1,331 +1,243 @@
-"""What the PyTorch and Keras runners share: workspace files, allocation, search bookkeeping.
+"""The runner loop, written once for the PyTorch and Keras runners.
 
-A backend runner subclasses :class:`RunnerBase`, says how to make a pruner for a set of
-excludes, and runs its own evaluation loop (PyTorch through executors, Keras in-process);
-loading and validating ``.sens`` / ``.search`` files, turning an analysis into a plan,
-previews, specs, candidate sampling and ranking are written once, here.
+``ana``, ``search``, ``prune`` and the candidate prune live here: argument checks, the
+workspace files (created, resumed, written after every evaluation), the baseline, ranking and
+specs. A backend subclasses :class:`RunnerBase` and supplies only two hooks: how to make a
+pruner for a set of excludes, and how to score a batch of plans (PyTorch through executors
+with sparse or slim models, Keras in-process on one masked copy). Allocation, previews and the
+file checks are in :mod:`uif_explorer.core.runner_files`.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import pandas as pd
-
-from uif_explorer.core.allocation import MAX_GROUP_RATIO, bisect_plan, sample_plan
+from uif_explorer.core.allocation import check_removal_ratio
 from uif_explorer.core.plan import PruningPlan
 from uif_explorer.core.pruner import BasePruner
-from uif_explorer.core.scores import AnalysisError
-from uif_explorer.core.sensitivity import (
-    SENS_KIND,
-    max_drop,
-    predicted_score,
-    ratios_for_threshold,
+from uif_explorer.core.runner_files import (
+    MAX_SUBNETS,
+    SEARCH_KIND,
+    PlanPreview,
+    Progress,
+    RunnerFiles,
+    check_divisible,
+    check_num_subnet,
+    check_threshold,
+    kept_lists,
+    say,
 )
-from uif_explorer.io.workspace import Workspace, WorkspaceError, atomic_write_json, read_json
+from uif_explorer.core.scores import AnalysisError, ScoreJob, check_function
+from uif_explorer.core.sensitivity import (
+    DEFAULT_RATIOS,
+    check_ratios,
+    new_sensitivity,
+    pending_steps,
+    record_step,
+)
+from uif_explorer.io.workspace import WorkspaceError, atomic_write_json, read_json
 
-SEARCH_KIND = "uif-explorer-search"
-MAX_SUBNETS = 100_000
-Progress = Callable[[int, int, dict], None]
+__all__ = ["MAX_SUBNETS", "SEARCH_KIND", "AnalysisError", "PlanPreview", "Progress",
+           "RunnerBase", "ScoreItem", "ScoreJob", "check_callable", "kept_lists", "say"]
 
+check_callable = check_function  # the name the OFA search imports
 
-def say(msg: str) -> None:
-    print(f"[uif-explorer] {msg}", file=sys.stderr, flush=True)
-
-
-def check_callable(fn: object, name: str) -> None:
-    if not callable(fn):
-        raise TypeError(f"Expected {name} to be a function taking the model first. "
-                        f"Received: {name}={fn!r}")
-
-
-def kept_lists(plan: PruningPlan) -> dict[int, list[int]]:
-    return {int(g): [int(i) for i in k] for g, k in plan.kept.items()}
+# (plan or None for the unpruned model, what it is in words for error messages)
+ScoreItem = tuple[PruningPlan | None, str]
 
 
-@dataclass
-class PlanPreview:
-    """What a prune would do, computed without building anything (for sliders)."""
+class RunnerBase(RunnerFiles):
+    """ana / search / prune over one model; subclasses add the backend hooks below."""
 
-    removal_ratio: float
-    achieved_removal: float
-    macs: float  # millions
-    params: float  # millions
-    original_macs: float
-    original_params: float
-    predicted_score: float | None
-    baseline: float | None
-    groups: pd.DataFrame
-    plan: PruningPlan
-
-    @property
-    def ratio(self) -> float:
-        """The Keras guide's name for ``removal_ratio``."""
-        return self.removal_ratio
-
-
-class RunnerBase:
-    """Workspace bookkeeping shared by every runner; ``pruner`` is a :class:`BasePruner`."""
-
-    pruner: BasePruner
-    name: str
-    workspace: Workspace
-    excludes: list
-    criterion: str
-    higher_is_better: bool
-
-    def _init_common(self, pruner: BasePruner, model: Any, workdir: str | os.PathLike,
-                     name: str | None, excludes: list, higher_is_better: bool,
-                     criterion: str) -> None:
-        self.pruner = pruner
-        self.excludes = excludes
-        self.higher_is_better = bool(higher_is_better)
-        self.criterion = criterion
-        self.name = name or f"{type(model).__name__}-{pruner.graph.graph_digest()[:6]}"
-        self.workspace = Workspace(workdir)
-        self._pruners: dict[tuple, BasePruner] = {}
-
+    # -- backend hooks ----------------------------------------------------------------------
     def _make_pruner(self, excludes: list) -> BasePruner:
         raise NotImplementedError
 
-    def _pruner_for(self, excludes: Iterable[object] | None) -> BasePruner:
-        if excludes is None or list(excludes) == self.excludes:
-            return self.pruner
-        key = tuple(e if isinstance(e, str) else id(e) for e in excludes)
-        if key not in self._pruners:
-            self._pruners[key] = self._make_pruner(list(excludes))
-        return self._pruners[key]
+    def _score_plans(self, pr: BasePruner, items: Sequence[ScoreItem], job: ScoreJob,
+                     executor: object = None) -> Iterator[tuple[int, float, int | None]]:
+        """Yield ``(index, score, worker pid or None)`` for every item, as each finishes.
 
-    @property
-    def groups(self) -> pd.DataFrame:
-        """The channel groups (prunable or not, and why)."""
-        return self.pruner.groups_table()
+        ``None`` stands for the unpruned model (the baseline); it must not modify the
+        user's model. ``job.mode`` says whether a plan is scored as a sparse or slim model.
+        """
+        raise NotImplementedError
 
-    # -- readable summaries (notebooks, REPL); the logic lives in uif_explorer.present.reports ----------
-    def groups_frame(self) -> pd.DataFrame:
-        """The channel groups: id, first layer, channels, prunable, layers, why excluded."""
-        return self.pruner.groups_table()
-
-    def sensitivity_frame(self) -> pd.DataFrame:
-        """The finished analysis as a table: score per group and ratio, worst drop."""
-        from uif_explorer.present.reports import sensitivity_frame
-
-        return sensitivity_frame(self.sensitivity(quiet=True))
-
-    def search_frame(self, removal_ratio: float | None = None,
-                     group_ratios: bool = False) -> pd.DataFrame:
-        """The one-step candidates at ``removal_ratio`` (default: the newest search file of
-        this model) as a table: MACs, params, MACs removed, score and rank."""
-        from uif_explorer.core.allocation import check_removal_ratio
-        from uif_explorer.present.reports import search_frame
-
-        if removal_ratio is None:
-            found = sorted(self.workspace.root.glob(f"{self.name}_ratio_*.search"),
-                           key=lambda p: p.stat().st_mtime)
-            if not found:
-                raise WorkspaceError(f"No search of {self.name} in {self.workspace.root}: run "
-                                     "runner.search(...) first.")
-            path = found[-1]
-        else:
-            path = self.workspace.search(self.name, check_removal_ratio(removal_ratio))
-            if not path.exists():
-                raise WorkspaceError(f"No search at {path}: run runner.search(...) at "
-                                     f"{removal_ratio} first.")
-        return search_frame(read_json(path, kind=SEARCH_KIND), group_ratios)
-
-    def __repr__(self) -> str:
-        from uif_explorer.present.reports import runner_text
-
+    # -- the shared loop ----------------------------------------------------------------------
+    def _run(self, pr: BasePruner, items: list[ScoreItem], job: ScoreJob, executor: object,
+             progress: Progress | None, record: Any) -> None:
+        """Score ``items``; ``record(index, score, pid)`` saves one result, returns its info."""
+        step, bar = self._progress(len(items), progress)
         try:
-            return runner_text(self)
-        except Exception:  # a half-built runner (e.g. in a traceback) still has a repr
-            return object.__repr__(self)
-
-    def _repr_html_(self) -> str:
-        from uif_explorer.present.reports import runner_html
-
-        return runner_html(self)
-
-    def _progress(self, total: int, progress: Progress | None):
-        bar = None
-        if progress is None and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, desc=self.name, unit="eval")
-
-        def step(done: int, info: dict) -> None:
-            if progress is not None:
-                progress(done, total, info)
+            for done, (index, score, pid) in enumerate(
+                    self._score_plans(pr, items, job, executor), start=1):
+                step(done, record(index, score, pid))
+        finally:
             if bar is not None:
-                bar.update(1)
+                bar.close()
 
-        return step, bar
-
-    # -- sensitivity -----------------------------------------------------------------------
-    def _load_sens(self, pr: BasePruner, forced: bool, weights: str) -> dict | None:
+    # -- sensitivity analysis ---------------------------------------------------------------
+    def _analyse(self, eval_fn: Any, args: Any, excludes: Iterable[object] | None,
+                 forced: bool, ratios: Sequence[float] = DEFAULT_RATIOS,
+                 calibration_fn: Any = None, calib_args: Any = (), *,
+                 progress: Progress | None = None, executor: object = None,
+                 gpus: Sequence[str | int] | None = None) -> dict[str, Any]:
+        """Score the model with each group pruned alone at each ratio; resumable ``.sens``."""
+        job = ScoreJob.of(eval_fn, args, calibration_fn, calib_args, mode="sparse", gpus=gpus)
+        ratios = check_ratios(ratios)
+        pr = self._pruner_for(excludes)
+        weights = pr.weights_digest()
         path = self.workspace.sens(self.name)
-        if forced or not path.exists():
-            return None
-        sens = read_json(path, kind=SENS_KIND)
-        if sens.get("graph_digest") != pr.graph.graph_digest():
-            raise WorkspaceError(
-                f"{path} was made for another architecture or input signature (graph digest "
-                f"{sens.get('graph_digest')} != {pr.graph.graph_digest()}); pass forced=True "
-                "to analyse this model afresh, or use another name= / workdir=."
+        sens = self._load_file(pr, path, "analysis", forced, weights, job.protocol)
+        if sens is not None and sens.get("complete"):
+            return sens
+        if sens is None:
+            groups = [{"id": g.id, "name": g.name, "modules": g.modules,
+                       "num_channels": g.num_channels, "prunable": g.prunable,
+                       "excluded_reason": g.excluded_reason} for g in pr.graph.groups]
+            sens = new_sensitivity(
+                model=self.name, graph_digest=pr.graph.graph_digest(), weights_digest=weights,
+                groups=groups, ratios=ratios, criterion=self.criterion,
+                higher_is_better=self.higher_is_better, protocol=job.protocol,
             )
-        if not sens.get("complete") and sens.get("weights_digest") != weights:
-            raise WorkspaceError(
-                f"{path} holds an unfinished analysis of other weights; it cannot be resumed "
-                "for this model. Pass forced=True to restart it."
-            )
+        steps = pending_steps(sens)
+        items: list[ScoreItem] = [(None, "the unpruned model")] if sens["baseline"] is None else []
+        first = len(items)
+        items += [(pr.plan({gid: r}, self.criterion, channel_divisible=1),
+                   f"group {gid} pruned at ratio {r:g}") for gid, r in steps]
+        n_groups = sum(1 for g in sens["groups"] if g.get("prunable", True))
+        say(f"sensitivity analysis of {self.name}: {len(items)} evaluations to run "
+            f"({n_groups} groups x {len(sens['ratios'])} ratios + baseline; "
+            f"{sum(len(g['curve']) for g in sens['groups'])} already saved in {path})")
+
+        def record(index: int, score: float, _pid: int | None) -> dict[str, Any]:
+            if index < first:
+                sens["baseline"] = score
+                sens["complete"] = not steps
+                info: dict[str, Any] = {"step": "baseline", "score": score}
+            else:
+                gid, ratio = steps[index - first]
+                record_step(sens, gid, ratio, score)
+                info = {"group": gid, "ratio": ratio, "score": score}
+            atomic_write_json(path, sens)
+            return info
+
+        self._run(pr, items, job, executor, progress, record)
         return sens
 
-    def sensitivity(self, quiet: bool = False) -> dict[str, Any]:
-        """The finished analysis of this architecture (a note when made on other weights)."""
-        path = self.workspace.sens(self.name)
-        if not path.exists():
-            raise WorkspaceError(f"No analysis at {path}: run runner.ana(eval_fn, ...) first.")
-        sens = read_json(path, kind=SENS_KIND)
-        if sens.get("graph_digest") != self.pruner.graph.graph_digest():
-            raise WorkspaceError(f"{path} was made for another architecture; run ana again "
-                                 "with forced=True.")
-        if not sens.get("complete"):
-            raise WorkspaceError(f"The analysis in {path} is unfinished: run runner.ana(...) "
-                                 "again to resume it.")
-        if not quiet and sens.get("weights_digest") != self.pruner.weights_digest():
-            say(f"reusing the finished analysis {path}, made on earlier weights of this "
-                "architecture (the guide's iterative loop); channels are ranked by the "
-                "current weights, so channels already zeroed are pruned first")
-        return sens
+    # -- iterative prune ----------------------------------------------------------------------
+    def _plan_preview(self, ratio: float, argument: str, channel_divisible: int,
+                      excludes: Iterable[object] | None, strict: bool) -> PlanPreview:
+        ratio = check_removal_ratio(ratio, argument)
+        check_divisible(channel_divisible)
+        pr = self._pruner_for(excludes)
+        sens = self.sensitivity(quiet=True)
+        plan = self._allocate(pr, sens, ratio, channel_divisible, strict, argument)
+        return self._preview(pr, sens, plan, ratio)
 
-    def _allocate(self, pr: BasePruner, sens: dict, removal_ratio: float,
-                  channel_divisible: int) -> PruningPlan:
-        """Bisect the drop threshold so the sensitivity-allocated plan hits the MACs target."""
-        excluded = {g.id for g in pr.graph.groups if not g.prunable}
-        worst = max(max_drop(sens), 1e-6)
-
-        def ratios_at(t: float) -> dict[int, float]:
-            return {gid: min(MAX_GROUP_RATIO, r)
-                    for gid, r in ratios_for_threshold(sens, t, excluded).items()}
-
-        return bisect_plan(
-            pr.cost, ratios_at, lambda r: pr.plan(r, self.criterion, channel_divisible),
-            removal_ratio, hi=worst * 1.0001 + 1e-9, quantum=pr.quantum(channel_divisible),
-            counts_of=lambda r: pr.counts(r, channel_divisible),
-        )
-
-    def _threshold_plan(self, pr: BasePruner, sens: dict, threshold: float,
-                        channel_divisible: int) -> PruningPlan:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
-                or not threshold >= 0:
-            raise ValueError("Expected a threshold >= 0 (relative score drop). "
-                             f"Received: threshold={threshold!r}")
-        excluded = {g.id for g in pr.graph.groups if not g.prunable}
-        ratios = {gid: min(MAX_GROUP_RATIO, r)
-                  for gid, r in ratios_for_threshold(sens, threshold, excluded).items()}
-        return pr.plan(ratios, self.criterion, channel_divisible)
-
-    def _preview(self, pr: BasePruner, sens: dict | None, plan: PruningPlan,
-                 removal_ratio: float) -> PlanPreview:
-        rows = []
-        for g in pr.graph.groups:
-            kept = len(plan.kept[g.id]) if g.id in plan.kept else g.num_channels
-            rows.append({"group": g.id, "name": g.name, "channels": g.num_channels,
-                         "kept": kept, "ratio": round(1 - kept / g.num_channels, 4),
-                         "prunable": g.prunable})
-        ratios = {gid: 1 - len(k) / pr.graph.groups[gid].num_channels
-                  for gid, k in plan.kept.items()}
-        return PlanPreview(
-            removal_ratio=removal_ratio,
-            achieved_removal=pr.removal(plan),
-            macs=pr.macs(plan) / 1e6,
-            params=pr.params(plan) / 1e6,
-            original_macs=pr.original_macs / 1e6,
-            original_params=pr.original_params / 1e6,
-            predicted_score=predicted_score(sens, ratios) if sens else None,
-            baseline=sens["baseline"] if sens else None,
-            groups=pd.DataFrame(rows),
-            plan=plan,
-        )
-
-    # -- specs and models ------------------------------------------------------------------
-    def _write_spec(self, pr: BasePruner, plan: PruningPlan, path: Path, **meta) -> None:
-        spec = pr.to_spec(plan, model=self.name, criterion=self.criterion, **meta)
-        atomic_write_json(path, spec)
-        self.workspace.write_latest_spec(path)
-
-    def _build(self, pr: BasePruner, plan: PruningPlan, mode: str) -> Any:
+    def _prune(self, ratio: float | None, threshold: float | None,
+               spec_path: str | os.PathLike | None, excludes: Iterable[object] | None,
+               mode: str, channel_divisible: int, strict: bool, argument: str) -> Any:
+        """The sparse (or slim) model at a MACs ratio, a drop threshold or a spec file."""
+        given = {argument: ratio, "threshold": threshold, "spec_path": spec_path}
+        if sum(v is not None for v in given.values()) != 1:
+            raise ValueError(f"Expected exactly one of {argument}, threshold or spec_path. "
+                             "Received: " + ", ".join(f"{k}={v!r}" for k, v in given.items()))
         if mode not in ("sparse", "slim"):
             raise ValueError(f"Expected mode 'sparse' or 'slim'. Received: mode={mode!r}")
-        return pr.sparse_model(plan) if mode == "sparse" else pr.slim_model(plan)
+        check_divisible(channel_divisible)
+        if threshold is not None:
+            check_threshold(threshold)
+        elif ratio is not None:
+            ratio = check_removal_ratio(ratio, argument)
+        pr = self._pruner_for(excludes)
+        if spec_path is not None:
+            return self._build(pr, self._spec_plan(pr, spec_path), mode)
+        sens = self.sensitivity()
+        if threshold is not None:
+            plan = self._threshold_plan(pr, sens, threshold, channel_divisible)
+            path = self.workspace.spec(self.name, threshold=threshold)
+            meta: dict[str, Any] = {"threshold": threshold}
+        else:
+            plan = self._allocate(pr, sens, ratio, channel_divisible, strict, argument)
+            path = self.workspace.spec(self.name, ratio=ratio)
+            meta = {"removal_ratio": ratio}
+        preview = self._preview(pr, sens, plan, ratio or 0.0)
+        self._write_spec(pr, plan, path, channel_divisible=channel_divisible,
+                         predicted_score=preview.predicted_score, **meta)
+        say(f"{self.name}: MACs {preview.original_macs:.3f}M -> {preview.macs:.3f}M "
+            f"({preview.achieved_removal:.1%} removed); spec {path}")
+        return self._build(pr, plan, mode)
 
-    def _spec_plan(self, pr: BasePruner, spec_path: str | os.PathLike) -> PruningPlan:
-        spec = read_json(Path(spec_path), kind="uif-explorer-spec")
-        return pr.plan_from_spec(spec)
+    # -- one-step search ----------------------------------------------------------------------
+    def _search(self, ratio: float, argument: str, job: ScoreJob, num_subnet: int,
+                excludes: Iterable[object] | None, forced: bool, seed: int,
+                channel_divisible: int, progress: Progress | None,
+                executor: object = None) -> dict[str, Any]:
+        """Sample ``num_subnet`` EagleEye candidates at ``ratio``, score each; resumable."""
+        check_num_subnet(num_subnet)
+        ratio = check_removal_ratio(ratio, argument)
+        check_divisible(channel_divisible)
+        pr = self._pruner_for(excludes)
+        weights = pr.weights_digest()
+        path = self.workspace.search(self.name, ratio)
+        data = self._load_file(pr, path, "search", forced, weights, job.protocol)
+        if data is None:
+            data = self._new_search(pr, ratio, weights, seed, channel_divisible, num_subnet,
+                                    job.protocol)
+        elif data.get("complete") and self._stale(data, weights, job.protocol):
+            return data
+        seed, channel_divisible = data["seed"], data["channel_divisible"]
+        data["num_subnet"] = max(int(num_subnet), len(data["candidates"]))
+        for cid in range(len(data["candidates"]), num_subnet):
+            data["candidates"].append(self._candidate(pr, ratio, seed, cid, channel_divisible))
+        pending = [c for c in data["candidates"][:num_subnet] if c["score"] is None]
+        items: list[ScoreItem] = ([(None, "the unpruned model")]
+                                  if data["baseline"]["score"] is None else [])
+        first = len(items)
+        items += [(pr.plan_from_counts({int(g): n for g, n in c["kept_channels"].items()},
+                                       self.criterion), f"candidate {c['id']}") for c in pending]
+        say(f"one-step search of {self.name} at {ratio:.0%} MACs removal: {len(items)} "
+            f"evaluations to run ({num_subnet} candidates + baseline; saved in {path})")
+        data["complete"] = False
+        atomic_write_json(path, data)
 
-    # -- one-step search -------------------------------------------------------------------
-    def _sample_counts(self, pr: BasePruner, removal_ratio: float, seed: int, cid: int,
-                       channel_divisible: int) -> tuple[dict[int, int], float]:
-        """EagleEye's per-group ratio distribution, rescaled so MACs hit the target."""
-        if pr.cost.count_model_exact:  # cost count vectors; no plan needed (bench/sampling.py)
-            counts = pr.sample_counts(removal_ratio, seed, cid, channel_divisible)
-            return counts, 1.0 - pr.cost.macs_of_counts(counts) / max(1, pr.original_macs)
-        groups = pr.graph.prunable_groups
-        plan = sample_plan(
-            pr.cost, [g.id for g in groups],
-            lambda rr: pr.plan(rr, self.criterion, channel_divisible),
-            removal_ratio, seed, cid, pr.quantum(channel_divisible),
-            counts_of=lambda r: pr.counts(r, channel_divisible),
-        )
-        return {gid: len(k) for gid, k in plan.kept.items()}, pr.removal(plan)
+        def record(index: int, score: float, pid: int | None) -> dict[str, Any]:
+            if index < first:
+                data["baseline"]["score"] = score
+                info: dict[str, Any] = {"step": "baseline", "score": score}
+            else:
+                cand = pending[index - first]
+                cand["score"] = score
+                if pid is not None:
+                    cand["worker_pid"] = pid
+                info = {"candidate": cand["id"], "score": score}
+            self._finish(data)
+            atomic_write_json(path, data)
+            return info
 
-    def _load_search(self, pr: BasePruner, path: Path, forced: bool,
-                     weights: str) -> dict | None:
-        if forced or not path.exists():
-            return None
-        data = read_json(path, kind=SEARCH_KIND)
-        if data.get("graph_digest") != pr.graph.graph_digest():
-            raise WorkspaceError(f"{path} was made for another architecture or input signature;"
-                                 " pass forced=True to search this model afresh.")
-        if data.get("weights_digest") != weights:
-            if data.get("complete"):
-                say(f"{path} was searched on earlier weights; reusing it (forced=True redoes)")
-                return data
-            raise WorkspaceError(f"{path} holds an unfinished search of other weights; pass "
-                                 "forced=True to restart it.")
+        self._run(pr, items, job, executor, progress, record)
+        self._finish(data)
+        atomic_write_json(path, data)
         return data
 
-    @staticmethod
-    def _ranking(data: dict) -> list[int]:
-        """Candidate ids, best first (ties broken by id): the best is computed, not implied."""
-        scored = [c for c in data["candidates"] if c["score"] is not None]
-        sign = -1.0 if data.get("higher_is_better", True) else 1.0
-        return [c["id"] for c in sorted(scored, key=lambda c: (sign * c["score"], c["id"]))]
+    def _search_result(self, ratio: float, argument: str) -> dict[str, Any]:
+        path = self.workspace.search(self.name, check_removal_ratio(ratio, argument))
+        if not path.exists():
+            raise WorkspaceError(f"No search at {path}: run runner.search(..., "
+                                 f"{argument}={ratio}) first.")
+        return read_json(path, kind=SEARCH_KIND)
 
-    def _choose_candidate(self, pr: BasePruner, data: dict,
-                          index: int | None) -> tuple[dict, str, PruningPlan]:
-        """(candidate, spec tag, plan) for ``index`` (a candidate id) or the best."""
-        import numpy as np
-
-        if data.get("graph_digest") != pr.graph.graph_digest():
-            raise WorkspaceError("The search was made for another architecture.")
-        by_id = {c["id"]: c for c in data["candidates"]}
-        if index is None:
-            ranking = self._ranking(data)
-            if not ranking:
-                raise WorkspaceError("No candidate has a score yet: run search(...) to finish.")
-            chosen, tag = by_id[ranking[0]], "best"
-        else:
-            if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
-                    or index not in by_id:
-                raise ValueError(f"Expected index to be a candidate id in 0..{len(by_id) - 1}. "
-                                 f"Received: index={index!r}")
-            chosen, tag = by_id[int(index)], str(int(index))
-        plan = pr.plan_from_counts({int(g): n for g, n in chosen["kept_channels"].items()},
-                                   self.criterion)
-        return chosen, tag, plan
+    def _prune_candidate(self, ratio: float, argument: str, index: int | None,
+                         excludes: Iterable[object] | None, mode: str) -> Any:
+        """The best searched candidate (``index=None``) or candidate id ``index``."""
+        if mode not in ("sparse", "slim"):
+            raise ValueError(f"Expected mode 'sparse' or 'slim'. Received: mode={mode!r}")
+        pr = self._pruner_for(excludes)
+        data = self._search_result(ratio, argument)
+        chosen, tag, plan = self._choose_candidate(pr, data, index)
+        path = self.workspace.spec(self.name, ratio=ratio, candidate=tag)
+        self._write_spec(pr, plan, path, removal_ratio=ratio, candidate=chosen["id"],
+                         score=chosen["score"], channel_divisible=data["channel_divisible"])
+        return self._build(pr, plan, mode)

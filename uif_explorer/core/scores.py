@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,7 @@ def check_score(value: object, where: str = "eval_fn") -> float:
     return number
 
 
-def _as_args(args: object, name: str) -> tuple:
+def as_args(args: object, name: str) -> tuple:
     """The guide passes ``args=(val_loader,)``; a bare loader is a common slip worth naming."""
     if isinstance(args, tuple):
         return args
@@ -83,8 +84,8 @@ def score_model(model: Any, eval_fn: Callable, eval_args: Sequence[Any] = (), *,
     model it ran on and how to resume, so the iterative, one-step and OFA searches behave alike.
     ``metric`` picks one entry when ``eval_fn`` returns a dict (the OFA guide's ``'acc1'``).
     """
-    eval_args = _as_args(eval_args, "args")
-    calib_args = _as_args(calib_args, "calib_args")
+    eval_args = as_args(eval_args, "args")
+    calib_args = as_args(calib_args, "calib_args")
     if calibration_fn is not None:
         try:
             calibration_fn(model, *calib_args)
@@ -102,3 +103,56 @@ def score_model(model: Any, eval_fn: Callable, eval_args: Sequence[Any] = (), *,
                                 f"(keys: {sorted(map(str, value))}); pass the key as metric.")
         value = value[metric]
     return check_score(value, "eval_fn")
+
+
+def function_name(fn: Callable | None) -> str | None:
+    """A readable name for a user function (``functools.partial`` and callables included)."""
+    if fn is None:
+        return None
+    inner = getattr(fn, "func", fn)  # functools.partial
+    return getattr(inner, "__name__", None) or type(inner).__name__
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """How every model of one analysis or search is scored; shipped once to each worker.
+
+    ``mode`` says which model a backend scores for a plan ("sparse": masked weights, as the
+    analysis does; "slim": the smaller model, as the one-step search does) where it matters.
+    """
+
+    eval_fn: Callable
+    eval_args: tuple = ()
+    calibration_fn: Callable | None = None
+    calib_args: tuple = ()
+    mode: str = "sparse"
+    gpus: tuple = ()
+
+    @classmethod
+    def of(cls, eval_fn: Callable, eval_args: object = (), calibration_fn: Callable | None = None,
+           calib_args: object = (), *, args_name: str = "args", mode: str = "sparse",
+           gpus: Sequence[str | int] | None = None) -> ScoreJob:
+        """Check the user's functions and argument tuples before any work is done."""
+        check_function(eval_fn, "eval_fn")
+        if calibration_fn is not None:
+            check_function(calibration_fn, "calibration_fn")
+        return cls(eval_fn, as_args(eval_args, args_name), calibration_fn,
+                   as_args(calib_args, "calib_args"), mode, tuple(gpus or ()))
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        """What the scores in a file mean; files scored differently are never mixed."""
+        return {"calibration": function_name(self.calibration_fn),
+                "score": function_name(self.eval_fn),
+                "bn_reestimation": self.calibration_fn is not None}
+
+    def score(self, model: Any, what: str) -> float:
+        return score_model(model, self.eval_fn, self.eval_args,
+                           calibration_fn=self.calibration_fn, calib_args=self.calib_args,
+                           what=what)
+
+
+def check_function(fn: object, name: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"Expected {name} to be a function taking the model first. "
+                        f"Received: {name}={fn!r}")

@@ -30,8 +30,10 @@ def new_sensitivity(
     criterion: str,
     higher_is_better: bool,
     metric: str = "score",
+    protocol: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An empty analysis: every (prunable group, ratio) step pending."""
+    """An empty analysis: every (prunable group, ratio) step pending. ``protocol`` says how
+    every score in it was made (see :attr:`uif_explorer.core.scores.ScoreJob.protocol`)."""
     return {
         "format_version": 1,
         "kind": SENS_KIND,
@@ -41,12 +43,25 @@ def new_sensitivity(
         "criterion": criterion,
         "higher_is_better": bool(higher_is_better),
         "metric": metric,
+        "protocol": dict(protocol) if protocol is not None else None,
         "ratios": [float(r) for r in ratios],
         "baseline": None,
         "num_groups": len(groups),
         "groups": [{**g, "curve": []} for g in groups],
         "complete": False,
     }
+
+
+def check_ratios(ratios: Sequence[float]) -> list[float]:
+    """The analysed ratios as floats, each in (0, 1)."""
+    try:
+        out = [float(r) for r in ratios]
+    except (TypeError, ValueError):
+        out = []
+    if not out or any(not 0 < r < 1 for r in out):
+        raise ValueError("Expected sensitivity ratios in (0, 1), a list of numbers. "
+                         f"Received: ratios={ratios!r}")
+    return out
 
 
 def pending_steps(sens: Mapping[str, Any]) -> list[tuple[int, float]]:

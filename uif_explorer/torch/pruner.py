@@ -6,6 +6,7 @@ model state of its own beyond a reference to the user's model, which it never mu
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -14,8 +15,47 @@ from torch import nn
 
 from uif_explorer.core.plan import PruningPlan
 from uif_explorer.core.pruner import BasePruner
-from uif_explorer.torch.apply import make_slim, make_sparse
+from uif_explorer.torch import apply as _apply
+from uif_explorer.torch.apply import MASK_SUFFIX, make_slim, make_sparse
 from uif_explorer.torch.capture import Capture, capture, digest_weights
+
+_SPARSE_ATTRS = ("uif_plan", "uif_capture", "slim_state_dict")
+
+
+def example_inputs(inputs: object) -> object:
+    """An example input, or (as the Keras runner accepts) its shape: ``(1, 3, 32, 32)``
+    becomes a random tensor of that shape. Anything else is passed through unchanged."""
+    if isinstance(inputs, (tuple, list, torch.Size)) and len(inputs) > 0 and all(
+            isinstance(d, int) and not isinstance(d, bool) for d in inputs):
+        if any(d < 1 for d in inputs):
+            raise ValueError("Expected input_signature to be an example input tensor or a "
+                             "shape of positive sizes such as (1, 3, 32, 32). Received: "
+                             f"input_signature={tuple(inputs)!r}")
+        return torch.randn(*inputs)
+    return inputs
+
+
+def unmasked(model: nn.Module) -> nn.Module:
+    """The architecture without what ``prune()`` adds to a sparse model (mask buffers, hooks,
+    plan attributes), with its current weights; any other model is returned as is.
+
+    A runner made on the sparse model then captures the same graph (the same name and graph
+    digest) as one made on the original model, so the guide's loop finds its analysis.
+    """
+    if not any(hasattr(model, a) for a in _SPARSE_ATTRS):
+        return model
+    clean = copy.deepcopy(model)
+    for module in clean.modules():
+        for name in [n for n in module._buffers if n.endswith(MASK_SUFFIX)]:
+            del module._buffers[name]
+            module._non_persistent_buffers_set.discard(name)
+        for hooks in (module._forward_pre_hooks, module._forward_hooks):
+            for key in [k for k, h in hooks.items()
+                        if getattr(h, "__module__", None) == _apply.__name__]:
+                del hooks[key]
+    for attr in _SPARSE_ATTRS:
+        clean.__dict__.pop(attr, None)
+    return clean
 
 
 def slice_stats(model: nn.Module, cap: Capture) -> list[dict[str, np.ndarray] | None]:
@@ -44,7 +84,10 @@ def slice_stats(model: nn.Module, cap: Capture) -> list[dict[str, np.ndarray] | 
 
 
 class ChannelPruner(BasePruner):
-    """Capture ``model`` at ``inputs`` and offer plans, costs, sparse and slim models."""
+    """Capture ``model`` at ``inputs`` and offer plans, costs, sparse and slim models.
+
+    ``model`` may be a sparse model from ``prune()``; its masks and hooks are left out.
+    """
 
     framework = "torch"
 
@@ -54,9 +97,12 @@ class ChannelPruner(BasePruner):
         inputs: torch.Tensor | Sequence[torch.Tensor],
         excludes: Iterable[object] | None = None,
     ) -> None:
-        self.model = model
-        self.inputs = inputs
-        self.capture = capture(model, inputs, excludes)
+        self.model = unmasked(model)
+        if self.model is not model and excludes:  # modules of the sparse model -> their names
+            names = {id(m): n for n, m in model.named_modules()}
+            excludes = [names.get(id(e), e) for e in excludes]
+        self.inputs = example_inputs(inputs)
+        self.capture = capture(self.model, self.inputs, excludes)
         super().__init__(self.capture.graph)
 
     def slice_stats(self) -> list[dict[str, np.ndarray] | None]:

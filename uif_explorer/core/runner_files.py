@@ -1,0 +1,401 @@
+"""What every runner keeps between calls: its name, workspace files and plan helpers.
+
+:class:`RunnerFiles` is the state half of :class:`~uif_explorer.core.runner.RunnerBase`:
+naming, loading and checking ``.sens`` / ``.search`` files (architecture, weights and scoring
+protocol), turning an analysis into a plan, previews, specs, candidate sampling and ranking.
+The loop that fills the files is in :mod:`uif_explorer.core.runner`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from uif_explorer.core.allocation import (
+    MAX_GROUP_RATIO,
+    bisect_plan,
+    check_landing,
+    check_removal_ratio,
+    sample_plan,
+)
+from uif_explorer.core.plan import PruningPlan
+from uif_explorer.core.pruner import BasePruner
+from uif_explorer.core.sensitivity import (
+    SENS_KIND,
+    max_drop,
+    predicted_score,
+    ratios_for_threshold,
+)
+from uif_explorer.io.workspace import Workspace, WorkspaceError, atomic_write_json, read_json
+
+SEARCH_KIND = "uif-explorer-search"
+MAX_SUBNETS = 100_000
+Progress = Callable[[int, int, dict], None]
+
+
+def say(msg: str) -> None:
+    print(f"[uif-explorer] {msg}", file=sys.stderr, flush=True)
+
+
+def kept_lists(plan: PruningPlan) -> dict[int, list[int]]:
+    return {int(g): [int(i) for i in k] for g, k in plan.kept.items()}
+
+
+def check_num_subnet(num_subnet: object) -> None:
+    if isinstance(num_subnet, bool) or not isinstance(num_subnet, (int, np.integer)) \
+            or not 1 <= num_subnet <= MAX_SUBNETS:
+        raise ValueError(f"Expected num_subnet, the number of candidates, between 1 and "
+                         f"{MAX_SUBNETS:,}. Received: num_subnet={num_subnet!r}")
+
+
+def check_threshold(threshold: object) -> None:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+            or not threshold >= 0:
+        raise ValueError("Expected a threshold >= 0 (relative score drop). "
+                         f"Received: threshold={threshold!r}")
+
+
+def check_divisible(channel_divisible: object) -> None:
+    if isinstance(channel_divisible, bool) or not isinstance(channel_divisible,
+                                                             (int, np.integer)) \
+            or channel_divisible < 1:
+        raise ValueError("Expected channel_divisible, the multiple kept channel counts round "
+                         f"to, an integer >= 1. Received: channel_divisible={channel_divisible!r}")
+
+
+def describe_protocol(protocol: Mapping[str, Any]) -> str:
+    calib = protocol.get("calibration")
+    return (f"score {protocol.get('score')}, "
+            + (f"calibration {calib}" if calib else "no calibration"))
+
+
+@dataclass
+class PlanPreview:
+    """What a prune would do, computed without building anything (for sliders)."""
+
+    removal_ratio: float
+    achieved_removal: float
+    macs: float  # millions
+    params: float  # millions
+    original_macs: float
+    original_params: float
+    predicted_score: float | None
+    baseline: float | None
+    groups: pd.DataFrame
+    plan: PruningPlan
+
+    @property
+    def ratio(self) -> float:
+        """The Keras guide's name for ``removal_ratio``."""
+        return self.removal_ratio
+
+
+class RunnerFiles:
+    """Workspace bookkeeping shared by every runner; ``pruner`` is a :class:`BasePruner`."""
+
+    pruner: BasePruner
+    name: str
+    workspace: Workspace
+    excludes: list
+    criterion: str
+    higher_is_better: bool
+
+    def _init_common(self, pruner: BasePruner, model: Any, workdir: str | os.PathLike,
+                     name: str | None, excludes: list, higher_is_better: bool,
+                     criterion: str) -> None:
+        """``name`` defaults to the architecture (class and graph digest), so a runner on
+        fine-tuned weights or on the sparse model ``prune()`` returned finds its files."""
+        self.pruner = pruner
+        self.excludes = excludes
+        self.higher_is_better = bool(higher_is_better)
+        self.criterion = criterion
+        self.name = name or f"{type(model).__name__}-{pruner.graph.graph_digest()[:6]}"
+        self.workspace = Workspace(workdir)
+        self._pruners: dict[tuple, BasePruner] = {}
+
+    def _make_pruner(self, excludes: list) -> BasePruner:
+        raise NotImplementedError
+
+    def _pruner_for(self, excludes: Iterable[object] | None) -> BasePruner:
+        if excludes is None or list(excludes) == self.excludes:
+            return self.pruner
+        key = tuple(e if isinstance(e, str) else id(e) for e in excludes)
+        if key not in self._pruners:
+            self._pruners[key] = self._make_pruner(list(excludes))
+        return self._pruners[key]
+
+    @property
+    def groups(self) -> pd.DataFrame:
+        """The channel groups (prunable or not, and why)."""
+        return self.pruner.groups_table()
+
+    # -- readable summaries (notebooks, REPL); the logic lives in uif_explorer.present.reports --
+    def groups_frame(self) -> pd.DataFrame:
+        """The channel groups: id, first layer, channels, prunable, layers, why excluded."""
+        return self.pruner.groups_table()
+
+    def sensitivity_frame(self) -> pd.DataFrame:
+        """The finished analysis as a table: score per group and ratio, worst drop."""
+        from uif_explorer.present.reports import sensitivity_frame
+
+        return sensitivity_frame(self.sensitivity(quiet=True))
+
+    def search_frame(self, removal_ratio: float | None = None,
+                     group_ratios: bool = False) -> pd.DataFrame:
+        """The one-step candidates at ``removal_ratio`` (default: the newest search file of
+        this model) as a table: MACs, params, MACs removed, score and rank."""
+        from uif_explorer.present.reports import search_frame
+
+        if removal_ratio is None:
+            found = sorted(self.workspace.root.glob(f"{self.name}_ratio_*.search"),
+                           key=lambda p: p.stat().st_mtime)
+            if not found:
+                raise WorkspaceError(f"No search of {self.name} in {self.workspace.root}: run "
+                                     "runner.search(...) first.")
+            path = found[-1]
+        else:
+            path = self.workspace.search(self.name, check_removal_ratio(removal_ratio))
+            if not path.exists():
+                raise WorkspaceError(f"No search at {path}: run runner.search(...) at "
+                                     f"{removal_ratio} first.")
+        return search_frame(read_json(path, kind=SEARCH_KIND), group_ratios)
+
+    def __repr__(self) -> str:
+        from uif_explorer.present.reports import runner_text
+
+        try:
+            return runner_text(self)
+        except Exception:  # a half-built runner (e.g. in a traceback) still has a repr
+            return object.__repr__(self)
+
+    def _repr_html_(self) -> str:
+        from uif_explorer.present.reports import runner_html
+
+        return runner_html(self)
+
+    def _progress(self, total: int, progress: Progress | None):
+        bar = None
+        if progress is None and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc=self.name, unit="eval")
+
+        def step(done: int, info: dict) -> None:
+            if progress is not None:
+                progress(done, total, info)
+            if bar is not None:
+                bar.update(1)
+
+        return step, bar
+
+    # -- files: which ones may be resumed or reused ---------------------------------------
+    @staticmethod
+    def _stale(data: Mapping[str, Any], weights: str, protocol: Mapping[str, Any]) -> list[str]:
+        """Why ``data`` does not match this call: other weights, another scoring protocol.
+        Files written before protocols were recorded match any protocol."""
+        reasons = []
+        if data.get("weights_digest") != weights:
+            reasons.append("other weights")
+        old = data.get("protocol")
+        if old is not None and dict(old) != dict(protocol):
+            reasons.append(f"another scoring protocol ({describe_protocol(old)}; this call: "
+                           f"{describe_protocol(protocol)})")
+        return reasons
+
+    def _load_file(self, pr: BasePruner, path: Path, what: str, forced: bool, weights: str,
+                   protocol: Mapping[str, Any]) -> dict | None:
+        """The ``.sens`` / ``.search`` file to resume or reuse, or None to start afresh.
+
+        A finished file made on other weights or with another protocol is reused with a
+        note (the guide's iterative loop); an unfinished one is refused: resuming it would mix
+        scores made two ways.
+        """
+        if forced or not path.exists():
+            return None
+        data = read_json(path, kind=SENS_KIND if what == "analysis" else SEARCH_KIND)
+        if data.get("graph_digest") != pr.graph.graph_digest():
+            raise WorkspaceError(
+                f"{path} was made for another architecture or input signature (graph digest "
+                f"{data.get('graph_digest')} != {pr.graph.graph_digest()}); pass forced=True "
+                f"to redo the {what} for this model, or use another name= / workdir=."
+            )
+        reasons = self._stale(data, weights, protocol)
+        if reasons and not data.get("complete"):
+            raise WorkspaceError(
+                f"{path} holds an unfinished {what} of {' and '.join(reasons)}; it cannot be "
+                "resumed by this call. Pass forced=True to restart it."
+            )
+        if reasons:
+            say(f"reusing the finished {what} {path}, made with {' and '.join(reasons)}; "
+                "forced=True redoes it")
+        return data
+
+    def sensitivity(self, quiet: bool = False) -> dict[str, Any]:
+        """The finished analysis of this architecture (a note when made on other weights)."""
+        path = self.workspace.sens(self.name)
+        if not path.exists():
+            raise WorkspaceError(f"No analysis at {path}: run runner.ana(eval_fn, ...) first.")
+        sens = read_json(path, kind=SENS_KIND)
+        if sens.get("graph_digest") != self.pruner.graph.graph_digest():
+            raise WorkspaceError(f"{path} was made for another architecture; run ana again "
+                                 "with forced=True.")
+        if not sens.get("complete"):
+            raise WorkspaceError(f"The analysis in {path} is unfinished: run runner.ana(...) "
+                                 "again to resume it.")
+        if not quiet and sens.get("weights_digest") != self.pruner.weights_digest():
+            say(f"reusing the finished analysis {path}, made on other weights of this "
+                "architecture (the guide's iterative loop); channels are ranked by the "
+                "current weights, so channels already zeroed are pruned first")
+        return sens
+
+    # -- plans --------------------------------------------------------------------------------
+    def _allocate(self, pr: BasePruner, sens: dict, removal_ratio: float,
+                  channel_divisible: int, strict: bool = True,
+                  argument: str = "removal_ratio") -> PruningPlan:
+        """Bisect the drop threshold so the sensitivity-allocated plan hits the MACs target
+        (or, with ``strict=False``, comes as close as channel rounding allows)."""
+        excluded = {g.id for g in pr.graph.groups if not g.prunable}
+        worst = max(max_drop(sens), 1e-6)
+
+        def ratios_at(t: float) -> dict[int, float]:
+            return {gid: min(MAX_GROUP_RATIO, r)
+                    for gid, r in ratios_for_threshold(sens, t, excluded).items()}
+
+        plan = bisect_plan(
+            pr.cost, ratios_at, lambda r: pr.plan(r, self.criterion, channel_divisible),
+            removal_ratio, hi=worst * 1.0001 + 1e-9, quantum=pr.quantum(channel_divisible),
+            counts_of=lambda r: pr.counts(r, channel_divisible), strict=False,
+        )
+        check_landing(pr.removal(plan), removal_ratio, channel_divisible=channel_divisible,
+                      strict=strict, argument=argument)
+        return plan
+
+    def _threshold_plan(self, pr: BasePruner, sens: dict, threshold: float,
+                        channel_divisible: int) -> PruningPlan:
+        excluded = {g.id for g in pr.graph.groups if not g.prunable}
+        ratios = {gid: min(MAX_GROUP_RATIO, r)
+                  for gid, r in ratios_for_threshold(sens, threshold, excluded).items()}
+        return pr.plan(ratios, self.criterion, channel_divisible)
+
+    def _preview(self, pr: BasePruner, sens: dict | None, plan: PruningPlan,
+                 removal_ratio: float) -> PlanPreview:
+        rows = []
+        for g in pr.graph.groups:
+            kept = len(plan.kept[g.id]) if g.id in plan.kept else g.num_channels
+            rows.append({"group": g.id, "name": g.name, "channels": g.num_channels,
+                         "kept": kept, "ratio": round(1 - kept / g.num_channels, 4),
+                         "prunable": g.prunable})
+        ratios = {gid: 1 - len(k) / pr.graph.groups[gid].num_channels
+                  for gid, k in plan.kept.items()}
+        return PlanPreview(
+            removal_ratio=removal_ratio,
+            achieved_removal=pr.removal(plan),
+            macs=pr.macs(plan) / 1e6,
+            params=pr.params(plan) / 1e6,
+            original_macs=pr.original_macs / 1e6,
+            original_params=pr.original_params / 1e6,
+            predicted_score=predicted_score(sens, ratios) if sens else None,
+            baseline=sens["baseline"] if sens else None,
+            groups=pd.DataFrame(rows),
+            plan=plan,
+        )
+
+    # -- specs and models -----------------------------------------------------------------
+    def _write_spec(self, pr: BasePruner, plan: PruningPlan, path: Path, **meta) -> None:
+        spec = pr.to_spec(plan, model=self.name, criterion=self.criterion, **meta)
+        atomic_write_json(path, spec)
+        self.workspace.write_latest_spec(path)
+
+    def _build(self, pr: BasePruner, plan: PruningPlan, mode: str) -> Any:
+        if mode not in ("sparse", "slim"):
+            raise ValueError(f"Expected mode 'sparse' or 'slim'. Received: mode={mode!r}")
+        return pr.sparse_model(plan) if mode == "sparse" else pr.slim_model(plan)
+
+    def _spec_plan(self, pr: BasePruner, spec_path: str | os.PathLike) -> PruningPlan:
+        spec = read_json(Path(spec_path), kind="uif-explorer-spec")
+        return pr.plan_from_spec(spec)
+
+    # -- one-step search files ----------------------------------------------------------
+    def _sample_counts(self, pr: BasePruner, removal_ratio: float, seed: int, cid: int,
+                       channel_divisible: int) -> tuple[dict[int, int], float]:
+        """EagleEye's per-group ratio distribution, rescaled so MACs hit the target."""
+        if pr.cost.count_model_exact:  # cost count vectors; no plan needed (bench/sampling.py)
+            counts = pr.sample_counts(removal_ratio, seed, cid, channel_divisible)
+            return counts, 1.0 - pr.cost.macs_of_counts(counts) / max(1, pr.original_macs)
+        groups = pr.graph.prunable_groups
+        plan = sample_plan(
+            pr.cost, [g.id for g in groups],
+            lambda rr: pr.plan(rr, self.criterion, channel_divisible),
+            removal_ratio, seed, cid, pr.quantum(channel_divisible),
+            counts_of=lambda r: pr.counts(r, channel_divisible),
+        )
+        return {gid: len(k) for gid, k in plan.kept.items()}, pr.removal(plan)
+
+    def _new_search(self, pr: BasePruner, ratio: float, weights: str, seed: int,
+                    channel_divisible: int, num_subnet: int,
+                    protocol: Mapping[str, Any]) -> dict[str, Any]:
+        extra = {"framework": pr.framework} if pr.framework else {}
+        return {
+            "format_version": 1, "kind": SEARCH_KIND, "model": self.name, **extra,
+            "graph_digest": pr.graph.graph_digest(), "weights_digest": weights,
+            "removal_ratio": ratio, "seed": seed, "criterion": self.criterion,
+            "channel_divisible": channel_divisible, "higher_is_better": self.higher_is_better,
+            "protocol": dict(protocol),
+            "baseline": {"score": None, "macs": pr.original_macs / 1e6,
+                         "params": pr.original_params / 1e6},
+            "groups": [{"id": g.id, "name": g.name, "num_channels": g.num_channels,
+                        "prunable": g.prunable} for g in pr.graph.groups],
+            "num_subnet": num_subnet, "candidates": [], "complete": False,
+        }
+
+    def _candidate(self, pr: BasePruner, ratio: float, seed: int, cid: int,
+                   channel_divisible: int) -> dict[str, Any]:
+        """Candidate ``cid`` of a seeded search, unscored (the same every time it is drawn)."""
+        counts, achieved = self._sample_counts(pr, ratio, seed, cid, channel_divisible)
+        plan = pr.plan_from_counts(counts, self.criterion)
+        return {
+            "id": cid, "kept_channels": {str(g): n for g, n in counts.items()},
+            "ratios": {str(g): round(1 - n / pr.graph.groups[g].num_channels, 4)
+                       for g, n in counts.items()},
+            "macs": pr.macs(plan) / 1e6, "params": pr.params(plan) / 1e6,
+            "removal": round(achieved, 6), "score": None,
+        }
+
+    def _finish(self, data: dict[str, Any]) -> None:
+        data["ranking"] = self._ranking(data)
+        data["complete"] = all(c["score"] is not None for c in data["candidates"])
+
+    @staticmethod
+    def _ranking(data: dict) -> list[int]:
+        """Candidate ids, best first (ties broken by id): the best is computed, not implied."""
+        scored = [c for c in data["candidates"] if c["score"] is not None]
+        sign = -1.0 if data.get("higher_is_better", True) else 1.0
+        return [c["id"] for c in sorted(scored, key=lambda c: (sign * c["score"], c["id"]))]
+
+    def _choose_candidate(self, pr: BasePruner, data: dict,
+                          index: int | None) -> tuple[dict, str, PruningPlan]:
+        """(candidate, spec tag, plan) for ``index`` (a candidate id) or the best."""
+        if data.get("graph_digest") != pr.graph.graph_digest():
+            raise WorkspaceError("The search was made for another architecture.")
+        by_id = {c["id"]: c for c in data["candidates"]}
+        if index is None:
+            ranking = self._ranking(data)
+            if not ranking:
+                raise WorkspaceError("No candidate has a score yet: run search(...) to finish.")
+            chosen, tag = by_id[ranking[0]], "best"
+        else:
+            if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
+                    or index not in by_id:
+                raise ValueError(f"Expected index to be a candidate id in 0..{len(by_id) - 1}. "
+                                 f"Received: index={index!r}")
+            chosen, tag = by_id[int(index)], str(int(index))
+        plan = pr.plan_from_counts({int(g): n for g, n in chosen["kept_channels"].items()},
+                                   self.criterion)
+        return chosen, tag, plan
