@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -153,6 +154,30 @@ def _bind(func: str, order: Sequence[str], settings: Sequence[Any], config: Sear
     return replace(config or SearchConfig(), **bound), run
 
 
+def _saved_results(path: Path, graph_digest: str, weights: str, settings: Mapping[str, Any]
+                   ) -> dict[tuple, dict]:
+    """Candidates a saved search of the same weights and settings already scored, by genome.
+
+    A file of another architecture is refused (it would be overwritten); other weights or
+    settings start afresh (the file is replaced as the new search goes).
+    """
+    if not path.exists():
+        return {}
+    old = read_json(path, kind=EVOLUTION_KIND)
+    if old.get("graph_digest") != graph_digest:
+        raise WorkspaceError(
+            f"{path} holds a search of another architecture or OFA space (graph digest "
+            f"{old.get('graph_digest')} != {graph_digest}); pass forced=True to replace it,"
+            " or use another name= / workdir=.")
+    if old.get("weights_digest") != weights or old.get("settings") != settings:
+        say(f"{path} was made with other weights or settings; starting afresh")
+        return {}
+    memo = {tuple(r["genome"]): r for r in old.get("history", [])}
+    if memo:
+        say(f"resuming from {path}: {len(memo)} candidates already evaluated")
+    return memo
+
+
 def _search(ofa_model: nn.Module, calibration_fn: Callable | None, calib_args: Sequence,
             eval_fn: Callable, eval_args: Sequence, config: SearchConfig,
             run: RunOptions) -> ParetoSet:
@@ -174,20 +199,7 @@ def _search(ofa_model: nn.Module, calibration_fn: Callable | None, calib_args: S
     graph_digest = space.capture.graph.graph_digest()
     weights = digest_weights(inner)
     settings = {**config.as_dict(), "kind": kind, "num_random": config.num_subnets}
-    memo: dict[tuple, dict] = {}
-    if path.exists() and not run.forced:
-        old = read_json(path, kind=EVOLUTION_KIND)
-        if old.get("graph_digest") != graph_digest:
-            raise WorkspaceError(
-                f"{path} holds a search of another architecture or OFA space (graph digest "
-                f"{old.get('graph_digest')} != {graph_digest}); pass forced=True to replace it,"
-                " or use another name= / workdir=.")
-        if old.get("weights_digest") == weights and old.get("settings") == settings:
-            memo = {tuple(r["genome"]): r for r in old.get("history", [])}
-            if memo:
-                say(f"resuming from {path}: {len(memo)} candidates already evaluated")
-        else:
-            say(f"{path} was made with other weights or settings; starting afresh")
+    memo = {} if run.forced else _saved_results(path, graph_digest, weights, settings)
     search = EvolutionarySearch(space.choice, space.cost_m, config, memo)
     total = search.planned_evaluations()
     data: dict[str, Any] = {
