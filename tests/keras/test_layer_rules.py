@@ -162,3 +162,16 @@ def test_group_norm_prunes_per_instance_and_blocks_wider_groups() -> None:
     groups = {g.name: g for g in KerasPruner(net(4), SPEC).graph.groups}
     assert not groups["stem"].prunable
     assert "GroupNormalization" in groups["stem"].excluded_reason
+
+
+def test_depthwise_without_bias_follows_its_producer() -> None:
+    """A rule's weights found by name only: a bias-less depthwise (MobileNetV3, EfficientNet)
+    must not mistake its kernel for the one weight of a channel-wise rule."""
+    i = keras.Input(SPEC[1:])
+    x = layers.Conv2D(48, 1, use_bias=False, name="expand")(i)
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    x = layers.Conv2D(24, 1, name="project")(layers.BatchNormalization()(x))
+    model = keras.Model(i, layers.Dense(3, name="head")(layers.GlobalAveragePooling2D()(x)))
+    groups = {g.name: g for g in KerasPruner(model, SPEC).graph.groups}
+    assert groups["expand"].prunable and "dw" in groups["expand"].modules
+    _prune_and_compare(model)

@@ -44,11 +44,16 @@ def _role(rule: KerasLayerRule, name: str, default: str) -> str:
     return rule.roles.get(name) or ("bias" if name == "bias" else default)
 
 
-def _present(dims: dict[str, int], w: Weights) -> list[tuple[str, int]]:
-    found = [(n, d) for n, d in dims.items() if n in w]
-    if not found and len(dims) == 1 and len(w) == 1:  # LayerScale's weight may be "variable"
-        found = [(next(iter(w)), next(iter(dims.values())))]
-    return found
+def _present(rule: KerasLayerRule, w: Weights) -> tuple[list, list]:
+    """The (name, axis) pairs of ``in_dims`` and ``out_dims`` this layer has."""
+    ins = [(n, d) for n, d in rule.in_dims.items() if n in w]
+    outs = [(n, d) for n, d in rule.out_dims.items() if n in w]
+    named = {**rule.in_dims, **rule.out_dims}
+    if not ins and not outs and len(named) == 1 and len(w) == 1:
+        # one weight under another name (ConvNeXt's LayerScale may call it "variable")
+        pair = [(next(iter(w)), next(iter(named.values())))]
+        return (pair, []) if rule.in_dims else ([], pair)
+    return ins, outs
 
 
 def _tie(walker: Walker, node: Node, w: Weights, name: str, dim: int, classes: np.ndarray,
@@ -65,7 +70,7 @@ def _tie(walker: Walker, node: Node, w: Weights, name: str, dim: int, classes: n
 def produce(walker: Walker, node: Node, rule: KerasLayerRule, w: Weights,
             in_list: np.ndarray, size: int) -> np.ndarray:
     """Fresh output channels on the first ``out_dims`` axis; inputs tied on ``in_dims``."""
-    outs = _present(rule.out_dims, w)
+    ins, outs = _present(rule, w)
     if not outs:
         raise Barrier(f"{node.class_name} without the weights {sorted(rule.out_dims)}")
     name, dim = outs[0]
@@ -73,7 +78,6 @@ def produce(walker: Walker, node: Node, rule: KerasLayerRule, w: Weights,
     dim %= len(shape)
     out_list = walker.b.param_axis(key, dim, shape[dim], node.path)
     walker.b.add_slice(ParamSlice(key, dim, out_list, role=_role(rule, name, "out")), node.path)
-    ins = _present(rule.in_dims, w)
     for n, d in ins:
         _tie(walker, node, w, n, d, in_list, _role(rule, n, "in"))
     if not ins:  # nothing to slice on the input side: what feeds it keeps every channel
@@ -89,7 +93,7 @@ def follow(walker: Walker, node: Node, rule: KerasLayerRule, w: Weights,
     if size % len(in_list):
         raise Barrier(f"{size} output channels do not repeat {len(in_list)} input channels")
     out_list = np.repeat(in_list, size // len(in_list))
-    ins, outs = _present(rule.in_dims, w), _present(rule.out_dims, w)
+    ins, outs = _present(rule, w)
     if not ins and not outs:
         raise Barrier(f"{node.class_name} without the weights "
                       f"{sorted({**rule.in_dims, **rule.out_dims})}")
