@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from uif_explorer.services import backends, eval_data, model_source, pruning_jobs
+from uif_explorer.services import analysis, backends, eval_data, model_source, pruning_jobs
 from uif_explorer.services.pruned import PrunedModel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ def test_one_interface_prunes_slims_counts_and_exports(sample: str, tmp_path: Pa
     ev = eval_data.make_evaluator(source, model, None, 64, tmp_path)
     runner = model_source.make_runner(source, model, "iterative", tmp_path)
     runner.ana(ev.eval_fn, args=ev.eval_args, ratios=(0.5,))
-    preview, divisible = runner.plan(0.3), 2
+    preview, divisible = analysis.plan_preview(runner, 0.3)  # as the Sensitivity page
     pruned = pruning_jobs.prune_from_analysis(runner, source, ev, 0.3, divisible, preview)
     assert pruned.kind == "sparse" and pruned.framework == source.framework
     assert 0 <= pruned.accuracy <= 100 and Path(pruned.spec_path).is_file()

@@ -13,7 +13,8 @@ from uif_explorer import zoo  # noqa: E402
 from uif_explorer.data import numpy_dataset  # noqa: E402
 from uif_explorer.keras import IterativePruningRunner  # noqa: E402
 from uif_explorer.keras.finetune import fine_tune  # noqa: E402
-from uif_explorer.services.backends import backend_for  # noqa: E402
+from uif_explorer.services import pruning_jobs  # noqa: E402
+from uif_explorer.services.model_source import sample_source  # noqa: E402
 from uif_explorer.services.pruned import PrunedModel  # noqa: E402
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
@@ -60,8 +61,8 @@ def test_keras_finetune_job_trains_a_private_sparse_copy(tmp_path) -> None:
     session = PrunedModel(model=pruned, kind="sparse", model_name=runner.name,
                           framework="keras", source="test", spec_path=spec_path,
                           accuracy=ev.score(pruned), images=len(x), score_source="test")
-    work = backend_for("keras").finetune_job(session, model, runner, ev, epochs=1, lr=1e-3,
-                                             batches=3)
+    work = pruning_jobs.fine_tune_job(session, sample_source("keras_convnet"), model, runner,
+                                      ev, epochs=1, lr=1e-3, batches=3)
     result = work(job)
     assert job.steps[-1] == (3, 3)
     tuned = result["model"]

@@ -9,6 +9,8 @@ PyTorch model.
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -73,9 +75,15 @@ class Backend(Protocol):
                        workdir: Path) -> dict[str, Any]: ...
     def export_note(self, ofa_subnet: bool) -> str: ...
     def slim_state(self, model: Any) -> dict[str, Any]: ...
-    def finetune_job(self, pruned: Any, original: Any, runner: Any, ev: Any, epochs: int,
-                     lr: float, batches: int) -> Callable[[Any], dict[str, Any]]: ...
+    def finetune(self, pruned: Any, original: Any, runner: Any, epochs: int, lr: float,
+                 batches: int) -> Callable[[Any], tuple[Any, Any]]: ...
     def machine_note(self) -> str: ...
+
+
+def cpu_note(framework: str) -> str:
+    """The machine a latency was measured on, for the caption next to it."""
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {framework}, batch 1, CPU"
 
 
 def backend_for(framework: str) -> Backend:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from uif_explorer.services.backends import ExportFormat
+from uif_explorer.services.backends import ExportFormat, cpu_note
 from uif_explorer.services.eval_data import LABEL_FREE_NAME
 
 
@@ -178,29 +176,25 @@ class KerasBackend:
     def slim_state(self, model: Any) -> dict[str, Any]:
         return {w.path: keras.ops.convert_to_numpy(w) for w in model.weights}
 
-    def finetune_job(self, pruned: Any, original: Any, runner: Any, ev: Any, epochs: int,
-                     lr: float, batches: int) -> Callable[[Any], dict[str, Any]]:
+    def finetune(self, pruned: Any, original: Any, runner: Any, epochs: int, lr: float,
+                 batches: int) -> Callable[[Any], tuple[Any, Any]]:
         """A fresh sparse copy rebuilt from the spec (Keras models do not deep-copy reliably),
         trained with ``fit()`` on the bundled training images (masks keep zeros at zero)."""
         spec_path = pruned.spec_path
 
-        def work(job: Any) -> dict[str, Any]:
+        def train(progress: Any) -> tuple[Any, Any]:
             from uif_explorer import data
             from uif_explorer.keras.finetune import fine_tune
 
             model = runner.prune(spec_path=spec_path, mode="sparse")
             x, y = data.numpy_dataset("train", limit=batches * 128)
-            history = fine_tune(model, x, y, epochs=epochs, lr=lr, batch_size=128,
-                                max_batches=batches, progress=job.progress)
-            return {"model": model, "accuracy": ev.score(model), "history": history,
-                    "epochs": epochs, "lr": lr}
+            return model, fine_tune(model, x, y, epochs=epochs, lr=lr, batch_size=128,
+                                    max_batches=batches, progress=progress)
 
-        return work
+        return train
 
     def machine_note(self) -> str:
-        cpu = platform.processor() or platform.machine()
-        return (f"{cpu}, {os.cpu_count()} logical CPUs, Keras {keras.__version__} "
-                f"({keras.backend.backend()} backend), batch 1, CPU")
+        return cpu_note(f"Keras {keras.__version__} ({keras.backend.backend()} backend)")
 
 
 KERAS = KerasBackend()

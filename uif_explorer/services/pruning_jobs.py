@@ -79,9 +79,17 @@ def can_fine_tune(source: ModelSource, ev: Any) -> bool:
 def fine_tune_job(pruned: PrunedModel, source: ModelSource, original: Any, runner: Any,
                   ev: Any, epochs: int, lr: float, batches: int
                   ) -> Callable[[Any], dict[str, Any]]:
-    """The background job of **Fine-tune** (the backend's; the pruned model is not changed)."""
-    return source.backend.finetune_job(pruned, original, runner, ev, epochs=int(epochs),
-                                       lr=float(lr), batches=int(batches))
+    """The background job of **Fine-tune**: the backend trains a private copy (the pruned
+    model is not changed); the result holds the tuned model and its score on ``ev``."""
+    train = source.backend.finetune(pruned, original, runner, epochs=int(epochs),
+                                    lr=float(lr), batches=int(batches))
+
+    def work(job: Any) -> dict[str, Any]:
+        model, history = train(job.progress)
+        return {"model": model, "accuracy": ev.score(model), "history": history,
+                "epochs": int(epochs), "lr": float(lr)}
+
+    return work
 
 
 def fine_tuned(pruned: PrunedModel, result: Mapping[str, Any], serial: int) -> PrunedModel:

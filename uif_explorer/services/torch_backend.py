@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
-import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from uif_explorer.services.backends import ExportFormat
+from uif_explorer.services.backends import ExportFormat, cpu_note
 
 SUFFIXES = {"state_dict": ".pth", "safetensors": ".safetensors", "pt2": ".pt2",
             "onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -192,28 +190,24 @@ class TorchBackend:
             return model.slim_state_dict()
         return plain_state_dict(model)
 
-    def finetune_job(self, pruned: Any, original: nn.Module, runner: Any, ev: Any, epochs: int,
-                     lr: float, batches: int) -> Callable[[Any], dict[str, Any]]:
-        """A job fine-tuning a private copy of the pruned model on the bundled training images
-        with distillation from ``original``; returns the tuned model and its score on ``ev``."""
+    def finetune(self, pruned: Any, original: nn.Module, runner: Any, epochs: int, lr: float,
+                 batches: int) -> Callable[[Any], tuple[nn.Module, Any]]:
+        """Fine-tuning of a private copy of the pruned model on the bundled training images,
+        with distillation from ``original`` (the session's models are not changed)."""
         model, teacher = copy.deepcopy(pruned.model), copy.deepcopy(original)
 
-        def work(job: Any) -> dict[str, Any]:
+        def train(progress: Any) -> tuple[nn.Module, Any]:
             from uif_explorer import data
             from uif_explorer.torch.finetune import fine_tune
 
             loader = data.torch_loader("train", batch_size=128, limit=batches * 128)
-            history = fine_tune(model, loader, epochs=epochs, lr=lr, teacher=teacher,
-                                max_batches=batches, progress=job.progress)
-            return {"model": model, "accuracy": ev.score(model), "history": history,
-                    "epochs": epochs, "lr": lr}
+            return model, fine_tune(model, loader, epochs=epochs, lr=lr, teacher=teacher,
+                                    max_batches=batches, progress=progress)
 
-        return work
+        return train
 
     def machine_note(self) -> str:
-        cpu = platform.processor() or platform.machine()
-        return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with "
-                f"{torch.get_num_threads()} threads, batch 1, CPU")
+        return cpu_note(f"torch {torch.__version__} with {torch.get_num_threads()} threads")
 
 
 TORCH = TorchBackend()
