@@ -77,13 +77,12 @@ with errors.guard("preparing the export"):
                     "architecture with a state dict instead to get a slim model. The sparse "
                     "model's state dict (same shapes as the original, pruned channels zero) is "
                     "below.", slim_error)
+        first = backend.export_formats[0]
         d1, _ = st.columns(2)
-        d1.download_button("Sparse state dict (.safetensors)",
-                           data=lambda: backend.export_bytes(pruned.model, x, "safetensors",
-                                                             folder),
-                           file_name=f"{name}_sparse.safetensors",
-                           mime="application/octet-stream", key="dl_sparse",
-                           on_click="ignore")
+        d1.download_button(first.label.replace("Slim", "Sparse"),
+                           data=lambda: backend.export_bytes(pruned.model, x, first.fmt, folder),
+                           file_name=f"{name}_sparse{first.suffix}", mime=first.mime,
+                           key="dl_sparse", on_click="ignore")
         st.stop()
     slim_macs, slim_params = pruning_jobs.slim_cost(slim, loaded.source, pruned)
     st.markdown(f"**{pruned.source}** of {loaded.title} (`{name}`).")
