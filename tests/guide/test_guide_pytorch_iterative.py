@@ -3,7 +3,7 @@
 Same calls, same order, same argument names and styles as the guide; imports adapted
 (``pytorch_nndct`` -> ``uif_explorer``), ``resnet18(pretrained=True)`` replaced by the bundled
 trained ResNet-20 (no download here) and the input signature by its 1x28x28 shape, data scaled
-to 64 images. The guide's ``pruning_runner.prune(...)`` is its typo for ``runner.prune(...)``.
+to 32 images. The guide's ``pruning_runner.prune(...)`` is its typo for ``runner.prune(...)``.
 The guide does not show the second round in code; its text says to prune again from the same
 analysis after fine-tuning, which is what the last test does (issue 15, item 2).
 """
@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from uif_explorer import get_pruning_runner
+from uif_explorer.data import torch_loader
 from uif_explorer.torch.macs import count_macs
 from uif_explorer.zoo import load_torch_sample
 
@@ -36,6 +37,12 @@ def _zeroed_channels(model: torch.nn.Module) -> int:
 
 
 @pytest.fixture(scope="module")
+def val_loader():
+    """32 test images: ``ana`` evaluates 109 models (12 groups x 9 ratios + baseline)."""
+    return torch_loader("test", limit=32, batch_size=32)
+
+
+@pytest.fixture(scope="module")
 def analysed(guide_dir, eval_fn, val_loader):
     """Create the baseline model and the runner, then ``ana`` exactly as the guide does."""
     # Create the Baseline Model
@@ -52,7 +59,7 @@ def analysed(guide_dir, eval_fn, val_loader):
 
 
 def test_ana_saves_the_analysis_under_vai(analysed):
-    """"the analysis result is saved in the file named .vai/your_model_name.sens" """
+    """The guide: "the analysis result is saved in the file named .vai/your_model_name.sens"."""
     _model, _sig, runner = analysed
     sens_files = list(Path(".vai").glob("*.sens"))
     assert sens_files == [Path(".vai") / f"{runner.name}.sens"]
@@ -128,7 +135,7 @@ def test_retraining_saves_sparse_and_slim_state_dicts(analysed, train, evaluate,
 
 def test_prune_again_without_rerunning_analysis(analysed, train, evaluate, train_loader,
                                                val_loader):
-    """"Run analysis only once for the same model. You can prune the model iteratively
+    """The guide: "Run analysis only once for the same model. You can prune the model iteratively
     without re-running analysis": a runner on the fine-tuned sparse model, ``prune(0.5)``."""
     original, input_signature, runner = analysed
     model = runner.prune(removal_ratio=0.2)

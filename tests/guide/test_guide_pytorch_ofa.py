@@ -128,8 +128,8 @@ def test_sandwich_training_updates_the_ofa_model(ofa, trained):
 
 
 def test_sample_random_subnet_gives_a_trainable_subnetwork(ofa, train_loader):
-    """"The ``sample_random_subnet()`` function can be used to get a subnetwork. The dynamic
-    subnetwork can do a forward/backward pass." (named in the guide's text)"""
+    """The guide: "The ``sample_random_subnet()`` function can be used to get a subnetwork.
+    The dynamic subnetwork can do a forward/backward pass." (named in the guide's text)"""
     _model, _inputs, ofa_pruner, ofa_model = ofa
     subnet = ofa_pruner.sample_random_subnet(ofa_model)
     model = subnet[0] if isinstance(subnet, tuple) else subnet
@@ -141,7 +141,7 @@ def test_sample_random_subnet_gives_a_trainable_subnetwork(ofa, train_loader):
 
 
 def test_search_returns_the_guides_pareto_set(searched):
-    """"The searching result looks like" ``{"230": {"net_id", "mode", "acc1", "flops",
+    """The guide: "The searching result looks like" ``{"230": {"net_id", "mode", "acc1", "flops",
     "params", "subnet_setting"}, ...}``: bins keyed by MACs inside the range."""
     pareto_global = searched
     assert Path("pareto_global.txt").exists()

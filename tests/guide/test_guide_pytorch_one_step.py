@@ -40,7 +40,7 @@ def searched(guide_dir, eval_fn, calibration_fn, val_loader):
 
 
 def test_search_writes_the_search_file(searched):
-    """"a file named .vai/your_model_name.search is generated in which the search result
+    """The guide: "a file named .vai/your_model_name.search is generated in which the search result
     (pruning strategies and corresponding evaluation scores) is stored" (ours carries the
     ratio in its name: one search per ratio)."""
     _model, _sig, runner = searched
