@@ -146,6 +146,14 @@ def test_every_built_in_rule_is_a_registry_entry() -> None:
     for name in names:
         assert isinstance(LAYER_RULES.lookup(name), LayerRule), name
     assert LAYER_RULES.lookup(layers.Conv2D(4, 1)) is LAYER_RULES.lookup("Conv2D")
+    assert LAYER_RULES.lookup("Conv2D").out_dims == {"kernel": -1, "bias": 0}
+    assert LAYER_RULES.lookup("BatchNormalization").out_dims["gamma"] == 0
+    # a registration may override a built-in rule; unregistering brings the built-in back
+    dense = LAYER_RULES.lookup("Dense")
+    register_layer("Dense", out_dims={"kernel": 1}, in_dims={"kernel": 0})
+    assert LAYER_RULES.lookup("Dense") is not dense
+    unregister_layer("Dense")
+    assert LAYER_RULES.lookup("Dense") is dense
     assert {"Add", "Multiply", "Relu", "Sigmoid"} <= set(OP_RULES)
 
 

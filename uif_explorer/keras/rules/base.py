@@ -52,6 +52,14 @@ class KerasLayerRule(LayerRule):
 LAYER_RULES = LayerRegistry()
 #: Keras op class name (``x + 3`` is an ``Add`` op) -> walk; ops share names with layers.
 OP_RULES: dict[str, Walk] = {}
+#: The built-in entries, so that unregistering an override brings the built-in rule back.
+BUILTIN_RULES: dict[str, KerasLayerRule] = {}
+
+
+def register_builtins(rules: dict[str, KerasLayerRule]) -> None:
+    for name, rule in rules.items():
+        BUILTIN_RULES[name] = rule
+        LAYER_RULES.register(name, rule)
 
 
 def rule_for(node: Node) -> KerasLayerRule | None:

@@ -19,13 +19,13 @@ from uif_explorer.core.rules import (
     unify_elementwise,
 )
 from uif_explorer.keras.rules.base import (
-    LAYER_RULES,
     OP_RULES,
     SPANNING_ACTIVATIONS,
     KerasLayerRule,
     Walk,
     activation_name,
     channel_axis,
+    register_builtins,
 )
 
 if TYPE_CHECKING:
@@ -198,8 +198,8 @@ def _register_builtins() -> None:
         "Lambda": barrier_rule("Lambda layer (its code cannot be inspected)"),
         "Normalization": barrier_rule("Normalization layer (per-channel statistics)"),
     }
-    for name, walk in walks.items():
-        LAYER_RULES.register(name, KerasLayerRule("channelwise", walk=walk))
+    register_builtins({name: KerasLayerRule("channelwise", walk=walk)
+                       for name, walk in walks.items()})
     OP_RULES.update({**dict.fromkeys(OPS_ELEMENTWISE, op_elementwise),
                      **dict.fromkeys(OPS_UNARY, op_unary)})
 

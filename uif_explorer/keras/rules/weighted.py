@@ -21,6 +21,7 @@ from uif_explorer.core.channels import MacOp, ParamSlice, Val, channel_list, var
 from uif_explorer.core.rules import Barrier
 from uif_explorer.keras import macs as kmacs
 from uif_explorer.keras.rules.base import (
+    BUILTIN_RULES,
     LAYER_RULES,
     SPANNING_ACTIVATIONS,
     KerasLayerRule,
@@ -28,6 +29,7 @@ from uif_explorer.keras.rules.base import (
     activation_name,
     along,
     channel_axis,
+    register_builtins,
     set_config,
 )
 
@@ -170,8 +172,10 @@ def register_layer(layer_type: type | str, *, out_dims: dict[str, int] | None = 
 
 
 def unregister_layer(layer_type: type | str) -> None:
-    """Forget a rule added with :func:`register_layer` (built-in rules stay)."""
+    """Forget a rule added with :func:`register_layer` (a built-in rule it overrode returns)."""
     LAYER_RULES.unregister(layer_type)
+    if isinstance(layer_type, str) and layer_type in BUILTIN_RULES:
+        LAYER_RULES.register(layer_type, BUILTIN_RULES[layer_type])
 
 
 def register_channelwise_layer(class_name: str, weights: dict[str, int],
@@ -290,10 +294,6 @@ def _prelu(walker: Walker, node: Node, xs: list[Val]) -> list[Val]:
     return [Val(x.shape, x.cls)]
 
 
-def _walker_rule(walk: Callable) -> KerasLayerRule:
-    return KerasLayerRule("channelwise", walk=walk)
-
-
 def _register_builtins() -> None:
     conv_t = KerasLayerRule("producer", {"kernel": -2, "bias": 0}, {"kernel": -1},
                             partial(set_config, "filters"), macs=kmacs.conv_transpose_macs)
@@ -307,15 +307,15 @@ def _register_builtins() -> None:
         **dict.fromkeys(kmacs.CONV, conv), **dict.fromkeys(kmacs.CONV_T, conv_t),
         **dict.fromkeys(kmacs.DEPTHWISE, depthwise),
         **dict.fromkeys(kmacs.SEPARABLE, _SEPARABLE), "Dense": dense,
-        "BatchNormalization": _walker_rule(_batch_norm),
-        "LayerNormalization": _walker_rule(_layer_norm),
-        "GroupNormalization": _walker_rule(_group_norm), "PReLU": _walker_rule(_prelu),
+        "BatchNormalization": replace(_BATCH_NORM, walk=_batch_norm),
+        "LayerNormalization": KerasLayerRule("channelwise", walk=_layer_norm),
+        "GroupNormalization": replace(_INSTANCE_NORM, walk=_group_norm),
+        "PReLU": KerasLayerRule("channelwise", walk=_prelu),
         # keras.applications ConvNeXt
         "LayerScale": KerasLayerRule("channelwise", {"gamma": 0}, {},
                                      partial(set_config, "projection_dim")),
     }
-    for name, rule in table.items():
-        LAYER_RULES.register(name, rule)
+    register_builtins(table)
 
 
 _register_builtins()
