@@ -252,7 +252,8 @@ def test_input_spec_forms_and_macs() -> None:
     a = IterativePruningRunner(model, tf.TensorSpec((1, 28, 28, 1), tf.float32))
     b = IterativePruningRunner(model, (None, 28, 28, 1))
     assert a.name == b.name == "mnist_convnet"  # the name the model was given
-    auto = keras.Sequential(model.layers)  # Keras names it "sequential_<n>": not the user's
+    auto = keras.Sequential([keras.Input((28, 28, 1)), layers.Conv2D(4, 3), layers.Flatten(),
+                             layers.Dense(2)])  # Keras names it "sequential_<n>": not the user's
     assert IterativePruningRunner(auto, SPEC).name.startswith("Sequential-")
     # conv 26*26*32*9 + conv 11*11*32*64*9 + dense 1600*10
     assert count_macs(model, SPEC) == 26 * 26 * 32 * 9 + 11 * 11 * 32 * 64 * 9 + 1600 * 10

@@ -47,6 +47,8 @@ def test_protocol_names_the_functions_and_tells_calibration_apart() -> None:
     assert len(reasons) == 1 and "calibration calibrate" in reasons[0]
     assert RunnerFiles._stale({**sens, "protocol": None}, "w", plain.protocol) == []
     assert RunnerFiles._stale(sens, "v", calibrated.protocol) == ["other weights"]
+    renamed = ScoreJob.of(lambda m, d: 1.0, (), calibrate, ([1],)).protocol  # noted only
+    assert RunnerFiles._stale(sens, "w", renamed) == []
 
 
 def test_scoring_calibrates_first_and_wraps_user_errors_with_the_resume_hint() -> None:

@@ -57,23 +57,6 @@ def bisect_plan(
     ``strict=False`` returns the closest plan when rounding cannot land (see
     :func:`check_landing`); an unreachable target is an error either way.
     """
-    return plan_of(bisect_ratios(cost, ratios_at, plan_of, target, hi, tolerance, steps, quantum,
-                                 counts_of, strict))
-
-
-def bisect_ratios(
-    cost: CostModel,
-    ratios_at: Callable[[float], dict[int, float]],
-    plan_of: Callable[[dict[int, float]], PruningPlan],
-    target: float,
-    hi: float,
-    tolerance: float = TARGET_TOLERANCE,
-    steps: int = 40,
-    quantum: Mapping[int, float] | None = None,
-    counts_of: Callable[[dict[int, float]], dict[int, int]] | None = None,
-    strict: bool = True,
-) -> dict[int, float]:
-    """The per-group ratios :func:`bisect_plan` builds its plan from."""
     ids = sorted(ratios_at(hi))
     removal = _removal_of_vectors(cost, ids, plan_of, counts_of)
 
@@ -83,7 +66,7 @@ def bisect_ratios(
 
     r = search_ratios(removal, at, target, hi, tolerance, steps, _quantum_vector(quantum, ids),
                       strict)
-    return _as_dict(ids, r)
+    return plan_of(_as_dict(ids, r))
 
 
 def _as_dict(ids: Sequence[int], r: np.ndarray) -> dict[int, float]:
@@ -250,25 +233,6 @@ def sample_ratio_vector(
                     f"point: {last}")
 
 
-def sample_ratios(
-    cost: CostModel,
-    group_ids: Sequence[int],
-    plan_of: Callable[[dict[int, float]], PruningPlan],
-    target: float,
-    seed: int,
-    candidate: int,
-    quantum: Mapping[int, float] | None = None,
-    attempts: int = 50,
-    counts_of: Callable[[dict[int, float]], dict[int, int]] | None = None,
-) -> dict[int, float]:
-    """:func:`sample_ratio_vector` keyed by group id, costed by plans or counts."""
-    ids = list(group_ids)
-    removal = _removal_of_vectors(cost, ids, plan_of, counts_of)
-    r = sample_ratio_vector(removal, len(ids), target, seed, candidate,
-                            _quantum_vector(quantum, ids), attempts)
-    return _as_dict(ids, r)
-
-
 def sample_plan(
     cost: CostModel,
     group_ids: Sequence[int],
@@ -280,6 +244,10 @@ def sample_plan(
     attempts: int = 50,
     counts_of: Callable[[dict[int, float]], dict[int, int]] | None = None,
 ) -> PruningPlan:
-    """Candidate ``candidate`` of a seeded search as a plan (see :func:`sample_ratios`)."""
-    return plan_of(sample_ratios(cost, group_ids, plan_of, target, seed, candidate, quantum,
-                                 attempts, counts_of))
+    """Candidate ``candidate`` of a seeded search as a plan: :func:`sample_ratio_vector` keyed
+    by group id, costed by plans or counts."""
+    ids = list(group_ids)
+    removal = _removal_of_vectors(cost, ids, plan_of, counts_of)
+    r = sample_ratio_vector(removal, len(ids), target, seed, candidate,
+                            _quantum_vector(quantum, ids), attempts)
+    return plan_of(_as_dict(ids, r))

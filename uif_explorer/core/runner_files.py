@@ -70,6 +70,10 @@ def check_divisible(channel_divisible: object) -> None:
                          f"to, an integer >= 1. Received: channel_divisible={channel_divisible!r}")
 
 
+def _calibration(protocol: Mapping[str, Any]) -> tuple:
+    return protocol.get("calibration"), bool(protocol.get("bn_reestimation"))
+
+
 def describe_protocol(protocol: Mapping[str, Any]) -> str:
     calib = protocol.get("calibration")
     return (f"score {protocol.get('score')}, "
@@ -198,13 +202,17 @@ class RunnerFiles:
     # -- files: which ones may be resumed or reused ---------------------------------------
     @staticmethod
     def _stale(data: Mapping[str, Any], weights: str, protocol: Mapping[str, Any]) -> list[str]:
-        """Why ``data`` does not match this call: other weights, another scoring protocol.
-        Files written before protocols were recorded match any protocol."""
+        """Why ``data`` does not match this call: other weights, another calibration.
+
+        The score function's name alone does not count (a lambda, or the function fixed and
+        renamed after an error, as the resume hint invites): :meth:`_load_file` notes it.
+        Files written before protocols were recorded match any protocol.
+        """
         reasons = []
         if data.get("weights_digest") != weights:
             reasons.append("other weights")
         old = data.get("protocol")
-        if old is not None and dict(old) != dict(protocol):
+        if old is not None and _calibration(old) != _calibration(protocol):
             reasons.append(f"another scoring protocol ({describe_protocol(old)}; this call: "
                            f"{describe_protocol(protocol)})")
         return reasons
@@ -235,6 +243,10 @@ class RunnerFiles:
         if reasons:
             say(f"reusing the finished {what} {path}, made with {' and '.join(reasons)}; "
                 "forced=True redoes it")
+        old = (data.get("protocol") or {}).get("score")
+        if old is not None and old != protocol.get("score"):
+            say(f"{path} was scored by {old}, this call by {protocol.get('score')}; if they "
+                "measure different things, forced=True starts afresh")
         return data
 
     def sensitivity(self, quiet: bool = False) -> dict[str, Any]:

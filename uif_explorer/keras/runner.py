@@ -19,14 +19,8 @@ import numpy as np
 
 from uif_explorer.core.plan import PruningPlan
 from uif_explorer.core.pruner import BasePruner
-from uif_explorer.core.runner import (
-    AnalysisError,
-    PlanPreview,
-    Progress,
-    RunnerBase,
-    ScoreItem,
-    ScoreJob,
-)
+from uif_explorer.core.runner import AnalysisError, PlanPreview, Progress, RunnerBase, ScoreItem
+from uif_explorer.core.scores import ScoreJob
 from uif_explorer.core.sensitivity import DEFAULT_RATIOS
 from uif_explorer.keras.apply import MaskedCopy, make_slim, make_sparse
 from uif_explorer.keras.graph import (
