@@ -43,6 +43,8 @@ def bisect_plan(
     quantum: Mapping[int, float] | None = None,
     counts_of: Callable[[dict[int, float]], dict[int, int]] | None = None,
     strict: bool = True,
+    removal_of_counts: Callable[[dict[int, int]], float] | None = None,
+    what: str = "MACs",
 ) -> PruningPlan:
     """A plan whose MACs removal is within ``tolerance`` of ``target``.
 
@@ -56,16 +58,19 @@ def bisect_plan(
     on counts, candidates are costed without building plans; one plan is built at the end.
     ``strict=False`` returns the closest plan when rounding cannot land (see
     :func:`check_landing`); an unreachable target is an error either way.
+    ``removal_of_counts`` (with ``counts_of``) replaces the MACs cost by another one, such as
+    predicted latency (``what`` names it in errors).
     """
     ids = sorted(ratios_at(hi))
-    removal = _removal_of_vectors(cost, ids, plan_of, counts_of)
+    removal = (_removal_of_vectors(cost, ids, plan_of, counts_of) if removal_of_counts is None
+               else lambda r: removal_of_counts(counts_of(_as_dict(ids, r))))
 
     def at(x: float) -> np.ndarray:
         ratios = ratios_at(x)
         return np.array([ratios.get(gid, 0.0) for gid in ids], dtype=float)
 
     r = search_ratios(removal, at, target, hi, tolerance, steps, _quantum_vector(quantum, ids),
-                      strict)
+                      strict, what)
     return plan_of(_as_dict(ids, r))
 
 
@@ -103,6 +108,7 @@ def search_ratios(
     steps: int = 40,
     quantum: np.ndarray | None = None,
     strict: bool = True,
+    what: str = "MACs",
 ) -> np.ndarray:
     """Ratios (one per group, an array) whose ``removal`` is within ``tolerance`` of target.
 
@@ -113,7 +119,7 @@ def search_ratios(
     reach = removal(ratios_at(hi))
     if reach < target - tolerance:
         raise PlanError(
-            f"Cannot remove {target:.1%} of the MACs: pruning every prunable group as far as "
+            f"Cannot remove {target:.1%} of the {what}: pruning every prunable group as far as "
             f"allowed removes {reach:.1%}. Choose a smaller ratio or exclude fewer layers."
         )
     lo = 0.0
@@ -156,7 +162,7 @@ def search_ratios(
     if best is None or (strict and best_err > tolerance):
         closest = removal(best) if best is not None else 0.0
         raise PlanError(
-            f"Could not land within {tolerance:.0%} of removing {target:.1%} of the MACs "
+            f"Could not land within {tolerance:.0%} of removing {target:.1%} of the {what} "
             f"(closest: {closest:.1%}): channel rounding is too coarse for this model at this "
             "ratio. Try a nearby ratio."
         )
@@ -165,7 +171,7 @@ def search_ratios(
 
 def check_landing(achieved: float, target: float, *, channel_divisible: int, strict: bool,
                   argument: str = "removal_ratio",
-                  tolerance: float = TARGET_TOLERANCE) -> None:
+                  tolerance: float = TARGET_TOLERANCE, what: str = "MACs") -> None:
     """The guide calls the ratio "only an approximate target": off by more than ``tolerance``
     is a warning naming the achieved ratio, or with ``strict=True`` an error."""
     if abs(achieved - target) <= tolerance:
@@ -174,13 +180,13 @@ def check_landing(achieved: float, target: float, *, channel_divisible: int, str
                                 if channel_divisible > 1 else "")
     if strict:
         raise PlanError(
-            f"Could not land within {tolerance:.0%} of removing {target:.1%} of the MACs "
+            f"Could not land within {tolerance:.0%} of removing {target:.1%} of the {what} "
             f"(closest: {achieved:.1%}): channel rounding is too coarse for this model. "
             f"Try {tries}, or strict=False to accept the closest plan."
         )
     warnings.warn(
         f"{argument}={target:g} is an approximate target: channel rounding removes "
-        f"{achieved:.1%} of the MACs, the closest this model allows (for a closer result try "
+        f"{achieved:.1%} of the {what}, the closest this model allows (for a closer result try "
         f"{tries}; strict=True makes this an error).", UserWarning, stacklevel=_caller_level())
 
 

@@ -217,10 +217,23 @@ class CostModel:
             k[self.group_index[gid]] = n
         return self.macs_of_count_vector(k)
 
+    def op_counts_of_vector(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per counted op (``graph.mac_ops`` order): kept inputs per conv group (1 where the
+        op's input cannot change or it is depthwise) and kept outputs, from group counts."""
+        inn = np.where(self._has_in, (self._a_in @ k + self._c_in) // self._groups, 1)
+        return inn, self._a_out @ k + self._c_out
+
+    def op_counts(self, plan: PruningPlan | None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`op_counts_of_vector` for a plan (exact on any graph, not only count-exact)."""
+        removed = (plan.removed_roots(self.graph) if plan is not None
+                   else np.zeros(len(self.graph.uf.parent), dtype=bool))
+        io = np.array([kept_io(op, i, o, removed) for op, i, o, *_ in self._ops],
+                      dtype=np.int64).reshape(-1, 2)
+        return io[:, 0], io[:, 1]
+
     def macs_of_count_vector(self, k: np.ndarray) -> int:
         """:meth:`macs_of_counts` with kept counts of every group in ``graph.groups`` order."""
-        inn = np.where(self._has_in, (self._a_in @ k + self._c_in) // self._groups, 1)
-        out = self._a_out @ k + self._c_out
+        inn, out = self.op_counts_of_vector(k)
         total = self._full - self._factor * self._denom + self._factor * inn * out
         return int(self.graph.other_macs + total.sum())
 

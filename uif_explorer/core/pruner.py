@@ -24,6 +24,7 @@ from uif_explorer.core.allocation import (
 )
 from uif_explorer.core.channels import ChannelGraph
 from uif_explorer.core.importance import group_scores
+from uif_explorer.core.latency import LatencyModel, bisect_latency
 from uif_explorer.core.plan import (
     CostModel,
     PlanError,
@@ -155,9 +156,12 @@ class BasePruner:
         tolerance: float = TARGET_TOLERANCE,
         argument: str = "removal_ratio",
         strict: bool = True,
+        latency: LatencyModel | None = None,
     ) -> PruningPlan:
         """Uniform (or ``weights``-scaled) group ratios bisected so MACs drop by the target
-        (within ``tolerance``; ``strict=False``: the closest plan, with a warning)."""
+        (within ``tolerance``; ``strict=False``: the closest plan, with a warning). With a
+        ``latency`` model the target is a fraction of its predicted latency instead, and
+        counts round up to the machine's fast widths."""
         check_removal_ratio(removal_ratio, argument)
         prunable = [g.id for g in self.graph.prunable_groups]
         if not prunable:
@@ -168,6 +172,11 @@ class BasePruner:
         def ratios_at(scale: float) -> dict[int, float]:
             return {gid: min(MAX_GROUP_RATIO, scale * weights.get(gid, 1.0)) for gid in prunable}
 
+        if latency is not None:
+            return bisect_latency(self, latency, ratios_at, MAX_GROUP_RATIO / min(1.0, top),
+                                  removal_ratio, criterion=criterion,
+                                  channel_divisible=channel_divisible, strict=strict,
+                                  argument=argument, tolerance=tolerance)
         plan = bisect_plan(
             self.cost, ratios_at, lambda r: self.plan(r, criterion, channel_divisible),
             removal_ratio, hi=MAX_GROUP_RATIO / min(1.0, top), tolerance=tolerance,

@@ -144,6 +144,10 @@ class Workspace:
         suffix = f"_{candidate}" if candidate is not None else ""
         return self.root / f"{base}_ratio_{format_ratio(ratio)}{suffix}.spec"
 
+    def latency(self, model: str, runtime: str = "eager") -> Path:
+        """The model's latency table on this machine (rebuilt when machine or graph change)."""
+        return self.root / f"{sanitize_name(model)}_{sanitize_name(runtime)}.latency"
+
     def evolution(self, model: str) -> Path:
         return self.root / f"{sanitize_name(model)}_evolution.json"
 

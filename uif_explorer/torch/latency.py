@@ -1,0 +1,225 @@
+"""Measure a PyTorch model's latency table: each conv / linear alone, over its channel counts.
+
+Each counted op of the captured graph is rebuilt as a single layer with the same kernel,
+stride, padding, dilation, groups and input size, then timed at the input and output counts
+of :func:`~uif_explorer.core.latency.count_grid` with ``torch.utils.benchmark`` (median of
+blocked runs, fixed threads): in PyTorch eager, or in ONNX Runtime as a one-node ONNX graph
+(no export per width). The whole model is timed once the same way; what the ops do not
+explain is the fixed overhead. Tables are cached in the workspace per machine and model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.utils.benchmark as benchmark
+from torch import nn
+
+from uif_explorer.core.latency import (
+    DEFAULT_POINTS,
+    RUNTIMES,
+    LatencyModel,
+    LatencyTable,
+    OpCurve,
+    cached_table,
+    count_grid,
+    machine_fingerprint,
+)
+from uif_explorer.core.pruner import BasePruner
+
+LatencyProgress = Callable[[int, int, str], None]  # (done, total, op name)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def runtime_fingerprint(runtime: str, threads: int) -> dict[str, Any]:
+    """The machine plus this runtime's versions and thread count."""
+    check_runtime(runtime)
+    versions: dict[str, Any] = {"torch": torch.__version__, "threads": int(threads)}
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    return machine_fingerprint(**versions)
+
+
+def check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"Expected runtime in {RUNTIMES}. Received: runtime={runtime!r}")
+    return runtime
+
+
+def seconds(fn: Callable[[], object], threads: int, min_time: float) -> float:
+    """Median seconds per call (``torch.utils.benchmark``: warm-up, blocked runs)."""
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+    return float(timer.blocked_autorange(min_run_time=min_time).median)
+
+
+def _input_shapes(model: nn.Module, names: list[str], inputs: Any) -> dict[str, tuple]:
+    """Input shape of each named module, from one forward pass with hooks."""
+    modules = dict(model.named_modules())
+    shapes: dict[str, tuple] = {}
+
+    def hook(name: str) -> Callable:
+        def record(_m: nn.Module, args: tuple, _out: object) -> None:
+            shapes.setdefault(name, tuple(args[0].shape))
+        return record
+
+    hooks = [modules[n].register_forward_hook(hook(n)) for n in set(names)
+             if isinstance(modules.get(n), (*_CONVS, nn.Linear))]
+    try:
+        with torch.inference_mode():
+            model(*inputs) if isinstance(inputs, tuple) else model(inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def _layer(mod: nn.Module, c_in: int, c_out: int, groups: int) -> nn.Module:
+    if isinstance(mod, nn.Linear):
+        return nn.Linear(c_in, c_out, bias=mod.bias is not None)
+    return type(mod)(c_in, c_out, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
+                     groups, bias=mod.bias is not None)
+
+
+def _onnx_runner(layer: nn.Module, x: torch.Tensor, threads: int) -> Callable[[], object]:
+    """A one-node ONNX Runtime session computing ``layer`` (Conv, or MatMul + Add)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = layer.weight.detach().numpy()
+    inits = []
+    if isinstance(layer, nn.Linear):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(w.T), "w"))
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["y" if layer.bias is None else "m"])]
+    else:
+        inits.append(numpy_helper.from_array(w, "w"))
+        pad = layer.padding
+        attrs: dict[str, Any] = {"kernel_shape": list(layer.kernel_size),
+                                 "strides": list(layer.stride), "group": layer.groups,
+                                 "dilations": list(layer.dilation)}
+        if isinstance(pad, str):
+            attrs["auto_pad"] = "SAME_UPPER" if pad == "same" else "VALID"
+        else:
+            attrs["pads"] = list(pad) * 2
+        nodes = [helper.make_node("Conv", ["x", "w"], ["y" if layer.bias is None else "m"],
+                                  **attrs)]
+    if layer.bias is not None:
+        shape = [-1] + [1] * (x.dim() - 2) if not isinstance(layer, nn.Linear) else [-1]
+        b = layer.bias.detach().numpy().reshape(shape)
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(b), "b"))
+        nodes.append(helper.make_node("Add", ["m", "b"], ["y"]))
+    graph = helper.make_graph(
+        nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx_model.ir_version = 9
+    sess = ort.InferenceSession(onnx_model.SerializeToString(), _ort_options(threads),
+                                providers=["CPUExecutionProvider"])
+    feed = {"x": x.numpy()}
+    return lambda: sess.run(None, feed)
+
+
+def _ort_options(threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return opts
+
+
+def _caller(layer: nn.Module, shape: tuple, c_in: int, runtime: str,
+            threads: int) -> Callable[[], object]:
+    x = torch.randn(*shape[:-1], c_in) if isinstance(layer, nn.Linear) else torch.randn(
+        shape[0], c_in, *shape[2:])
+    layer = layer.eval()
+    if runtime == "onnxruntime":
+        return _onnx_runner(layer, x, threads)
+
+    def call() -> object:
+        with torch.inference_mode():
+            return layer(x)
+    return call
+
+
+def _whole_model(model: nn.Module, inputs: Any, runtime: str, threads: int):
+    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    if runtime == "eager":
+        def call() -> object:
+            with torch.inference_mode():
+                return model(*args)
+        return call
+    import onnxruntime as ort
+
+    path = Path(tempfile.mkdtemp()) / "model.onnx"
+    torch.onnx.export(model, args, str(path), dynamo=True, external_data=False)
+    sess = ort.InferenceSession(str(path), _ort_options(threads),
+                                providers=["CPUExecutionProvider"])
+    feed = {i.name: a.detach().numpy() for i, a in zip(sess.get_inputs(), args, strict=False)}
+    return lambda: sess.run(None, feed)
+
+
+def measure_latency_table(pruner: BasePruner, model: nn.Module, inputs: Any,
+                          runtime: str = "eager", threads: int | None = None,
+                          max_points: int = DEFAULT_POINTS, min_time: float = 0.01,
+                          progress: LatencyProgress | None = None) -> LatencyTable:
+    """Time every conv / linear of ``pruner``'s graph over its channel counts (see module
+    doc); other counted ops are left to the overhead. ``model`` is not modified."""
+    check_runtime(runtime)
+    threads = int(threads or torch.get_num_threads())
+    model = model.eval()
+    cost = pruner.cost
+    full_in, full_out = cost.op_counts_of_vector(cost.full_counts)
+    ops = pruner.graph.mac_ops
+    modules = dict(model.named_modules())
+    shapes = _input_shapes(model, [op.name for op in ops], inputs)
+    curves: list[OpCurve | None] = []
+    for done, (op, fi, fo) in enumerate(zip(ops, full_in, full_out, strict=True)):
+        mod, shape = modules.get(op.name), shapes.get(op.name)
+        if mod is None or shape is None or not isinstance(mod, (*_CONVS, nn.Linear)):
+            curves.append(None)
+            continue
+        c_in = shape[-1] if isinstance(mod, nn.Linear) else shape[1]
+        c_out = mod.out_features if isinstance(mod, nn.Linear) else mod.out_channels
+        groups = 1 if isinstance(mod, nn.Linear) else mod.groups
+
+        def timed(i: int, o: int, g: int, mod=mod, shape=shape) -> float:
+            return seconds(_caller(_layer(mod, i, o, g), shape, i, runtime, threads),
+                           threads, min_time)
+
+        curve = OpCurve(op.name, int(fi), int(fo), timed(c_in, c_out, groups))
+        if op.depthwise:  # in = out = groups = count
+            curve.out_counts = count_grid(int(fo), max_points)
+            curve.out_times = [timed(c, c, c) for c in curve.out_counts]
+        else:
+            if fi > 1 and fi * groups == c_in:
+                curve.in_counts = count_grid(int(fi), max_points)
+                curve.in_times = [timed(c * groups, c_out, groups) for c in curve.in_counts]
+            curve.out_counts = count_grid(int(fo), max_points, multiple=groups)
+            curve.out_times = [timed(c_in, c, groups) for c in curve.out_counts]
+        curves.append(curve)
+        if progress is not None:
+            progress(done + 1, len(ops), op.name)
+    total = seconds(_whole_model(model, inputs, runtime, threads), threads, min_time * 5)
+    batch = int(shapes[next(iter(shapes))][0]) if shapes else 1
+    return LatencyTable(runtime, runtime_fingerprint(runtime, threads),
+                        pruner.graph.graph_digest(), total, curves, batch)
+
+
+def latency_model(pruner: BasePruner, model: nn.Module, inputs: Any, path: str | Path,
+                  runtime: str = "eager", threads: int | None = None,
+                  progress: LatencyProgress | None = None, **measure: Any) -> LatencyModel:
+    """The latency model of ``pruner``'s graph, from the table at ``path`` when it was
+    measured on this machine, runtime and graph, else measured now and saved there."""
+    threads = int(threads or torch.get_num_threads())
+    table = cached_table(
+        path, runtime_fingerprint(runtime, threads), pruner.graph.graph_digest(), runtime,
+        lambda: measure_latency_table(pruner, model, inputs, runtime, threads,
+                                      progress=progress, **measure))
+    return LatencyModel(table, pruner.cost)
