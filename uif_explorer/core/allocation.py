@@ -222,6 +222,9 @@ def sample_ratio_vector(
 ) -> np.ndarray:
     """Ratios of candidate ``candidate`` of a seeded search (the same every time it is drawn):
     EagleEye's shape, rescaled by bisection so the MACs land on the target."""
+    if n_groups == 0:
+        raise PlanError("No channel group of this model can be pruned; the groups table "
+                        "gives the reason each one is frozen.")
     last: Exception | None = None
     for attempt in range(attempts):
         rng = np.random.default_rng([seed, candidate, attempt])

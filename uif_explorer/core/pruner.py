@@ -35,6 +35,7 @@ from uif_explorer.core.plan import (
     plan_from_counts,
     plan_from_scores,
 )
+from uif_explorer.core.rules import nothing_prunable
 from uif_explorer.core.spec import plan_from_spec, plan_to_spec
 
 GROUP_COLUMNS = ["group", "name", "channels", "prunable", "layers", "reason"]
@@ -125,6 +126,8 @@ class BasePruner:
         costed on count vectors alone: thousands per second (``bench/sampling.py``).
         Needs ``cost.count_model_exact``; groups left whole are omitted."""
         groups = self.graph.prunable_groups
+        if not groups:
+            raise PlanError(nothing_prunable(self.graph))
         ids = np.array([g.id for g in groups], dtype=np.int64)
         pos = np.array([self.cost.group_index[g.id] for g in groups], dtype=np.int64)
         n, blocks = self._channels[ids], self._blocks[ids]
@@ -165,7 +168,7 @@ class BasePruner:
         check_removal_ratio(removal_ratio, argument)
         prunable = [g.id for g in self.graph.prunable_groups]
         if not prunable:
-            raise PlanError("No channel group of this model can be pruned (see groups_table()).")
+            raise PlanError(nothing_prunable(self.graph))
         weights = weights or {gid: 1.0 for gid in prunable}
         top = max(1e-9, min(weights.values()))
 
