@@ -18,6 +18,8 @@ from uif_explorer.core.evolution import (
     SearchRangeError,
     bin_key,
     default_macs_step,
+    hypervolume,
+    pareto_front,
     pareto_set,
 )
 from uif_explorer.core.pareto import pareto_with_flops, step_decimals, with_flops
@@ -155,3 +157,19 @@ def test_random_search_is_the_same_config_with_num_subnets():
     replay: list[str] = []
     resumed.search(evaluate(replay))
     assert replay == [] and resumed.history == search.history  # resumed from the memo
+
+
+def test_bins_front_and_hypervolume():
+    assert bin_key(228.356192, 10) == "230" and bin_key(243.8, 10) == "240"
+    assert bin_key(7.1, 0.1) == "7.1" and bin_key(7.13, 0.25) == "7.25"
+    recs = [{"net_id": str(i), "macs": m, "params": 0.1, "acc1": a}
+            for i, (m, a) in enumerate([(1.0, 50.0), (1.2, 45.0), (2.0, 80.0), (2.1, 70.0)])]
+    assert [r["net_id"] for r in pareto_front(recs, "acc1")] == ["0", "2"]
+    assert list(pareto_set(recs, "acc1", "max", 1.0)) == ["1", "2"]
+    assert pareto_set(recs, "acc1", "max", 1.0)["1"]["net_id"] == "0"
+    assert pareto_set(recs, "acc1", "min", 1.0)["1"]["net_id"] == "1"
+    pts = [(r["macs"], r["acc1"]) for r in recs]
+    assert hypervolume(pts, 3.0, 0.0) == pytest.approx(2.0 * 50 + 1.0 * 30)
+    assert hypervolume(pts + [(2.5, 10.0)], 3.0, 0.0) == pytest.approx(130.0)
+    assert hypervolume([(4.0, 90.0)], 3.0, 0.0) == 0.0
+    assert hypervolume([(1.0, 0.2)], 2.0, 1.0, mode="min") == pytest.approx(0.8)

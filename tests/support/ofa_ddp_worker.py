@@ -1,6 +1,6 @@
 """Sandwich training of a tiny OFA model under DistributedDataParallel (gloo, CPU).
 
-Launched by ``tests/test_ofa.py`` as ``torchrun --standalone --nproc_per_node=2
+Launched by ``tests/torch/ofa/test_training.py`` as ``torchrun --standalone --nproc_per_node=2
 ofa_ddp_worker.py OUT_DIR``. Each rank trains on its own random data and writes
 ``OUT_DIR/rank<r>.json``: the state-dict digest before and after training and the subnets it
 activated, so the test can check that both ranks trained, stayed identical and drew the same
