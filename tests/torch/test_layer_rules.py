@@ -157,8 +157,11 @@ def test_builtin_rules_are_registry_entries():
     assert LAYERS.lookup(MyConv) is LAYERS.lookup(nn.Conv2d)  # found along the MRO
     for op in ("conv2d", "linear", "add", "cat", "view", "batch_norm", "embedding"):
         assert op in OP_RULES
-    unregister_layer(nn.Conv2d)  # built-in rules cannot be dropped by accident
-    assert LAYERS.lookup(nn.Conv2d) is not None
+    builtin = LAYERS.lookup(nn.Conv2d)
+    register_layer(nn.Conv2d, out_dims={"weight": 0}, in_dims={"weight": 1})  # an override
+    assert not LAYERS.lookup(nn.Conv2d).traced
+    unregister_layer(nn.Conv2d)  # dropping it brings the built-in rule back
+    assert LAYERS.lookup(nn.Conv2d) is builtin
 
 
 def test_a_new_aten_op_is_one_registry_entry():

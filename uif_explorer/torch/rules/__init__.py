@@ -6,6 +6,7 @@ Importing this package registers every built-in rule: op handlers from :mod:`.we
 
 from uif_explorer.torch.rules import modules, shape, weighted  # noqa: F401 - registers rules
 from uif_explorer.torch.rules.base import (
+    BUILTIN_RULES,
     LAYERS,
     OP_RULES,
     ParamVal,
@@ -22,6 +23,7 @@ from uif_explorer.torch.rules.custom import custom_node
 from uif_explorer.torch.rules.modules import update_module
 
 __all__ = [
-    "LAYERS", "OP_RULES", "ParamVal", "SpanningNorm", "custom_node", "flat_vals", "module_path",
-    "op_name", "op_rule", "register_layer", "register_op", "unregister_layer", "update_module",
+    "BUILTIN_RULES", "LAYERS", "OP_RULES", "ParamVal", "SpanningNorm", "custom_node", "flat_vals",
+    "module_path", "op_name", "op_rule", "register_layer", "register_op", "unregister_layer",
+    "update_module",
 ]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from uif_explorer.core.rules import LayerRegistry, make_rule
+from uif_explorer.core.rules import LayerRegistry, LayerRule, make_rule
 
 if TYPE_CHECKING:
     from uif_explorer.torch.walk import Walker
@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 OpRule = Callable[["Walker", torch.fx.Node], object]
 OP_RULES: dict[str, OpRule] = {}
 LAYERS = LayerRegistry()
+BUILTIN_RULES: dict[type, LayerRule] = {}  # brought back when a user's override is dropped
+
+
+def register_builtin(layer_type: type, rule: LayerRule) -> None:
+    BUILTIN_RULES[layer_type] = rule
+    LAYERS.register(layer_type, rule)
 
 
 def register_op(names: str | Iterable[str], rule: OpRule) -> OpRule:
@@ -69,9 +75,10 @@ def register_layer(
 
 
 def unregister_layer(layer_type: type) -> None:
-    """Forget a rule made with :func:`register_layer` (built-in rules stay)."""
-    rule = LAYERS.lookup(layer_type)
-    if rule is not None and not rule.traced:
+    """Forget a rule made with :func:`register_layer`; a built-in type gets its own back."""
+    if layer_type in BUILTIN_RULES:
+        LAYERS.register(layer_type, BUILTIN_RULES[layer_type])
+    else:
         LAYERS.unregister(layer_type)
 
 

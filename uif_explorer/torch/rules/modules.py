@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from uif_explorer.core.rules import LayerRule
-from uif_explorer.torch.rules.base import LAYERS
+from uif_explorer.torch.rules.base import LAYERS, register_builtin
 
 if TYPE_CHECKING:
     from uif_explorer.torch.capture import Capture
@@ -78,7 +78,7 @@ for _typ, _rule in {
     nn.LayerNorm: _traced("channelwise", {"weight": -1}, {}, _layer_norm),
     nn.PReLU: _traced("channelwise", {"weight": 0}, {}, _prelu),
 }.items():
-    LAYERS.register(_typ, _rule)
+    register_builtin(_typ, _rule)
 
 
 def _kept(m: nn.Module, dims: dict[str, int]) -> int | None:
