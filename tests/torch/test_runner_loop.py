@@ -76,22 +76,23 @@ def test_protocols_are_recorded_and_an_unfinished_file_of_another_is_refused(
         resnet20, loader, tmp_path, capsys) -> None:
     runner = get_pruning_runner(resnet20, torch.randn(*SHAPE), "iterative", workdir=tmp_path,
                                 name="r20")
-    calls = {"n": 0}
+    seen: list[int] = []
 
-    def stop_early(model, dl):
-        calls["n"] += 1
-        if calls["n"] > 2:
+    def calibrate_twice_then_stop(model, dl, number_forward):
+        seen.append(number_forward)
+        if len(seen) > 2:  # a Ctrl-C during the third evaluation
             raise KeyboardInterrupt
-        return top1_accuracy(model, dl)
+        adaptive_bn_calibration(model, dl, number_forward)
 
     with pytest.raises(KeyboardInterrupt):
-        runner.ana(stop_early, args=(loader,), ratios=(0.5,),
-                   calibration_fn=adaptive_bn_calibration, calib_args=(loader, 1))
+        runner.ana(top1_accuracy, args=(loader,), ratios=(0.5,),
+                   calibration_fn=calibrate_twice_then_stop, calib_args=(loader, 1))
     sens = read_json(tmp_path / "r20.sens")
-    assert sens["protocol"] == {"calibration": "adaptive_bn_calibration",
-                                "score": "stop_early", "bn_reestimation": True}
+    assert sens["protocol"] == {"calibration": "calibrate_twice_then_stop",
+                                "score": "top1_accuracy", "bn_reestimation": True}
+    assert not sens["complete"] and sens["baseline"] is not None
     with pytest.raises(WorkspaceError, match="unfinished analysis of another scoring protocol"):
-        runner.ana(stop_early, args=(loader,), ratios=(0.5,))  # no calibration this time
+        runner.ana(top1_accuracy, args=(loader,), ratios=(0.5,))  # no calibration this time
     done = runner.ana(top1_accuracy, args=(loader,), ratios=(0.5,), forced=True)
     assert done["complete"] and done["protocol"]["bn_reestimation"] is False
     capsys.readouterr()
