@@ -12,14 +12,12 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from ofa_models import GUIDE_KEYS, sample_model, state_digest
 from torch import nn
 
 from uif_explorer.core.evolution import bin_key
 from uif_explorer.data import torch_loader
 from uif_explorer.torch.evaluation import adaptive_bn_calibration, top1_accuracy
-from uif_explorer.torch.finetune import distillation_loss
 from uif_explorer.torch.macs import count_macs
 from uif_explorer.torch.ofa import (
     OFAPruner,
@@ -28,11 +26,14 @@ from uif_explorer.torch.ofa import (
     load_subnet_config,
     sample_subnet,
     save_subnet_config,
+    train,
 )
 from uif_explorer.torch.ofa.dynamic import is_dynamic
 
 
 def test_guide_ofa_flow_on_sample_mobilenetv2(tmp_path):
+    """The guide's steps with the ready-made sandwich loop (``train``); the guide's own loop,
+    written out, is in ``tests/guide/test_guide_pytorch_ofa.py``."""
     torch.manual_seed(0)
     model = sample_model("mobilenetv2_small")
     before = state_digest(model)
@@ -44,29 +45,8 @@ def test_guide_ofa_flow_on_sample_mobilenetv2(tmp_path):
 
     train_loader = torch_loader("train", limit=64, batch_size=32)
     val_loader = torch_loader("test", limit=64, batch_size=64)
-    teacher_model = copy.deepcopy(model)
-    optimizer = torch.optim.SGD(ofa_model.parameters(), lr=0.01, momentum=0.9)
-    lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
-    ofa_model.train()
     changed = [p.detach().clone() for p in ofa_model.parameters()]
-    for _i, (images, target) in enumerate(train_loader):  # the guide's sandwich loop
-        optimizer.zero_grad()
-        teacher_model.eval()
-        with torch.no_grad():
-            soft_logits = teacher_model(images).detach()
-        for arch_id in range(4):
-            if arch_id == 0:
-                model_, _ = ofa_pruner.sample_subnet(ofa_model, "max")
-            elif arch_id == 1:
-                model_, _ = ofa_pruner.sample_subnet(ofa_model, "min")
-            else:
-                model_, _ = ofa_pruner.sample_subnet(ofa_model, "random")
-            output = model_(images)
-            loss = distillation_loss(output, soft_logits) + F.cross_entropy(output, target)
-            loss.backward()
-        torch.nn.utils.clip_grad_value_(ofa_model.parameters(), 1.0)
-        optimizer.step()
-        lr_scheduler.step()
+    train(ofa_model, copy.deepcopy(model), train_loader, epochs=1, lr=0.01)  # sandwich rule
     assert any(not torch.equal(a, b) for a, b in zip(changed, ofa_model.parameters(),
                                                       strict=True))
 
