@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from image_files import class_members, image_bytes, write_tree, zip_bytes
+from image_files import class_members, fashion_pngs, image_bytes, write_tree, zip_bytes
 from PIL import Image
 
 from uif_explorer import data as bundled
@@ -195,27 +195,13 @@ def test_layouts_hold_the_same_numbers_transposed(members, tmp_path):
     np.testing.assert_allclose(nchw.arrays("evaluation")[0][0], want, atol=1e-5, rtol=0)
 
 
-def _fashion_pngs(tmp_path: Path, per_class: int) -> tuple[Path, np.ndarray, np.ndarray]:
-    """The first ``per_class`` bundled test images of each class as PNG class folders (named
-    ``00_T-shirt-top`` ... so sorted order is label order); returns the folder, images, labels."""
-    x, y = bundled.load_arrays("test")
-    pick = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(10)])
-    tree = {}
-    for j, i in enumerate(pick):
-        buf = io.BytesIO()
-        Image.fromarray(x[i]).save(buf, format="PNG")
-        name = bundled.CLASS_NAMES[y[i]].replace("/", "-")
-        tree[f"{y[i]:02d}_{name}/{j:03d}.png"] = buf.getvalue()
-    return write_tree(tmp_path / "fm", tree), x[pick], y[pick]
-
-
 def test_samples_preset_is_the_sample_models_preprocessing(tmp_path):
     """Bundled Fashion-MNIST images written as PNGs and read back through the "samples"
     preset give exactly ``data.preprocess``, and the sample ResNet-20 the same accuracy."""
     from uif_explorer.torch.evaluation import top1_accuracy
     from uif_explorer.zoo import load_torch_sample
 
-    root, x, y = _fashion_pngs(tmp_path, per_class=4)
+    root, x, y = fashion_pngs(tmp_path / "fm", per_class=4)
     data = load_image_data(root, (1, 1, 28, 28), "NCHW", "samples", num_outputs=10,
                            fractions={"evaluation": 1.0})
     assert data.classes[0] == "00_T-shirt-top" and data.count("evaluation") == 40
@@ -289,7 +275,7 @@ def test_keras_sample_model_on_nhwc_arrays(tmp_path):
     bundled arrays (Keras-friendly: plain arrays, channels last)."""
     from uif_explorer.zoo import load_keras_sample
 
-    root, x, y = _fashion_pngs(tmp_path, per_class=2)
+    root, x, y = fashion_pngs(tmp_path / "fm", per_class=2)
     data = load_image_data(root, (1, 28, 28, 1), "NHWC", "samples", num_outputs=10,
                            fractions={"evaluation": 1.0})
     xe, ye = data.arrays("evaluation")

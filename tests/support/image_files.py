@@ -9,6 +9,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 
@@ -76,3 +77,20 @@ def png_claiming(width: int, height: int) -> bytes:
     png[12:29] = body
     png[29:33] = struct.pack(">I", zlib.crc32(body))
     return bytes(png)
+
+
+def fashion_pngs(root: Path, per_class: int) -> tuple[Path, np.ndarray, np.ndarray]:
+    """The first ``per_class`` bundled Fashion-MNIST test images of each class written under
+    ``root`` as PNG class folders named ``00_T-shirt-top`` ... (sorted order = label order).
+    Returns ``root``, the uint8 images and their labels, in the folder's order."""
+    from uif_explorer import data as bundled
+
+    x, y = bundled.load_arrays("test")
+    pick = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(10)])
+    tree = {}
+    for j, i in enumerate(pick):
+        buf = io.BytesIO()
+        Image.fromarray(x[i]).save(buf, format="PNG")
+        name = bundled.CLASS_NAMES[y[i]].replace("/", "-")
+        tree[f"{y[i]:02d}_{name}/{j:03d}.png"] = buf.getvalue()
+    return write_tree(root, tree), x[pick], y[pick]

@@ -36,7 +36,8 @@ def model_args(p: argparse.ArgumentParser) -> None:
 
 def data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="bundled",
-                   help="'bundled' (Fashion-MNIST subset) or an .npz with x (and y)")
+                   help="'bundled' (Fashion-MNIST subset), an .npz with x (and y), or a "
+                   "folder of class folders (docs/data.md)")
     p.add_argument("--limit", type=int, default=500, help="evaluation samples (default 500)")
     p.add_argument("--executor", choices=EXECUTORS, default="inline")
 
@@ -62,9 +63,9 @@ def check_model_args(args: argparse.Namespace) -> None:
 
 def check_data_args(args: argparse.Namespace) -> None:
     check_positive(args.limit, "--limit")
-    if args.data != "bundled" and not Path(args.data).is_file():
-        raise CliError(f"Expected --data to be 'bundled' or an .npz file. Received: --data "
-                       f"{args.data} (no such file)")
+    if args.data != "bundled" and not Path(args.data).exists():
+        raise CliError(f"Expected --data to be 'bundled' or an .npz file, or a folder of class "
+                       f"folders. Received: --data {args.data} (no such file)")
 
 
 def executor(args: argparse.Namespace) -> str | None:

@@ -1,4 +1,5 @@
-"""What the app scores models on: the bundled Fashion-MNIST subset or a user's ``.npz``.
+"""What the app scores models on: the bundled Fashion-MNIST subset, a user's ``.npz``, or a
+user's images in class folders (``images``: the evaluation split, docs/data.md).
 
 An :class:`Evaluator` bundles an ``eval_fn`` with its arguments, a calibration function for
 one-step search, and the words that say what its number is (``describe``): top-1 accuracy on
@@ -21,7 +22,7 @@ from uif_explorer.io import loading
 from uif_explorer.io.loading import LoadError
 from uif_explorer.services.model_source import ModelSource, store_upload
 
-BUNDLED, NPZ = "bundled", "npz"
+BUNDLED, NPZ, IMAGES = "bundled", "npz", "images"
 TOP1_NAME = "top-1 accuracy (%)"
 LABEL_FREE_NAME = "label-free agreement with the original model (%)"
 CALIB_IMAGES = 256
@@ -61,11 +62,15 @@ class DataSource:
     labelled: bool = True
     count: int = 0
     for_model: str | None = None  # the ModelSource.key the data was checked against
+    preset: str | None = None  # images: the preprocessing preset
 
     @property
     def title(self) -> str:
         if self.kind == BUNDLED:
             return "the bundled Fashion-MNIST test subset"
+        if self.kind == IMAGES:
+            return (f"the image folders {Path(str(self.file)).name} (evaluation split, "
+                    f"{self.preset} preprocessing)")
         return f"the uploaded data {self.sha256[:10] if self.sha256 else ''}.npz"
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,9 +100,40 @@ def store_npz(folder: str | Path, data: bytes, source: ModelSource) -> DataSourc
                       for_model=source.key)
 
 
+def default_preset(source: ModelSource) -> str:
+    """'samples' for models the bundled data fits (trained like them), else 'imagenet'."""
+    return "samples" if bundled_fits(source) else "imagenet"
+
+
+def _image_data(path: str | Path | bytes, source: ModelSource, preset: str,
+                dest: Path | None = None) -> Any:
+    from uif_explorer.io.image_data import load_image_data
+
+    return load_image_data(path, source.input_shape, source.layout, preset,
+                           num_outputs=source.num_classes, dest=dest)
+
+
+def store_images(folder: str | Path, data: bytes, source: ModelSource,
+                 preset: str | None = None) -> DataSource:
+    """A zip of class folders, checked and extracted into ``datasets/<sha>`` (a refused zip
+    leaves the workspace as it was); scores use its evaluation split."""
+    loading.check_upload_size(data)
+    sha, preset = loading.sha256_of(data), preset or default_preset(source)
+    rel = f"datasets/{sha[:16]}"
+    images = _image_data(data, source, preset, Path(folder) / rel)
+    return DataSource(kind=IMAGES, file=rel, sha256=sha, count=images.count("evaluation"),
+                      for_model=source.key, preset=preset)
+
+
 def file_data(path: str | Path, source: ModelSource) -> DataSource:
-    """An ``.npz`` named on the command line, checked like an upload but read in place."""
+    """An ``.npz`` or a folder of class folders named on the command line, checked like an
+    upload but read in place."""
     path = Path(path)
+    if path.is_dir():
+        preset = default_preset(source)
+        images = _image_data(path, source, preset)
+        return DataSource(kind=IMAGES, file=str(path.resolve()), for_model=source.key,
+                          count=images.count("evaluation"), preset=preset)
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -123,6 +159,10 @@ def arrays(folder: str | Path, ds: DataSource, source: ModelSource, limit: int |
     """``(x, y)`` of the data in the model's layout (``y`` None without labels)."""
     if ds.kind == BUNDLED:
         return _bundled_arrays("test", limit, source.layout)
+    if ds.kind == IMAGES:
+        x, y = _image_data(Path(folder) / str(ds.file), source, str(ds.preset)).arrays(
+            "evaluation")
+        return (x[:limit], y[:limit]) if limit else (x, y)
     path = Path(folder) / str(ds.file)
     try:
         raw = path.read_bytes()
