@@ -8,8 +8,10 @@ analytic cost model (millions). The full history of evaluated candidates is save
 ``<workdir>/<model>_evolution.json`` after every result; running the same search again replays
 it from that file without evaluating anything twice (resume after a crash).
 
-The guide writes ``min_flops`` / ``max_flops``: they are accepted and mean MACs in millions
-(``conventions.md``).
+The guide's positional call and its names (``evaluation_metric``, ``min_flops``...) bind to one
+:class:`~uif_explorer.core.evolution.SearchConfig` for both searches; "FLOPs" there means MACs
+in millions (``conventions.md``), and every Pareto entry carries both ``macs`` and ``flops``.
+Scoring a subnet is :func:`~uif_explorer.core.scores.score_model`, as in the pruning runners.
 """
 
 from __future__ import annotations
