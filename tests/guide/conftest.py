@@ -7,8 +7,10 @@ and ``accuracy`` come from) write them, with the ``.cuda()`` calls dropped: thes
 CPU. ``eval_fn`` returns ``top1.avg``, a tensor, exactly as the guide's does.
 
 Each fixture returns the function itself, so a test reads ``runner.ana(eval_fn,
-args=(val_loader,))`` word for word as the guide writes it. Data: the bundled Fashion-MNIST
-subset, a few batches (values scaled to the sample models, as ``conventions.md`` allows).
+args=(val_loader,))`` word for word as the guide writes it; ``retraining`` is the guide's
+"Retraining the Pruned Model" loop, written once for the iterative and one-step tests. Data:
+the bundled Fashion-MNIST subset, a few batches (values scaled to the sample models, as
+``conventions.md`` allows).
 """
 
 from __future__ import annotations
@@ -96,6 +98,34 @@ def guide_evaluate(val_loader, model, criterion) -> tuple[float, float]:
     return top1.avg, top5.avg
 
 
+def guide_retraining(model, train_loader, val_loader, epoches: int = 1) -> None:
+    """The guide's "Retraining the Pruned Model" section verbatim (it follows both iterative and
+    one-step pruning): train, evaluate, save ``model_pruned.pth`` and, for a sparse model,
+    ``model_slim.pth`` in the working directory."""
+    train, evaluate = guide_train, guide_evaluate
+    criterion = torch.nn.CrossEntropyLoss()
+
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3, weight_decay=5e-4)
+    best_acc1 = 0
+
+    for epoch in range(epoches):
+        train(train_loader, model, criterion, optimizer, epoch)
+        acc1, acc5 = evaluate(val_loader, model, criterion)
+
+        is_best = acc1 > best_acc1
+        best_acc1 = max(acc1, best_acc1)
+        if is_best:
+            torch.save(model.state_dict(), "model_pruned.pth")
+            # Sparse model has one more special method in iterative pruning.
+            if hasattr(model, "slim_state_dict"):
+                torch.save(model.slim_state_dict(), "model_slim.pth")
+
+
+@pytest.fixture(scope="session")
+def retraining():
+    return guide_retraining
+
+
 @pytest.fixture(scope="session")
 def eval_fn():
     return guide_eval_fn
@@ -104,16 +134,6 @@ def eval_fn():
 @pytest.fixture(scope="session")
 def calibration_fn():
     return guide_calibration_fn
-
-
-@pytest.fixture(scope="session")
-def train():
-    return guide_train
-
-
-@pytest.fixture(scope="session")
-def evaluate():
-    return guide_evaluate
 
 
 @pytest.fixture(scope="session")

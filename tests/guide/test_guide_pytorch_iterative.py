@@ -93,29 +93,13 @@ def test_prune_returns_a_sparse_model_at_the_ratio(analysed):
     assert all(torch.equal(before[k], v) for k, v in original.state_dict().items())
 
 
-def test_retraining_saves_sparse_and_slim_state_dicts(analysed, train, evaluate, train_loader,
+def test_retraining_saves_sparse_and_slim_state_dicts(analysed, retraining, train_loader,
                                                      val_loader):
     """The guide's "Retraining the Pruned Model" loop, ``slim_state_dict`` included."""
     original, input_signature, runner = analysed
     model = runner.prune(removal_ratio=0.2)
     zeroed = _zero_rows(model, "layer1.0.conv1")
-    criterion = torch.nn.CrossEntropyLoss()
-    epoches = 1
-
-    optimizer = torch.optim.Adam(model.parameters(), 1e-3, weight_decay=5e-4)
-    best_acc1 = 0
-
-    for epoch in range(epoches):
-        train(train_loader, model, criterion, optimizer, epoch)
-        acc1, acc5 = evaluate(val_loader, model, criterion)
-
-        is_best = acc1 > best_acc1
-        best_acc1 = max(acc1, best_acc1)
-        if is_best:
-            torch.save(model.state_dict(), "model_pruned.pth")
-            # Sparse model has one more special method in iterative pruning.
-            if hasattr(model, "slim_state_dict"):
-                torch.save(model.slim_state_dict(), "model_slim.pth")
+    retraining(model, train_loader, val_loader)  # the guide's loop, one epoch
 
     assert Path("model_pruned.pth").exists() and Path("model_slim.pth").exists()
     assert _zero_rows(model, "layer1.0.conv1") == zeroed  # training kept the pruned rows zero
@@ -133,15 +117,13 @@ def test_retraining_saves_sparse_and_slim_state_dicts(analysed, train, evaluate,
     assert float((a - b).norm() / b.norm()) <= 1e-4
 
 
-def test_prune_again_without_rerunning_analysis(analysed, train, evaluate, train_loader,
+def test_prune_again_without_rerunning_analysis(analysed, retraining, train_loader,
                                                val_loader):
     """The guide: "Run analysis only once for the same model. You can prune the model iteratively
     without re-running analysis": a runner on the fine-tuned sparse model, ``prune(0.5)``."""
     original, input_signature, runner = analysed
     model = runner.prune(removal_ratio=0.2)
-    optimizer = torch.optim.Adam(model.parameters(), 1e-3, weight_decay=5e-4)
-    train(train_loader, model, torch.nn.CrossEntropyLoss(), optimizer, 0)
-    torch.save(model.state_dict(), "model_pruned.pth")
+    retraining(model, train_loader, val_loader)  # saves model_pruned.pth
     zeroed = _zero_rows(model, "layer1.0.conv1")
     sens_before = Path(".vai", f"{runner.name}.sens").read_bytes()
 

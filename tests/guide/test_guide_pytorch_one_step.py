@@ -71,28 +71,12 @@ def test_prune_builds_the_best_candidate_as_a_slim_model(searched):
     assert spec["candidate"] == best["id"]
 
 
-def test_retraining_the_slim_model(searched, train, evaluate, train_loader, val_loader):
+def test_retraining_the_slim_model(searched, retraining, train_loader, val_loader):
     """The guide's retraining loop on the one-step model: "Retraining a slim model is faster
     than a sparse model"; the saved state dict loads into the slim model of the spec."""
     _original, input_signature, runner = searched
     model = runner.prune(removal_ratio=0.7, index=None)
-    criterion = torch.nn.CrossEntropyLoss()
-    epoches = 1
-
-    optimizer = torch.optim.Adam(model.parameters(), 1e-3, weight_decay=5e-4)
-    best_acc1 = 0
-
-    for epoch in range(epoches):
-        train(train_loader, model, criterion, optimizer, epoch)
-        acc1, acc5 = evaluate(val_loader, model, criterion)
-
-        is_best = acc1 > best_acc1
-        best_acc1 = max(acc1, best_acc1)
-        if is_best:
-            torch.save(model.state_dict(), "model_pruned.pth")
-            # Sparse model has one more special method in iterative pruning.
-            if hasattr(model, "slim_state_dict"):
-                torch.save(model.slim_state_dict(), "model_slim.pth")
+    retraining(model, train_loader, val_loader)  # the guide's loop, one epoch
 
     assert Path("model_pruned.pth").exists()
     rebuilt = runner.prune(spec_path=Path(".vai") / f"{runner.name}_ratio_0.7_best.spec")
