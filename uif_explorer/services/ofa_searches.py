@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from uif_explorer import data
+from uif_explorer.core.pareto import default_macs_step  # the search's own default, re-exported
 from uif_explorer.io.workspace import WorkspaceError, atomic_write_json, read_json, sanitize_name
 from uif_explorer.services import eval_data
 from uif_explorer.services.ofa_supernets import Progress, SupernetRef, settings_tag
@@ -21,7 +22,6 @@ EVOLUTION_KIND = "uif-explorer-evolution"
 META_KIND = "uif-explorer-ofa-search-meta"
 BUNDLED_SEARCH_DATA = ("top-1 on the first 500 images of the bundled Fashion-MNIST test subset, "
                        "after BatchNorm calibration on 8 fixed batches of 64 training images")
-MACS_STEPS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0)
 
 
 # -- searches ------------------------------------------------------------------------------
@@ -113,12 +113,6 @@ def newest_search(ref: SupernetRef, folder: Path) -> Path | None:
     after every subnet)."""
     found = [s.path for s in list_searches(ref, folder) if not s.bundled]
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
-
-
-def default_macs_step(lo: float, hi: float) -> float:
-    """A bin width giving about 10-20 Pareto-set bins over ``[lo, hi]`` (millions)."""
-    span = max(float(hi) - float(lo), 1e-9)
-    return next((s for s in MACS_STEPS if s >= span / 20), MACS_STEPS[-1])
 
 
 def search_name(ref: SupernetRef, settings: Mapping[str, Any]) -> str:
