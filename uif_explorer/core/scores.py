@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from uif_explorer.core.uncertainty import take_images
+
 
 class AnalysisError(RuntimeError):
     """The analysis or search cannot run or continue (bad eval_fn, stale files...)."""
@@ -92,6 +94,7 @@ def score_model(model: Any, eval_fn: Callable, eval_args: Sequence[Any] = (), *,
         except Exception as exc:
             raise AnalysisError(f"calibration_fn raised {type(exc).__name__} on {what}: {exc}. "
                                 f"{resume_hint}") from exc
+    take_images()  # forget a count left by an earlier call; eval_fn may note its own
     try:
         value = eval_fn(model, *eval_args)
     except Exception as exc:

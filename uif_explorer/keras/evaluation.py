@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from uif_explorer.core.scores import check_score  # noqa: F401 - part of this module's API
+from uif_explorer.core.uncertainty import note_images
 
 
 def _batches(data: Any, batch_size: int) -> Iterator[np.ndarray | Any]:
@@ -86,4 +87,5 @@ def top1_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray,
     for start in range(0, len(x), batch_size):
         out = keras.ops.convert_to_numpy(model(x[start:start + batch_size], training=False))
         correct += int((out.argmax(-1) == np.asarray(y[start:start + batch_size])).sum())
+    note_images(len(x))  # the runner records the image count beside the score
     return 100.0 * correct / max(1, len(x))

@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from uif_explorer.core.scores import check_score  # noqa: F401 - part of this module's API
+from uif_explorer.core.uncertainty import note_images
 
 Metric = Literal["agreement", "kl"]
 METRICS: tuple[str, ...] = ("agreement", "kl")
@@ -208,6 +209,7 @@ def top1_accuracy(
             total += targets.numel()
     if total == 0:
         raise _empty_error(dataloader)
+    note_images(total)  # the runner records the image count beside the score
     return 100.0 * correct / total
 
 
@@ -386,6 +388,7 @@ def label_free_score(
             total += n
     if total == 0:
         raise _empty_error(dataloader)
+    note_images(total)
     if metric == "agreement":
         return 100.0 * agree / total
     return 0.0 - kl_sum / total

@@ -1,0 +1,133 @@
+"""Measured previews: the actual plan scored on a private copy, cached per ratio.
+
+``runner.plan(0.4)`` only *estimates* the score; ``runner.plan(0.4).measure(eval_fn, ...)``
+applies the same plan to a copy (sparse: masked weights, no slim build needed), scores it
+through the runner's own scoring hook with the given protocol, and caches the point in
+``<workdir>/<model>.measured.json``. A later call with the same plan, weights and protocol is
+instant, so a slider can ask again and the "MACs removed vs score" curve fills in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from uif_explorer.core.plan import PruningPlan
+from uif_explorer.core.scores import ScoreJob
+from uif_explorer.core.uncertainty import Measured, take_images
+from uif_explorer.io.workspace import (
+    Workspace,
+    atomic_write_json,
+    format_ratio,
+    read_json,
+    sanitize_name,
+)
+
+if TYPE_CHECKING:  # the runner imports this module; only type names are needed here
+    from uif_explorer.core.pruner import BasePruner
+    from uif_explorer.core.runner import RunnerBase
+    from uif_explorer.core.runner_files import PlanPreview
+
+MEASURED_KIND = "uif-explorer-measured"
+
+
+def measured_path(workspace: Workspace, model: str) -> Path:
+    """``<workdir>/<model>.measured.json``: every measured plan of one model."""
+    return workspace.root / f"{sanitize_name(model)}.measured.json"
+
+
+def plan_digest(plan: PruningPlan) -> str:
+    """Which channels the plan keeps, as 12 hex digits (two equal plans share it)."""
+    kept = {str(g): [int(i) for i in k] for g, k in sorted(plan.kept.items())}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _same(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
+    return a is not None and json.loads(json.dumps(a)) == json.loads(json.dumps(b))
+
+
+@dataclass(frozen=True)
+class MeasuredPreview:
+    """One plan, measured: the score with its image count, 95 % interval and protocol."""
+
+    removal_ratio: float
+    achieved_removal: float
+    score: float
+    images: int | None
+    protocol: dict[str, Any]
+    estimate: float | None = None  # the instant estimate shown beside it, for comparison
+    cached: bool = False
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def measured(self) -> Measured:
+        return Measured.of(self.score, self.images)
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The Wilson 95 % interval (accuracy in percent on a known number of images)."""
+        return self.measured.interval
+
+    def text(self) -> str:
+        return f"measured {self.measured.text()}"
+
+
+def read_points(path: Path) -> list[dict[str, Any]]:
+    """The measured points saved in ``path`` (none when it does not exist)."""
+    if not path.exists():
+        return []
+    return list(read_json(path, kind=MEASURED_KIND).get("points", []))
+
+
+def matching_points(path: Path, weights: str, protocol: Mapping[str, Any] | None = None
+                    ) -> list[dict[str, Any]]:
+    """Points made on ``weights`` (and with ``protocol`` when given): comparable scores."""
+    return [p for p in read_points(path) if p.get("weights_digest") == weights
+            and (protocol is None or _same(p.get("protocol"), protocol))]
+
+
+def _save_point(path: Path, model: str, point: dict[str, Any]) -> None:
+    """Add (or replace) one point; the file is rewritten atomically."""
+    data = (read_json(path, kind=MEASURED_KIND) if path.exists() else
+            {"format_version": 1, "kind": MEASURED_KIND, "model": model, "points": []})
+    key = (point["ratio_key"], point["plan_digest"], point["weights_digest"])
+    data["points"] = [p for p in data["points"]
+                      if (p.get("ratio_key"), p.get("plan_digest"), p.get("weights_digest"))
+                      != key or not _same(p.get("protocol"), point["protocol"])] + [point]
+    atomic_write_json(path, data)
+
+
+def measure_plan(runner: RunnerBase, pr: BasePruner, preview: PlanPreview, job: ScoreJob
+                 ) -> MeasuredPreview:
+    """Score ``preview.plan`` on a sparse copy with ``job``'s protocol; cached per ratio and
+    plan. The additive prediction is saved beside the score: it is what
+    :mod:`uif_explorer.core.estimate` corrects."""
+    plan, removal_ratio = preview.plan, preview.removal_ratio
+    achieved_removal, estimate = preview.achieved_removal, preview.estimate
+    path = measured_path(runner.workspace, runner.name)
+    weights, digest = pr.weights_digest(), plan_digest(plan)
+    protocol = job.protocol
+    for p in matching_points(path, weights, protocol):
+        if p.get("ratio_key") == format_ratio(removal_ratio) and p.get("plan_digest") == digest:
+            return MeasuredPreview(removal_ratio, p["achieved_removal"], p["score"],
+                                   p.get("images"), protocol, estimate, True, path)
+    what = f"the plan at {removal_ratio:.0%} removed"
+    take_images()
+    score = next(s for _, s, _ in runner._score_plans(pr, [(plan, what)], job))
+    images = take_images()  # known when scored in this process by a scorer that says so
+    measured = Measured.of(score, images)
+    _save_point(path, runner.name, {
+        "ratio_key": format_ratio(removal_ratio), "removal_ratio": float(removal_ratio),
+        "achieved_removal": float(achieved_removal), "plan_digest": digest,
+        "weights_digest": weights, "protocol": protocol, "score": float(score),
+        "images": images, "interval": list(measured.interval) if measured.interval else None,
+        "additive": preview.predicted_score,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    return MeasuredPreview(removal_ratio, achieved_removal, score, images, protocol, estimate,
+                           False, path)

@@ -1,0 +1,158 @@
+"""Refinement of a one-step search: successive halving with short fine-tunes.
+
+The adaptive-BN score ranks candidates almost at chance against their accuracy after
+fine-tuning (docs/benchmarks.md), so ``search(..., refine=Refinement(...))`` gives the best
+``keep`` candidates a short fine-tune (``steps`` batches), scores them again with the search's
+own protocol, keeps the better half, fine-tunes those afresh with twice the budget, and so on
+until two are left; the better of those is the winner ``prune(index=None)`` builds. Every
+stage is written to the ``.search`` file after each candidate (``refinement``), so a killed
+run resumes where it was.
+Each stage fine-tunes from the pruned model, not from the previous stage's weights: the file
+then holds everything needed to resume (scores, not weights).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from uif_explorer.core.scores import AnalysisError, ScoreJob, as_args, check_function, function_name
+from uif_explorer.core.uncertainty import take_images
+from uif_explorer.io.workspace import atomic_write_json
+
+if TYPE_CHECKING:
+    from uif_explorer.core.pruner import BasePruner
+    from uif_explorer.core.runner import RunnerBase
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """How to refine a search: ``keep`` candidates, ``steps`` batches in the first stage.
+
+    ``finetune_fn(model, *finetune_args)`` trains the slim candidate in place; it gets the
+    stage's budget as ``max_batches=`` when it accepts that keyword (the built-in
+    ``fine_tune`` of each backend does; it is used when ``finetune_fn`` is None, with
+    ``finetune_args=(train_loader,)`` for PyTorch or ``(x, y)`` for Keras).
+    """
+
+    finetune_args: tuple = ()
+    finetune_fn: Callable | None = None
+    steps: int = 20
+    keep: int = 4
+
+    def __post_init__(self) -> None:
+        if self.finetune_fn is not None:
+            check_function(self.finetune_fn, "finetune_fn")
+        object.__setattr__(self, "finetune_args", as_args(self.finetune_args, "finetune_args"))
+        for name in ("steps", "keep"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Expected Refinement {name} to be an integer >= 1. "
+                                 f"Received: {name}={value!r}")
+
+    def stages(self, candidates: int) -> list[tuple[int, int]]:
+        """(candidates fine-tuned, batch budget) per stage: halving, the budget doubling,
+        until two are left; the better of the last stage wins (no stage of one)."""
+        n = max(1, min(self.keep, candidates))
+        out = [(n, self.steps)]
+        while n > 2:
+            n = math.ceil(n / 2)
+            out.append((n, out[-1][1] * 2))
+        return out
+
+    def settings(self, candidates: int, framework: str) -> dict[str, Any]:
+        """What the ``.search`` file records; a rerun with other settings restarts it."""
+        return {"keep": self.keep, "steps": self.steps,
+                "finetune": function_name(self.finetune_fn) or f"{framework} fine_tune",
+                "budgets": [b for _, b in self.stages(candidates)]}
+
+
+def _finetune_call(refine: Refinement, framework: str) -> Callable[[Any, int], None]:
+    """``train(model, budget)``: the user's function or the backend's built-in one."""
+    fn = refine.finetune_fn
+    if fn is None:
+        if not framework:
+            raise AnalysisError("Expected a finetune_fn: this runner has no built-in fine_tune.")
+        fn = importlib.import_module(f"uif_explorer.{framework}.finetune").fine_tune
+    try:
+        takes_budget = "max_batches" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        takes_budget = False
+
+    def train(model: Any, budget: int) -> None:
+        try:
+            if takes_budget:
+                fn(model, *refine.finetune_args, max_batches=budget)
+            else:
+                fn(model, *refine.finetune_args)
+        except Exception as exc:
+            raise AnalysisError(f"finetune_fn raised {type(exc).__name__}: {exc}. Stages saved "
+                                "so far are kept; fix it and run search again to resume.") from exc
+
+    return train
+
+
+def _survivors(data: Mapping[str, Any], stage: Mapping[str, Any], size: int) -> list[int]:
+    """The ``size`` best candidates of a finished stage (ties broken by id)."""
+    sign = -1.0 if data.get("higher_is_better", True) else 1.0
+    scores = {int(k): v for k, v in stage["scores"].items()}
+    return sorted(scores, key=lambda c: (sign * scores[c], c))[:size]
+
+
+def refine_search(runner: RunnerBase, pr: BasePruner, data: dict[str, Any], path: Path,
+                  job: ScoreJob, refine: Refinement,
+                  progress: Callable[[int, int, dict], None] | None = None) -> None:
+    """Run (or resume) the refinement stages of a finished search, writing after each score."""
+    ranking = data.get("ranking") or runner._ranking(data)
+    settings = refine.settings(len(ranking), pr.framework)
+    state = data.get("refinement")
+    if state is None or state.get("settings") != settings or state.get("protocol") != job.protocol:
+        state = data["refinement"] = {"settings": settings, "protocol": job.protocol,
+                                      "stages": [], "winner": None, "complete": False}
+    if state["complete"]:
+        return
+    train = _finetune_call(refine, pr.framework)
+    by_id = {c["id"]: c for c in data["candidates"]}
+    plan_stages = refine.stages(len(ranking))
+    total = sum(n for n, _ in plan_stages)
+    done = sum(len(s["scores"]) for s in state["stages"])
+    for k, (size, budget) in enumerate(plan_stages):
+        if k < len(state["stages"]):
+            stage = state["stages"][k]
+        else:
+            ids = ranking[:size] if k == 0 else _survivors(data, state["stages"][k - 1], size)
+            stage = {"stage": k + 1, "budget": budget, "candidates": ids, "scores": {},
+                     "images": None}
+            state["stages"].append(stage)
+        for cid in stage["candidates"]:
+            if str(cid) in stage["scores"]:
+                continue
+            cand = by_id[cid]
+            plan = pr.plan_from_counts({int(g): n for g, n in cand["kept_channels"].items()},
+                                       runner.criterion)
+            model = runner._build(pr, plan, "slim")  # a fresh copy: the user's model untouched
+            train(model, budget)
+            take_images()
+            stage["scores"][str(cid)] = job.score(
+                model, f"candidate {cid} after {budget} fine-tuning batches")
+            stage["images"] = take_images() or stage["images"]
+            atomic_write_json(path, data)
+            done += 1
+            if progress is not None:
+                progress(done, total, {"stage": k + 1, "candidate": cid, "budget": budget,
+                                       "score": stage["scores"][str(cid)]})
+    last = state["stages"][-1]
+    state["winner"] = _survivors(data, last, 1)[0]
+    state["complete"] = True
+    atomic_write_json(path, data)
+
+
+def refined_winner(data: Mapping[str, Any]) -> int | None:
+    """The candidate id refinement chose, or None when the search was not (fully) refined."""
+    state = data.get("refinement") or {}
+    return state.get("winner") if state.get("complete") else None
