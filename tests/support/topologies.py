@@ -289,3 +289,72 @@ class ConcatDepthwise(nn.Module):
 
 
 TOPOLOGIES["concat_depthwise"] = (ConcatDepthwise, IMAGE)
+
+
+class TokenAttention(nn.Module):
+    """A ViT-style block on patch tokens, single-head attention on 3-D q, k, v (B, N, C).
+
+    ``fused``: ``F.scaled_dot_product_attention`` with an explicit scale (so query/key width
+    can be pruned); else the explicit ``softmax(q @ k^T * scale) @ v`` matmuls.
+    """
+
+    def __init__(self, fused: bool = True, dim: int = 16, hidden: int = 24) -> None:
+        super().__init__()
+        self.fused = fused
+        self.patch = nn.Conv2d(3, dim, 4, 4)
+        self.norm1 = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, 12)
+        self.k = nn.Linear(dim, 12)
+        self.v = nn.Linear(dim, 20)
+        self.proj = nn.Linear(20, dim)
+        self.scale = 12 ** -0.5
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.head = nn.Linear(dim, 5)
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        if self.fused:
+            return F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        return ((q @ k.transpose(-2, -1)) * self.scale).softmax(-1) @ v
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = x + self.proj(self.attend(self.norm1(x)))
+        x = x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        return self.head(x.mean(1))
+
+
+class HeadsAttention(nn.Module):
+    """Multi-head fused attention as timm and torchvision write it: qkv split into heads by a
+    reshape, the default scale. Only the MLP and the residual stream can be pruned."""
+
+    def __init__(self, dim: int = 16, heads: int = 4) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = heads, dim // heads
+        self.patch = nn.Conv2d(3, dim, 4, 4)
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.fc1 = nn.Linear(dim, 32)
+        self.fc2 = nn.Linear(32, dim)
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        b, n, _ = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, n, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
+        x = x + self.proj(a)
+        x = x + self.fc2(F.gelu(self.fc1(x)))
+        return self.head(x.mean(1))
+
+
+ATTENTION: dict[str, tuple[type[nn.Module] | object, tuple[int, ...]]] = {
+    "fused_attention": (lambda: TokenAttention(fused=True), IMAGE),
+    "matmul_attention": (lambda: TokenAttention(fused=False), IMAGE),
+    "heads_attention": (HeadsAttention, IMAGE),
+}
+TOPOLOGIES.update(ATTENTION)

@@ -4,6 +4,12 @@ MACs follow ``conventions.md``: FLOPs of convolution / linear / matmul ops repor
 ``torch.utils.flop_counter.FlopCounterMode`` divided by two, at the given example input.
 Functional ops (``F.linear``, ``torch.matmul`` inside ``forward``) are counted too and are
 attributed to the module whose ``forward`` called them.
+
+Fused attention (``F.scaled_dot_product_attention``) runs on the CPU as
+``aten._scaled_dot_product_flash_attention_for_cpu``, which the FLOP counter has no formula for
+(it counts 0), while on the ``meta`` device it decomposes into counted ``bmm`` ops. Every count
+here adds the counter's own SDPA formula for that op, so a model costs the same on either device
+and a plan's MACs match the count of its slim model whichever way it is counted.
 """
 
 from __future__ import annotations
@@ -19,7 +25,20 @@ from torch import nn
 
 # flop_counter warns once on import that triton (removed on purpose, see setup_env.sh) is absent.
 logging.getLogger("torch.utils.flop_counter").setLevel(logging.ERROR)
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count  # noqa: E402
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *_args, out_shape=None, **_kw) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# Ops the FLOP counter has no formula for, counted with the formula of their kind.
+EXTRA_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
+
+
+def flop_counter() -> FlopCounterMode:
+    """PyTorch's FLOP counter (no printout) with :data:`EXTRA_FORMULAS`: use this one."""
+    return FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS)
 
 Inputs = torch.Tensor | Sequence[torch.Tensor]
 
@@ -62,11 +81,11 @@ def _counted(model: nn.Module, inputs: Inputs) -> FlopCounterMode:
     try:
         meta_model = copy.deepcopy(model).to("meta")
         meta_args = tuple(a.to("meta") if torch.is_tensor(a) else a for a in args)
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), flop_counter() as counter:
             meta_model(*meta_args)
         return counter
     except Exception:  # noqa: BLE001 - any failure on meta: count on the real model
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), flop_counter() as counter:
             model(*args)
         return counter
 
@@ -105,7 +124,7 @@ def model_cost(model: nn.Module, inputs: Inputs) -> ModelCost:
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), flop_counter() as counter:
             model(*as_tuple(inputs))
     finally:
         for h in handles:

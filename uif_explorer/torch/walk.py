@@ -153,9 +153,10 @@ class Walker:
                 return rule(self, node)
         except Barrier as exc:
             return self.barrier(node, str(exc))
-        return self._unknown(node, name)
+        return self.unknown(node, name)
 
-    def _unknown(self, node: torch.fx.Node, name: str) -> object:
+    def unknown(self, node: torch.fx.Node, name: str) -> object:
+        """A barrier for an op without a rule; one reading weights is recorded as unsupported."""
         # Integer buffers (index tables such as Swin V2's relative_position_index) are not
         # weights: an op reading them does not need a pruning rule.
         args = self.all_args(node)

@@ -1,10 +1,15 @@
 """The PyTorch backend's layer and op rules (see :mod:`.base` for the registries).
 
-Importing this package registers every built-in rule: op handlers from :mod:`.weighted` and
-:mod:`.shape`, module rules from :mod:`.modules`.
+Importing this package registers every built-in rule: op handlers from :mod:`.weighted`,
+:mod:`.shape` and :mod:`.attention`, module rules from :mod:`.modules`.
 """
 
-from uif_explorer.torch.rules import modules, shape, weighted  # noqa: F401 - registers rules
+from uif_explorer.torch.rules import (  # noqa: F401 - registers rules
+    attention,
+    modules,
+    shape,
+    weighted,
+)
 from uif_explorer.torch.rules.base import (
     BUILTIN_RULES,
     LAYERS,
