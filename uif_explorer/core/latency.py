@@ -6,7 +6,8 @@ on this machine for the runtime the model is deployed with. Each counted op (con
 the :class:`~uif_explorer.core.channels.ChannelGraph` gets two sweeps, over its kept inputs
 (outputs full) and over its kept outputs (inputs full); a pruned op is predicted by the
 separable product ``T * in(i)/T * out(o)/T``. Everything the table does not time (norms,
-activations, adds, pooling) is one fixed overhead: the measured whole model minus the ops.
+activations, adds, pooling) is one fixed overhead: the measured whole model minus the ops
+(when the ops alone add up to more than the model, they are scaled down to it instead).
 
 Framework-neutral: a backend measures (:mod:`uif_explorer.torch.latency`); tables are cached in
 the workspace keyed by a machine fingerprint and the graph digest.
@@ -184,7 +185,10 @@ class LatencyModel:
             o_in.append(pos_in)
             o_out.append(pos_out)
             pos_in, pos_out = pos_in + len(a), pos_out + len(b)
-        self._t = np.array(base)
+        # Layers timed alone can add up to more than the whole model (each standalone call
+        # pays dispatch and thread start-up that the model amortises): scale them down to it.
+        t = np.array(base)
+        self._t = t * min(1.0, table.total / t.sum()) if t.sum() > 0 else t
         self._in, self._out = np.concatenate(d_in), np.concatenate(d_out)
         self._o_in, self._o_out = np.array(o_in, np.int64), np.array(o_out, np.int64)
         self.overhead = max(0.0, table.total - float(self._t.sum()))

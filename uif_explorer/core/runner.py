@@ -11,10 +11,13 @@ file checks are in :mod:`uif_explorer.core.runner_files`.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from uif_explorer.core.allocation import check_removal_ratio
+from uif_explorer.core.estimate import WHOLE_MODEL_RATIOS, new_whole_model, pending_whole_model
+from uif_explorer.core.measure import measure_whole_model
 from uif_explorer.core.plan import PruningPlan
 from uif_explorer.core.pruner import BasePruner
 from uif_explorer.core.runner_files import (
@@ -25,6 +28,7 @@ from uif_explorer.core.runner_files import (
     RunnerFiles,
     check_divisible,
     check_num_subnet,
+    check_target,
     check_threshold,
     kept_lists,
     say,
@@ -37,6 +41,7 @@ from uif_explorer.core.sensitivity import (
     pending_steps,
     record_step,
 )
+from uif_explorer.core.uncertainty import take_images
 from uif_explorer.io.workspace import WorkspaceError, atomic_write_json, read_json
 
 __all__ = ["MAX_SUBNETS", "SEARCH_KIND", "AnalysisError", "PlanPreview", "Progress",
@@ -50,6 +55,9 @@ ScoreItem = tuple[PruningPlan | None, str]
 
 class RunnerBase(RunnerFiles):
     """ana / search / prune over one model; subclasses add the backend hooks below."""
+
+    # MACs removed by the whole-model plans the analysis measures at its end (core/estimate.py)
+    whole_model_ratios: tuple[float, ...] = WHOLE_MODEL_RATIOS
 
     # -- backend hooks ----------------------------------------------------------------------
     def _make_pruner(self, excludes: list) -> BasePruner:
@@ -69,10 +77,13 @@ class RunnerBase(RunnerFiles):
              progress: Progress | None, record: Any) -> None:
         """Score ``items``; ``record(index, score, pid)`` saves one result, returns its info."""
         step, bar = self._progress(len(items), progress)
+        start = time.monotonic()
         try:
             for done, (index, score, pid) in enumerate(
                     self._score_plans(pr, items, job, executor), start=1):
-                step(done, record(index, score, pid))
+                elapsed = time.monotonic() - start  # ETA: the mean time per step so far
+                step(done, {**record(index, score, pid), "elapsed_s": elapsed,
+                            "eta_s": elapsed / done * (len(items) - done)})
         finally:
             if bar is not None:
                 bar.close()
@@ -90,7 +101,8 @@ class RunnerBase(RunnerFiles):
         weights = pr.weights_digest()
         path = self.workspace.sens(self.name)
         sens = self._load_file(pr, path, "analysis", forced, weights, job.protocol)
-        if sens is not None and sens.get("complete"):
+        if sens is not None and sens.get("complete") and (
+                not pending_whole_model(sens) or self._stale(sens, weights, job.protocol)):
             return sens
         if sens is None:
             groups = [{"id": g.id, "name": g.name, "modules": g.modules,
@@ -101,6 +113,7 @@ class RunnerBase(RunnerFiles):
                 groups=groups, ratios=ratios, criterion=self.criterion,
                 higher_is_better=self.higher_is_better, protocol=job.protocol,
             )
+            sens["whole_model"] = new_whole_model(self.whole_model_ratios)
         steps = pending_steps(sens)
         items: list[ScoreItem] = [(None, "the unpruned model")] if sens["baseline"] is None else []
         first = len(items)
@@ -114,6 +127,7 @@ class RunnerBase(RunnerFiles):
         def record(index: int, score: float, _pid: int | None) -> dict[str, Any]:
             if index < first:
                 sens["baseline"] = score
+                sens["images"] = take_images()  # how many images every score was made on
                 sens["complete"] = not steps
                 info: dict[str, Any] = {"step": "baseline", "score": score}
             else:
@@ -124,21 +138,24 @@ class RunnerBase(RunnerFiles):
             return info
 
         self._run(pr, items, job, executor, progress, record)
+        measure_whole_model(self, pr, sens, path, job, executor, progress)
         return sens
 
     # -- iterative prune ----------------------------------------------------------------------
     def _plan_preview(self, ratio: float, argument: str, channel_divisible: int,
-                      excludes: Iterable[object] | None, strict: bool) -> PlanPreview:
+                      excludes: Iterable[object] | None, strict: bool,
+                      target: str = "macs") -> PlanPreview:
         ratio = check_removal_ratio(ratio, argument)
         check_divisible(channel_divisible)
         pr = self._pruner_for(excludes)
         sens = self.sensitivity(quiet=True)
-        plan = self._allocate(pr, sens, ratio, channel_divisible, strict, argument)
-        return self._preview(pr, sens, plan, ratio)
+        plan = self._allocate(pr, sens, ratio, channel_divisible, strict, argument, target)
+        return self._preview(pr, sens, plan, ratio, target)
 
     def _prune(self, ratio: float | None, threshold: float | None,
                spec_path: str | os.PathLike | None, excludes: Iterable[object] | None,
-               mode: str, channel_divisible: int, strict: bool, argument: str) -> Any:
+               mode: str, channel_divisible: int, strict: bool, argument: str,
+               target: str = "macs") -> Any:
         """The sparse (or slim) model at a MACs ratio, a drop threshold or a spec file."""
         given = {argument: ratio, "threshold": threshold, "spec_path": spec_path}
         if sum(v is not None for v in given.values()) != 1:
@@ -147,6 +164,7 @@ class RunnerBase(RunnerFiles):
         if mode not in ("sparse", "slim"):
             raise ValueError(f"Expected mode 'sparse' or 'slim'. Received: mode={mode!r}")
         check_divisible(channel_divisible)
+        check_target(target)
         if threshold is not None:
             check_threshold(threshold)
         elif ratio is not None:
@@ -160,45 +178,53 @@ class RunnerBase(RunnerFiles):
             path = self.workspace.spec(self.name, threshold=threshold)
             meta: dict[str, Any] = {"threshold": threshold}
         else:
-            plan = self._allocate(pr, sens, ratio, channel_divisible, strict, argument)
-            path = self.workspace.spec(self.name, ratio=ratio)
+            plan = self._allocate(pr, sens, ratio, channel_divisible, strict, argument, target)
+            path = self.workspace.spec(self.name, ratio=ratio, target=target)
             meta = {"removal_ratio": ratio}
-        preview = self._preview(pr, sens, plan, ratio or 0.0)
+        preview = self._preview(pr, sens, plan, ratio or 0.0,
+                                target if threshold is None else "macs")
+        if preview.latency_ms is not None:
+            meta.update(target=target, latency_ms={"original": preview.original_latency_ms,
+                                                   "predicted": preview.latency_ms})
         self._write_spec(pr, plan, path, channel_divisible=channel_divisible,
                          predicted_score=preview.predicted_score, **meta)
+        lat = ("" if preview.latency_ms is None else
+               f"; predicted latency {preview.original_latency_ms:.2f} -> "
+               f"{preview.latency_ms:.2f} ms")
         say(f"{self.name}: MACs {preview.original_macs:.3f}M -> {preview.macs:.3f}M "
-            f"({preview.achieved_removal:.1%} removed); spec {path}")
+            f"({preview.achieved_removal:.1%} removed){lat}; spec {path}")
         return self._build(pr, plan, mode)
 
     # -- one-step search ----------------------------------------------------------------------
     def _search(self, ratio: float, argument: str, job: ScoreJob, num_subnet: int,
                 excludes: Iterable[object] | None, forced: bool, seed: int,
                 channel_divisible: int, progress: Progress | None,
-                executor: object = None) -> dict[str, Any]:
+                executor: object = None, target: str = "macs") -> dict[str, Any]:
         """Sample ``num_subnet`` EagleEye candidates at ``ratio``, score each; resumable."""
         check_num_subnet(num_subnet)
         ratio = check_removal_ratio(ratio, argument)
         check_divisible(channel_divisible)
         pr = self._pruner_for(excludes)
         weights = pr.weights_digest()
-        path = self.workspace.search(self.name, ratio)
+        path = self.workspace.search(self.name, ratio, check_target(target))
         data = self._load_file(pr, path, "search", forced, weights, job.protocol)
         if data is None:
             data = self._new_search(pr, ratio, weights, seed, channel_divisible, num_subnet,
-                                    job.protocol)
+                                    job.protocol, target)
         elif data.get("complete") and self._stale(data, weights, job.protocol):
             return data
         seed, channel_divisible = data["seed"], data["channel_divisible"]
         data["num_subnet"] = max(int(num_subnet), len(data["candidates"]))
         for cid in range(len(data["candidates"]), num_subnet):
-            data["candidates"].append(self._candidate(pr, ratio, seed, cid, channel_divisible))
+            data["candidates"].append(self._candidate(pr, ratio, seed, cid, channel_divisible,
+                                                      data.get("target", "macs")))
         pending = [c for c in data["candidates"][:num_subnet] if c["score"] is None]
         items: list[ScoreItem] = ([(None, "the unpruned model")]
                                   if data["baseline"]["score"] is None else [])
         first = len(items)
         items += [(pr.plan_from_counts({int(g): n for g, n in c["kept_channels"].items()},
                                        self.criterion), f"candidate {c['id']}") for c in pending]
-        say(f"one-step search of {self.name} at {ratio:.0%} MACs removal: {len(items)} "
+        say(f"one-step search of {self.name} at {ratio:.0%} {target} removal: {len(items)} "
             f"evaluations to run ({num_subnet} candidates + baseline; saved in {path})")
         data["complete"] = False
         atomic_write_json(path, data)
@@ -222,22 +248,26 @@ class RunnerBase(RunnerFiles):
         atomic_write_json(path, data)
         return data
 
-    def _search_result(self, ratio: float, argument: str) -> dict[str, Any]:
-        path = self.workspace.search(self.name, check_removal_ratio(ratio, argument))
+    def _search_result(self, ratio: float, argument: str,
+                       target: str = "macs") -> dict[str, Any]:
+        path = self.workspace.search(self.name, check_removal_ratio(ratio, argument),
+                                     check_target(target))
         if not path.exists():
+            how = ", target='latency'" if target == "latency" else ""
             raise WorkspaceError(f"No search at {path}: run runner.search(..., "
-                                 f"{argument}={ratio}) first.")
+                                 f"{argument}={ratio}{how}) first.")
         return read_json(path, kind=SEARCH_KIND)
 
     def _prune_candidate(self, ratio: float, argument: str, index: int | None,
-                         excludes: Iterable[object] | None, mode: str) -> Any:
+                         excludes: Iterable[object] | None, mode: str,
+                         target: str = "macs") -> Any:
         """The best searched candidate (``index=None``) or candidate id ``index``."""
         if mode not in ("sparse", "slim"):
             raise ValueError(f"Expected mode 'sparse' or 'slim'. Received: mode={mode!r}")
         pr = self._pruner_for(excludes)
-        data = self._search_result(ratio, argument)
+        data = self._search_result(ratio, argument, target)
         chosen, tag, plan = self._choose_candidate(pr, data, index)
-        path = self.workspace.spec(self.name, ratio=ratio, candidate=tag)
+        path = self.workspace.spec(self.name, ratio=ratio, candidate=tag, target=target)
         self._write_spec(pr, plan, path, removal_ratio=ratio, candidate=chosen["id"],
                          score=chosen["score"], channel_divisible=data["channel_divisible"])
         return self._build(pr, plan, mode)

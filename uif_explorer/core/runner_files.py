@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,20 @@ from uif_explorer.core.allocation import (
     check_landing,
     check_removal_ratio,
     sample_plan,
+    sample_ratio_vector,
 )
-from uif_explorer.core.plan import PruningPlan
+from uif_explorer.core.estimate import estimate, measured_points, sens_points
+from uif_explorer.core.latency import LatencyModel, bisect_latency
+from uif_explorer.core.measure import (
+    MeasuredPreview,
+    matching_points,
+    measure_plan,
+    measured_path,
+)
+from uif_explorer.core.plan import PlanError, PruningPlan
 from uif_explorer.core.pruner import BasePruner
+from uif_explorer.core.refinement import refined_winner
+from uif_explorer.core.scores import ScoreJob
 from uif_explorer.core.sensitivity import (
     SENS_KIND,
     max_drop,
@@ -38,6 +50,15 @@ from uif_explorer.io.workspace import Workspace, WorkspaceError, atomic_write_js
 SEARCH_KIND = "uif-explorer-search"
 MAX_SUBNETS = 100_000
 Progress = Callable[[int, int, dict], None]
+TARGETS = ("macs", "latency")
+
+
+def check_target(target: object) -> str:
+    """``'macs'`` (the ratio is a fraction of the MACs) or ``'latency'`` (of the latency
+    predicted by this machine's measured table, :mod:`uif_explorer.core.latency`)."""
+    if target not in TARGETS:
+        raise ValueError(f"Expected target in {TARGETS}. Received: target={target!r}")
+    return str(target)
 
 
 def say(msg: str) -> None:
@@ -94,11 +115,29 @@ class PlanPreview:
     baseline: float | None
     groups: pd.DataFrame
     plan: PruningPlan
+    # the additive prediction corrected by measured whole-model plans (core/estimate.py)
+    estimate: float | None = None
+    estimate_error: float | None = None  # its leave-one-out error on this model, in points
+    estimate_label: str = "estimate"
+    _measure: Callable | None = field(default=None, repr=False, compare=False)
+    target: str = "macs"
+    latency_ms: float | None = None  # predicted by the latency table (target='latency')
+    original_latency_ms: float | None = None
 
     @property
     def ratio(self) -> float:
         """The Keras guide's name for ``removal_ratio``."""
         return self.removal_ratio
+
+    def measure(self, eval_fn: Callable, args: tuple = (), calibration_fn: Callable | None = None,
+                calib_args: tuple = ()) -> MeasuredPreview:
+        """Score this very plan on a private sparse copy with the given protocol: the
+        measured number (image count, 95 % interval) beside the estimate. Cached in
+        ``<workdir>/<model>.measured.json`` per ratio, plan, weights and protocol."""
+        if self._measure is None:
+            raise PlanError("Expected a preview made by runner.plan(...); this one has no "
+                            "runner to measure it with.")
+        return self._measure(self, ScoreJob.of(eval_fn, args, calibration_fn, calib_args))
 
 
 class RunnerFiles:
@@ -126,6 +165,11 @@ class RunnerFiles:
 
     def _make_pruner(self, excludes: list) -> BasePruner:
         raise NotImplementedError
+
+    def _latency_model(self, pr: BasePruner) -> LatencyModel:
+        """This machine's latency model of ``pr``'s graph (measured once, then cached)."""
+        raise PlanError(f"Expected target='macs': the {type(self).__name__} does not measure "
+                        "latency. Received: target='latency'")
 
     def _pruner_for(self, excludes: Iterable[object] | None) -> BasePruner:
         if excludes is None or list(excludes) == self.excludes:
@@ -270,9 +314,10 @@ class RunnerFiles:
     # -- plans --------------------------------------------------------------------------------
     def _allocate(self, pr: BasePruner, sens: dict, removal_ratio: float,
                   channel_divisible: int, strict: bool = True,
-                  argument: str = "removal_ratio") -> PruningPlan:
+                  argument: str = "removal_ratio", target: str = "macs") -> PruningPlan:
         """Bisect the drop threshold so the sensitivity-allocated plan hits the MACs target
-        (or, with ``strict=False``, comes as close as channel rounding allows)."""
+        (or, with ``strict=False``, comes as close as channel rounding allows); with
+        ``target='latency'`` the predicted latency, at this machine's fast widths."""
         excluded = {g.id for g in pr.graph.groups if not g.prunable}
         worst = max(max_drop(sens), 1e-6)
 
@@ -280,6 +325,11 @@ class RunnerFiles:
             return {gid: min(MAX_GROUP_RATIO, r)
                     for gid, r in ratios_for_threshold(sens, t, excluded).items()}
 
+        if check_target(target) == "latency":
+            return bisect_latency(pr, self._latency_model(pr), ratios_at, worst * 1.0001 + 1e-9,
+                                  removal_ratio, criterion=self.criterion,
+                                  channel_divisible=channel_divisible, strict=strict,
+                                  argument=argument)
         plan = bisect_plan(
             pr.cost, ratios_at, lambda r: pr.plan(r, self.criterion, channel_divisible),
             removal_ratio, hi=worst * 1.0001 + 1e-9, quantum=pr.quantum(channel_divisible),
@@ -297,7 +347,7 @@ class RunnerFiles:
         return pr.plan(ratios, self.criterion, channel_divisible)
 
     def _preview(self, pr: BasePruner, sens: dict | None, plan: PruningPlan,
-                 removal_ratio: float) -> PlanPreview:
+                 removal_ratio: float, target: str = "macs") -> PlanPreview:
         rows = []
         for g in pr.graph.groups:
             kept = len(plan.kept[g.id]) if g.id in plan.kept else g.num_channels
@@ -317,7 +367,30 @@ class RunnerFiles:
             baseline=sens["baseline"] if sens else None,
             groups=pd.DataFrame(rows),
             plan=plan,
+            **self._estimate_fields(pr, sens, ratios, plan),
+            **self._latency_fields(pr, plan, target),
         )
+
+    def _latency_fields(self, pr: BasePruner, plan: PruningPlan, target: str) -> dict[str, Any]:
+        if target != "latency":
+            return {}
+        lat = self._latency_model(pr)
+        return {"target": target, "latency_ms": lat.latency(plan) * 1e3,
+                "original_latency_ms": lat.original * 1e3}
+
+    def _estimate_fields(self, pr: BasePruner, sens: dict | None, ratios: dict[int, float],
+                         plan: PruningPlan) -> dict[str, Any]:
+        """The corrected estimate: the analysis' whole-model plans and the measured previews
+        of the same weights and protocol (core/estimate.py); a measure hook for the preview."""
+        hook = {"_measure": partial(measure_plan, self, pr)}
+        if not sens:
+            return hook
+        found = matching_points(measured_path(self.workspace, self.name),
+                                sens.get("weights_digest", ""), sens.get("protocol"))
+        est = estimate(predicted_score(sens, ratios), pr.removal(plan),
+                       sens_points(sens) + measured_points(found))
+        return {**hook, "estimate": est.value, "estimate_error": est.error,
+                "estimate_label": est.label}
 
     # -- specs and models -----------------------------------------------------------------
     def _write_spec(self, pr: BasePruner, plan: PruningPlan, path: Path, **meta) -> None:
@@ -336,8 +409,22 @@ class RunnerFiles:
 
     # -- one-step search files ----------------------------------------------------------
     def _sample_counts(self, pr: BasePruner, removal_ratio: float, seed: int, cid: int,
-                       channel_divisible: int) -> tuple[dict[int, int], float]:
-        """EagleEye's per-group ratio distribution, rescaled so MACs hit the target."""
+                       channel_divisible: int, target: str = "macs"
+                       ) -> tuple[dict[int, int], float]:
+        """EagleEye's per-group ratio distribution, rescaled so MACs (or the predicted
+        latency, at fast widths) hit the target."""
+        if target == "latency":
+            lat = self._latency_model(pr)
+            ids = [g.id for g in pr.graph.prunable_groups]
+
+            def counts_of(r: np.ndarray) -> dict[int, int]:
+                return lat.snap(pr.counts(dict(zip(ids, r.tolist(), strict=True)),
+                                          channel_divisible))
+
+            r = sample_ratio_vector(lambda r: lat.removal_of_counts(counts_of(r)), len(ids),
+                                    removal_ratio, seed, cid)
+            counts = counts_of(r)
+            return counts, lat.removal_of_counts(counts)
         if pr.cost.count_model_exact:  # cost count vectors; no plan needed (bench/sampling.py)
             counts = pr.sample_counts(removal_ratio, seed, cid, channel_divisible)
             return counts, 1.0 - pr.cost.macs_of_counts(counts) / max(1, pr.original_macs)
@@ -352,12 +439,12 @@ class RunnerFiles:
 
     def _new_search(self, pr: BasePruner, ratio: float, weights: str, seed: int,
                     channel_divisible: int, num_subnet: int,
-                    protocol: Mapping[str, Any]) -> dict[str, Any]:
+                    protocol: Mapping[str, Any], target: str = "macs") -> dict[str, Any]:
         extra = {"framework": pr.framework} if pr.framework else {}
         return {
             "format_version": 1, "kind": SEARCH_KIND, "model": self.name, **extra,
             "graph_digest": pr.graph.graph_digest(), "weights_digest": weights,
-            "removal_ratio": ratio, "seed": seed, "criterion": self.criterion,
+            "removal_ratio": ratio, "target": target, "seed": seed, "criterion": self.criterion,
             "channel_divisible": channel_divisible, "higher_is_better": self.higher_is_better,
             "protocol": dict(protocol),
             "baseline": {"score": None, "macs": pr.original_macs / 1e6,
@@ -368,9 +455,9 @@ class RunnerFiles:
         }
 
     def _candidate(self, pr: BasePruner, ratio: float, seed: int, cid: int,
-                   channel_divisible: int) -> dict[str, Any]:
+                   channel_divisible: int, target: str = "macs") -> dict[str, Any]:
         """Candidate ``cid`` of a seeded search, unscored (the same every time it is drawn)."""
-        counts, achieved = self._sample_counts(pr, ratio, seed, cid, channel_divisible)
+        counts, achieved = self._sample_counts(pr, ratio, seed, cid, channel_divisible, target)
         plan = pr.plan_from_counts(counts, self.criterion)
         return {
             "id": cid, "kept_channels": {str(g): n for g, n in counts.items()},
@@ -378,6 +465,8 @@ class RunnerFiles:
                        for g, n in counts.items()},
             "macs": pr.macs(plan) / 1e6, "params": pr.params(plan) / 1e6,
             "removal": round(achieved, 6), "score": None,
+            **({"latency_ms": self._latency_model(pr).latency_of_counts(counts) * 1e3}
+               if target == "latency" else {}),
         }
 
     def _finish(self, data: dict[str, Any]) -> None:
@@ -398,7 +487,8 @@ class RunnerFiles:
             raise WorkspaceError("The search was made for another architecture.")
         by_id = {c["id"]: c for c in data["candidates"]}
         if index is None:
-            ranking = self._ranking(data)
+            winner = refined_winner(data)  # refinement's pick, once it finished
+            ranking = [winner] if winner is not None else self._ranking(data)
             if not ranking:
                 raise WorkspaceError("No candidate has a score yet: run search(...) to finish.")
             chosen, tag = by_id[ranking[0]], "best"

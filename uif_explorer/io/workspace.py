@@ -133,15 +133,18 @@ class Workspace:
     def sens(self, model: str) -> Path:
         return self.root / f"{sanitize_name(model)}.sens"
 
-    def search(self, model: str, ratio: float) -> Path:
-        return self.root / f"{sanitize_name(model)}_ratio_{format_ratio(ratio)}.search"
+    def search(self, model: str, ratio: float, target: str = "macs") -> Path:
+        """A latency-targeted search (``target='latency'``) gets its own ``_latency`` file."""
+        tag = "_latency" if target == "latency" else ""
+        return self.root / f"{sanitize_name(model)}_ratio_{format_ratio(ratio)}{tag}.search"
 
     def spec(self, model: str, ratio: float | None = None, threshold: float | None = None,
-             candidate: str | None = None) -> Path:
+             candidate: str | None = None, target: str = "macs") -> Path:
         base = sanitize_name(model)
         if threshold is not None:
             return self.root / f"{base}_threshold_{format_ratio(threshold)}.spec"
-        suffix = f"_{candidate}" if candidate is not None else ""
+        suffix = ("_latency" if target == "latency" else "") + (
+            f"_{candidate}" if candidate is not None else "")
         return self.root / f"{base}_ratio_{format_ratio(ratio)}{suffix}.spec"
 
     def latency(self, model: str, runtime: str = "eager") -> Path:

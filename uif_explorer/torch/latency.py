@@ -54,9 +54,11 @@ def check_runtime(runtime: str) -> str:
 
 
 def seconds(fn: Callable[[], object], threads: int, min_time: float) -> float:
-    """Median seconds per call (``torch.utils.benchmark``: warm-up, blocked runs)."""
+    """Seconds per call: the fastest block of ``torch.utils.benchmark``'s blocked runs
+    (after its warm-up). The minimum, not the median, because on a shared machine other
+    work only ever adds time; the fastest block is the closest to what the layer costs."""
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
-    return float(timer.blocked_autorange(min_run_time=min_time).median)
+    return float(min(timer.blocked_autorange(min_run_time=min_time).times))
 
 
 def _input_shapes(model: nn.Module, names: list[str], inputs: Any) -> dict[str, tuple]:

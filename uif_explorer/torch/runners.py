@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from uif_explorer.core.latency import DEFAULT_POINTS, LatencyModel
 from uif_explorer.core.plan import PruningPlan
 from uif_explorer.core.runner import (
     AnalysisError,
@@ -28,11 +29,14 @@ from uif_explorer.core.runner import (
     ScoreItem,
     ScoreJob,
     kept_lists,
+    say,
 )
 from uif_explorer.core.sensitivity import DEFAULT_RATIOS
 from uif_explorer.exec.executors import get_executor
 from uif_explorer.torch.apply import make_slim, make_sparse
 from uif_explorer.torch.capture import Capture
+from uif_explorer.torch.fastscore import fast_scores
+from uif_explorer.torch.latency import latency_model
 from uif_explorer.torch.pruner import ChannelPruner, example_inputs
 
 __all__ = ["AnalysisError", "IterativePruningRunner", "OneStepPruningRunner", "PlanPreview",
@@ -84,12 +88,36 @@ class _Runner(RunnerBase):
         self.model = pruner.model  # a sparse model from prune() comes without its masks
         self._init_common(pruner, model, workdir, name, excludes, higher_is_better, criterion)
 
+    reuse_activations = True  # ana(reuse_activations=False): every step evaluated in full
+
     def _make_pruner(self, excludes: list) -> ChannelPruner:
         return ChannelPruner(self.model, self.input_signature, excludes)
 
+    latency_runtime = "eager"  # or "onnxruntime": the runtime target='latency' is timed in
+    latency_points = DEFAULT_POINTS  # channel counts timed per layer and side
+
+    def _latency_model(self, pr: ChannelPruner) -> LatencyModel:
+        """Measured on first use (seconds to a minute), then read from the workspace."""
+        cache = self.__dict__.setdefault("_latency_models", {})
+        key = (id(pr), self.latency_runtime)
+        if key not in cache:
+            path = self.workspace.latency(self.name, self.latency_runtime)
+            if not path.exists():
+                say(f"measuring {self.name}'s layers in {self.latency_runtime} on this machine "
+                    f"for target='latency' (once; saved in {path})")
+            cache[key] = latency_model(pr, self.model, self.input_signature, path,
+                                       self.latency_runtime, max_points=self.latency_points)
+        return cache[key]
+
     def _score_plans(self, pr: ChannelPruner, items: Sequence[ScoreItem], job: ScoreJob,
                      executor: object = None) -> Iterator[tuple[int, float, int | None]]:
-        """The baseline here, on a copy; pruned models through the executor's workers."""
+        """The baseline here, on a copy; pruned models through the executor's workers
+        (or, for a built-in scorer, reusing unchanged activations: torch/fastscore)."""
+        fast = fast_scores(self.model, pr.capture, items, job, executor=executor,
+                           enabled=self.reuse_activations)
+        if fast is not None:
+            yield from fast
+            return
         ctx = _EvalContext(self.model, pr.capture, job)
         todo = []
         for index, (plan, what) in enumerate(items):
@@ -119,22 +147,28 @@ class IterativePruningRunner(_Runner):
         executor: object = None,
         gpus: Sequence[str | int] | None = None,
         progress: Progress | None = None,
+        reuse_activations: bool = True,
     ) -> dict[str, Any]:
         """Score the model with each group pruned alone at each ratio; resumable ``.sens``.
 
         ``eval_fn(model, *args)`` returns a number; ``calibration_fn(model, *calib_args)``,
         when given, re-estimates BatchNorm statistics of every scored model first (recorded
         as the file's ``protocol``). ``executor``: None (here), 'process', 'ray' or an object.
+        With the built-in ``top1_accuracy`` and no executor, each step runs only the layers
+        its group changes (same scores; ``reuse_activations=False`` evaluates in full).
         """
+        self.reuse_activations = reuse_activations
         return self._analyse(eval_fn, args, excludes, forced, ratios, calibration_fn,
                              calib_args, progress=progress, executor=executor, gpus=gpus)
 
     def plan(self, removal_ratio: float, channel_divisible: int = 2,
-             excludes: Iterable[object] | None = None, *, strict: bool = True) -> PlanPreview:
+             excludes: Iterable[object] | None = None, *, strict: bool = True,
+             target: str = "macs") -> PlanPreview:
         """Preview a prune: per-group ratios, MACs, params and the predicted score
-        (off target by more than 1 point is an error unless ``strict=False``)."""
+        (off target by more than 1 point is an error unless ``strict=False``);
+        ``target='latency'`` adds the predicted latency."""
         return self._plan_preview(removal_ratio, "removal_ratio", channel_divisible, excludes,
-                                  strict)
+                                  strict, target)
 
     def prune(
         self,
@@ -146,14 +180,17 @@ class IterativePruningRunner(_Runner):
         channel_divisible: int = 2,
         *,
         strict: bool = False,
+        target: str = "macs",
     ) -> nn.Module:
         """The model with ``removal_ratio`` of its MACs removed (sparse by default).
 
         The ratio is an approximate target: when channel rounding cannot land within 1
         point, the closest plan is returned with a warning (``strict=True``: an error).
+        ``target='latency'``: the ratio is a fraction of this machine's predicted latency
+        (``latency_runtime``; the table is measured once per machine and model).
         """
         return self._prune(removal_ratio, threshold, spec_path, excludes, mode,
-                           channel_divisible, strict, "removal_ratio")
+                           channel_divisible, strict, "removal_ratio", target)
 
 
 class OneStepPruningRunner(_Runner):
@@ -175,16 +212,17 @@ class OneStepPruningRunner(_Runner):
         seed: int = 0,
         channel_divisible: int = 2,
         progress: Progress | None = None,
+        target: str = "macs",
     ) -> dict[str, Any]:
         """Sample ``num_subnet`` candidates at ``removal_ratio``, score each slim model after
         ``calibration_fn``; resumable ``<model>_ratio_<r>.search``."""
         job = ScoreJob.of(eval_fn, eval_args, calibration_fn, calib_args,
                           args_name="eval_args", mode="slim", gpus=gpus)
         return self._search(removal_ratio, "removal_ratio", job, num_subnet, excludes, forced,
-                            seed, channel_divisible, progress, executor)
+                            seed, channel_divisible, progress, executor, target)
 
-    def search_result(self, removal_ratio: float) -> dict[str, Any]:
-        return self._search_result(removal_ratio, "removal_ratio")
+    def search_result(self, removal_ratio: float, target: str = "macs") -> dict[str, Any]:
+        return self._search_result(removal_ratio, "removal_ratio", target)
 
     def prune(
         self,
@@ -193,12 +231,15 @@ class OneStepPruningRunner(_Runner):
         excludes: Iterable[object] | None = None,
         mode: str = "slim",
         spec_path: str | os.PathLike | None = None,
+        *,
+        target: str = "macs",
     ) -> nn.Module:
         """The best candidate (``index=None``) or candidate ``index`` as a slim model."""
         if spec_path is not None:
             pr = self._pruner_for(excludes)
             return self._build(pr, self._spec_plan(pr, spec_path), mode)
-        return self._prune_candidate(removal_ratio, "removal_ratio", index, excludes, mode)
+        return self._prune_candidate(removal_ratio, "removal_ratio", index, excludes, mode,
+                                     target)
 
 
 def get_pruning_runner(
