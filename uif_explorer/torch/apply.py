@@ -180,6 +180,18 @@ def _slice_state(state: Mapping[str, torch.Tensor], masks) -> dict[str, torch.Te
 
 
 # -- slim ------------------------------------------------------------------------------------
+def _rewrite_sizes(slim: nn.Module, cap: Capture, plan: PruningPlan) -> None:
+    """Size lists the model's code reads (split sizes) get the kept count of each part."""
+    if not cap.size_attrs:
+        return
+    removed = plan.removed_roots(cap.graph)
+    for sa in cap.size_attrs:
+        module = slim.get_submodule(sa.module) if sa.module else slim
+        old = getattr(module, sa.attr)
+        kept = [int(len(p) - removed[cap.graph.uf.roots(p)].sum()) for p in sa.parts]
+        setattr(module, sa.attr, type(old)(kept))
+
+
 def make_slim(model: nn.Module, cap: Capture, plan: PruningPlan) -> nn.Module:
     """A copy whose pruned layers are physically smaller (same code, fewer channels)."""
     slim = copy.deepcopy(model)
@@ -198,6 +210,7 @@ def make_slim(model: nn.Module, cap: Capture, plan: PruningPlan) -> nn.Module:
             touched.add(name.rpartition(".")[0])
     for mod_name in touched:
         update_module(slim.get_submodule(mod_name) if mod_name else slim, mod_name, cap)
+    _rewrite_sizes(slim, cap, plan)
     slim.uif_plan = plan  # type: ignore[attr-defined]
     slim.uif_capture = cap  # type: ignore[attr-defined]
     _bind(slim, "sparse_state_dict", sparse_state_dict)

@@ -33,6 +33,7 @@ from uif_explorer.core.rules import (
 from uif_explorer.torch.macs import as_tuple, count_macs_by_module
 from uif_explorer.torch.rules import (
     ParamVal,
+    SizeAttr,
     SpanningNorm,
     register_layer,
     register_op,
@@ -55,6 +56,7 @@ class Capture:
     custom_modules: dict[str, LayerRule]
     excluded_modules: list[str] = field(default_factory=list)
     warmed_modules: list[str] = field(default_factory=list)  # changed state on a first call
+    size_attrs: list[SizeAttr] = field(default_factory=list)  # rewritten in the slim model
 
 
 def _export(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
@@ -121,7 +123,7 @@ def capture(
         if not norm.module:
             exclude_classes(graph, norm.classes, "a norm without a module spans channels")
     cap = Capture(graph, walker.spanning, walker.depthwise, walker.custom, sorted(excluded),
-                  warmed)
+                  warmed, walker.size_attrs)
     from uif_explorer.torch.probe import freeze_breaking_groups  # probe imports apply -> here
 
     freeze_breaking_groups(work, cap, args)

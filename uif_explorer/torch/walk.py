@@ -20,6 +20,7 @@ from uif_explorer.torch.rules import (
     LAYERS,
     OP_RULES,
     ParamVal,
+    SizeAttr,
     SpanningNorm,
     custom_node,
     flat_vals,
@@ -53,6 +54,7 @@ class Walker:
         self.custom_macs: set[str] = set()
         self.custom_inputs: dict[str, np.ndarray] = {}  # channel-wise layer -> its channels
         self.custom_sliced: set[tuple[str, int]] = set()  # weight axes of opaque layers
+        self.size_attrs: list[SizeAttr] = []  # split sizes etc. the slim model rewrites
 
     def _custom_roots(self) -> dict[str, LayerRule]:
         """Modules whose type has an opaque rule (outermost ones: a rule covers its children)."""

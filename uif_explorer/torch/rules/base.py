@@ -102,6 +102,25 @@ class SpanningNorm:
     eps: float = 1e-5
 
 
+@dataclass
+class SizeAttr:
+    """A module attribute listing channel counts (e.g. split sizes read by ``forward``): the
+    slim model gets, per entry, the number of channels of ``parts[i]`` the plan keeps."""
+
+    module: str
+    attr: str
+    parts: list[np.ndarray]
+
+
+def find_size_attr(module: object, sizes: list[int]) -> str | None:
+    """The public attribute of ``module`` whose value is ``sizes`` (a list or tuple of ints)."""
+    for key, value in vars(module).items():
+        if (not key.startswith("_") and isinstance(value, (list, tuple))
+                and list(value) == sizes and all(type(v) is int for v in value)):
+            return key
+    return None
+
+
 def op_name(node: torch.fx.Node) -> str:
     target = node.target
     if target is operator.getitem:

@@ -20,7 +20,15 @@ from uif_explorer.core.rules import (
     reshape_classes,
     unify_elementwise,
 )
-from uif_explorer.torch.rules.base import ParamVal, module_path, op_name, op_rule, register_op
+from uif_explorer.torch.rules.base import (
+    ParamVal,
+    SizeAttr,
+    find_size_attr,
+    module_path,
+    op_name,
+    op_rule,
+    register_op,
+)
 
 if TYPE_CHECKING:
     from uif_explorer.torch.walk import Walker
@@ -239,9 +247,18 @@ def slice_(w: Walker, node: torch.fx.Node) -> Val:
     return Val(out, x.cls)
 
 
+LITERAL_SIZES = ("split into channel chunks of sizes written as constants in forward (keep "
+                 "them in a module attribute, e.g. self.split_sizes, so that they can be "
+                 "rewritten for a narrower model)")
+
+
 @op_rule("split", "chunk", "split_with_sizes", "tensor_split")
 def split(w: Walker, node: torch.fx.Node) -> tuple:
-    """Equal splits (chunk) along channels: tie chunk i's channel k to chunk 0's channel k."""
+    """Splits along channels. Equal splits (chunk) tie chunk i's channel k to chunk 0's
+    channel k, so chunks stay equal. Splits with sizes (``torch.split(x, self.sizes, 1)``)
+    prune each chunk on its own; the slim model gets the kept sizes in the module attribute
+    the sizes were read from (:class:`SizeAttr`). Sizes written as literals in ``forward``
+    cannot be rewritten: those channels are fixed, with that reason."""
     x = _tensor(w, node)
     nd = len(x.shape)
     d = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
@@ -250,12 +267,29 @@ def split(w: Walker, node: torch.fx.Node) -> tuple:
     if not varies(x.cls, d):
         return tuple(Val(s, x.cls) for s in shapes)
     sizes = [s[d] for s in shapes]
-    if len(set(sizes)) != 1 or op_name(node) == "split_with_sizes":
-        raise Barrier("split into unequal channel chunks")
     full = np.broadcast_to(x.cls, [x.shape[k] if k == d else x.cls.shape[k] for k in range(nd)])
+    if op_name(node) == "split_with_sizes":
+        return _split_with_sizes(w, node, full, d, sizes, shapes)
+    if len(set(sizes)) != 1:
+        raise Barrier("split into unequal channel chunks")
     chunks = np.split(full, len(sizes), axis=d)
     for c in chunks[1:]:
         w.b.unify(chunks[0], c)
+    return tuple(Val(s, np.ascontiguousarray(c)) for s, c in zip(shapes, chunks, strict=True))
+
+
+def _split_with_sizes(w: Walker, node: torch.fx.Node, full: np.ndarray, d: int,
+                      sizes: list[int], shapes: list[tuple[int, ...]]) -> tuple:
+    path = module_path(node)
+    module = w.modules.get("" if path == "(model)" else path)
+    attr = find_size_attr(module, sizes) if module is not None else None
+    if attr is None:
+        raise Barrier(LITERAL_SIZES)
+    chunks = np.split(full, np.cumsum(sizes)[:-1], axis=d)
+    lists = [channel_list(Val(s, c), d) for s, c in zip(shapes, chunks, strict=True)]
+    if any(lst is None for lst in lists):
+        raise Barrier("split of channels that depend on position")
+    w.size_attrs.append(SizeAttr("" if path == "(model)" else path, attr, lists))
     return tuple(Val(s, np.ascontiguousarray(c)) for s, c in zip(shapes, chunks, strict=True))
 
 
