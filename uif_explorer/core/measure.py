@@ -12,13 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from uif_explorer.core.plan import PruningPlan
+from uif_explorer.core.estimate import pending_whole_model, record_whole_model
+from uif_explorer.core.plan import PlanError, PruningPlan
 from uif_explorer.core.scores import ScoreJob
+from uif_explorer.core.sensitivity import predicted_score
 from uif_explorer.core.uncertainty import Measured, take_images
 from uif_explorer.io.workspace import (
     Workspace,
@@ -131,3 +134,42 @@ def measure_plan(runner: RunnerBase, pr: BasePruner, preview: PlanPreview, job: 
     })
     return MeasuredPreview(removal_ratio, achieved_removal, score, images, protocol, estimate,
                            False, path)
+
+
+def measure_whole_model(runner: RunnerBase, pr: BasePruner, sens: dict[str, Any], path: Path,
+                        job: ScoreJob, executor: object = None,
+                        progress: Callable[[int, int, dict], None] | None = None) -> None:
+    """The analysis' last steps: a few whole-model plans (``sens['whole_model']``) allocated
+    from the finished curves and scored with the analysis' own protocol, so the instant
+    estimate can be corrected and its error stated. Saved after each one (resumable).
+
+    Skipped for a reused file made on other weights or with another protocol: its curves
+    describe other scores than this call would measure.
+    """
+    pending = pending_whole_model(sens)
+    if not pending or not sens.get("complete") or runner._stale(sens, pr.weights_digest(),
+                                                                 job.protocol):
+        return
+    items, made = [], []
+    for ratio in pending:
+        try:
+            with warnings.catch_warnings():  # a ratio the curves cannot reach: closest plan
+                warnings.simplefilter("ignore")
+                plan = runner._allocate(pr, sens, ratio, 2, strict=False)
+        except PlanError as exc:
+            record_whole_model(sens, ratio, 0.0, None, None, None, error=str(exc))
+            continue
+        gids = pr.graph.groups
+        ratios = {gid: 1 - len(k) / gids[gid].num_channels for gid, k in plan.kept.items()}
+        made.append((ratio, pr.removal(plan), predicted_score(sens, ratios)))
+        items.append((plan, f"the whole-model plan at {ratio:.0%} removed"))
+    atomic_write_json(path, sens)
+
+    def record(index: int, score: float, _pid: int | None) -> dict[str, Any]:
+        ratio, achieved, additive = made[index]
+        images = take_images() or sens.get("images")  # the baseline's count, same images
+        record_whole_model(sens, ratio, achieved, additive, score, images)
+        atomic_write_json(path, sens)
+        return {"whole_model": ratio, "achieved_removal": achieved, "score": score}
+
+    runner._run(pr, items, job, executor, progress, record)

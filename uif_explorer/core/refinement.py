@@ -156,3 +156,28 @@ def refined_winner(data: Mapping[str, Any]) -> int | None:
     """The candidate id refinement chose, or None when the search was not (fully) refined."""
     state = data.get("refinement") or {}
     return state.get("winner") if state.get("complete") else None
+
+
+def refine_after_search(runner: RunnerBase, data: dict[str, Any], job: ScoreJob,
+                        refine: Refinement | None, excludes: Any = None,
+                        progress: Callable[[int, int, dict], None] | None = None
+                        ) -> dict[str, Any]:
+    """What ``search(..., refine=...)`` runs once the candidates are scored (or resumes)."""
+    from uif_explorer.core.runner_files import say  # runner_files imports this module
+
+    if refine is None:
+        return data
+    if not isinstance(refine, Refinement):
+        raise TypeError("Expected refine=Refinement(finetune_args=(train_loader,), steps=..., "
+                        f"keep=...) or None. Received: refine={refine!r}")
+    pr = runner._pruner_for(excludes)
+    if not data.get("complete") or data.get("weights_digest") != pr.weights_digest():
+        say(f"not refining the search of {data.get('model')}: it is unfinished or was made on "
+            "other weights; run search(..., forced=True) first")
+        return data
+    path = runner.workspace.search(runner.name, data["removal_ratio"],
+                                   data.get("target", "macs"))
+    say(f"refining the search of {runner.name}: stages of (candidates, fine-tuning batches) "
+        f"{refine.stages(len(data['candidates']))}; saved in {path}")
+    refine_search(runner, pr, data, path, job, refine, progress)
+    return data
