@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import copy
 import inspect
-import operator
-import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import fx, nn
 
 from uif_explorer.core.plan import PruningPlan
-from uif_explorer.core.scores import ScoreJob
+from uif_explorer.core.scores import RESUME_HINT, AnalysisError, ScoreJob
+from uif_explorer.core.uncertainty import note_images
 from uif_explorer.torch.apply import make_sparse, tensor_masks
 from uif_explorer.torch.capture import Capture
 from uif_explorer.torch.evaluation import (
@@ -41,160 +40,21 @@ from uif_explorer.torch.evaluation import (
     model_device,
     top1_accuracy,
 )
+from uif_explorer.torch.fastscore.graph import (
+    ancestors,
+    as_tuple,
+    default_budget,
+    downstream,
+    fetch,
+    hooked,
+    mutation_safe,
+    nbytes,
+    program_of,
+    seeds,
+    trace,
+)
 
-__all__ = ["ReuseScorer", "available_bytes", "reuse_scorer", "suggest_batch_size"]
-
-_INPLACE_OPS = {operator.iadd, operator.isub, operator.imul, operator.itruediv,
-                operator.ifloordiv, operator.imod, operator.ipow, operator.iand,
-                operator.ior, operator.ixor, operator.ilshift, operator.irshift,
-                operator.imatmul}
-
-
-def available_bytes() -> int:
-    """Memory the OS reports as available (Linux ``MemAvailable``; else free pages)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def default_budget() -> int:
-    """A quarter of the available memory: room for the kept activations of one batch."""
-    return available_bytes() // 4
-
-
-# -- graph helpers ---------------------------------------------------------------------------
-def _trace(model: nn.Module) -> fx.GraphModule | None:
-    try:
-        return fx.symbolic_trace(model)
-    except Exception:  # data-dependent control flow etc.: full evaluation instead
-        return None
-
-
-def _fetch(root: nn.Module, target: str) -> Any:
-    obj: Any = root
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _inplace(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    """Does ``node`` overwrite its first argument (``+=``, ``relu_``, ReLU(inplace=True))?"""
-    if node.kwargs.get("inplace") is True:
-        return True
-    if node.op == "call_function":
-        return node.target in _INPLACE_OPS or getattr(node.target, "__name__", "").endswith("_")
-    if node.op == "call_method":
-        return str(node.target).endswith("_")
-    if node.op == "call_module":
-        return getattr(modules[str(node.target)], "inplace", False) is True
-    return False
-
-
-def _mutation_safe(nodes: list[fx.Node], inplace: set[fx.Node]) -> bool:
-    """False when a value is read after an in-place op overwrote it under an older name
-    (then a kept copy from before the op would differ from what eager code reads)."""
-    pos = {n: i for i, n in enumerate(nodes)}
-    root: dict[fx.Node, fx.Node] = {}
-    members: dict[fx.Node, list[fx.Node]] = {}
-    for n in nodes:
-        first = n.args[0] if n.args else None
-        r = root.get(first, first) if n in inplace and isinstance(first, fx.Node) else n
-        root[n] = r
-        members.setdefault(r, []).append(n)
-        if n in inplace:
-            for m in members[r][:-1]:
-                if any(pos[u] > pos[n] for u in m.users):
-                    return False
-    return True
-
-
-def _seeds(graph_nodes: list[fx.Node], masked: set[str], hooked: set[str]) -> set[fx.Node]:
-    """Nodes that read a pruned tensor (or a module the sparse model hooks) directly."""
-
-    def hit(target: str, names: set[str]) -> bool:
-        return any(t == target or t.startswith(target + ".") for t in names)
-
-    owners = {name.rpartition(".")[0] for name in masked} | hooked
-    out = set()
-    for n in graph_nodes:
-        if n.op == "call_module" and hit(str(n.target), owners):
-            out.add(n)
-        elif n.op == "get_attr" and hit(str(n.target), masked | hooked):
-            out.add(n)
-    return out
-
-
-def _downstream(nodes: list[fx.Node], seeds: set[fx.Node]) -> list[fx.Node]:
-    changed = set(seeds)
-    for n in nodes:
-        if n not in changed and any(a in changed for a in n.all_input_nodes):
-            changed.add(n)
-    return [n for n in nodes if n in changed]
-
-
-def _hooked(model: nn.Module) -> set[str]:
-    return {name for name, m in model.named_modules()
-            if name and (m._forward_hooks or m._forward_pre_hooks)}
-
-
-# -- running a list of nodes -----------------------------------------------------------------
-@dataclass
-class _Program:
-    """The traced model and, per pruned plan, the nodes to run and the frontier they read."""
-
-    nodes: list[fx.Node]
-    modules: dict[str, nn.Module]
-    root: nn.Module
-    inplace: set[fx.Node]
-    placeholders: list[fx.Node] = field(default_factory=list)
-
-    def run(self, order: Sequence[fx.Node], env: dict[fx.Node, Any],
-            modules: dict[str, nn.Module], attrs: dict[str, Any],
-            keep: set[fx.Node] = frozenset(), frozen: set[fx.Node] = frozenset()) -> Any:
-        """Run ``order`` reading ``env``; values in ``keep`` are copied into ``env`` as they
-        are made (before later in-place ops); ``frozen`` values are never overwritten."""
-        last: dict[fx.Node, int] = {}
-        for i, n in enumerate(order):
-            for a in n.all_input_nodes:
-                last[a] = i
-        result = None
-        for i, n in enumerate(order):
-            if n.op == "placeholder":
-                continue
-            args = fx.node.map_arg(n.args, env.__getitem__)
-            kwargs = fx.node.map_arg(n.kwargs, env.__getitem__)
-            if n in self.inplace and n.args and n.args[0] in frozen:
-                args = (args[0].clone(), *args[1:])
-            if n.op == "output":
-                result = args[0]
-                break
-            if n.op == "call_module":
-                value = modules[str(n.target)](*args, **kwargs)
-            elif n.op == "call_function":
-                value = n.target(*args, **kwargs)
-            elif n.op == "call_method":
-                value = getattr(args[0], str(n.target))(*args[1:], **kwargs)
-            else:  # get_attr
-                value = attrs[str(n.target)] if str(n.target) in attrs else _fetch(
-                    self.root, str(n.target))
-            env[n] = value.clone() if n in keep and isinstance(value, torch.Tensor) else value
-            for a in n.all_input_nodes:
-                if last.get(a) == i and a not in keep and a not in frozen:
-                    env.pop(a, None)
-        return result
-
-
-def _ancestors(nodes: list[fx.Node], wanted: set[fx.Node]) -> list[fx.Node]:
-    need = set(wanted)
-    for n in reversed(nodes):
-        if n in need:
-            need.update(n.all_input_nodes)
-    return [n for n in nodes if n in need]
+__all__ = ["ReuseScorer", "reuse_scorer"]
 
 
 @dataclass
@@ -207,52 +67,6 @@ class _Step:
     frontier: set[fx.Node]
     modules: dict[str, nn.Module]
     attrs: dict[str, Any]
-
-
-def _bytes(value: Any) -> int:
-    return value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
-
-
-def _sizes(program: _Program, inputs: Any) -> dict[fx.Node, int]:
-    """Bytes of every node's value for one batch (one run of the original model)."""
-    env = dict(zip(program.placeholders, _as_tuple(inputs), strict=True))
-    keep = set(program.nodes)
-    with torch.no_grad():
-        program.run(program.nodes, env, program.modules, {}, keep=keep)
-    return {n: _bytes(v) for n, v in env.items()}
-
-
-def _as_tuple(inputs: Any) -> tuple:
-    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-
-
-def suggest_batch_size(model: nn.Module, example: torch.Tensor | Sequence[torch.Tensor],
-                       budget_bytes: int | None = None, largest: int = 256) -> int:
-    """The largest power of two (<= ``largest``) whose activations, all kept, fit the budget.
-
-    WHY: bigger batches amortise per-call overhead, but a batch whose activations do not fit
-    in memory swaps or fails; this sizes evaluation batches for the machine it runs on.
-    """
-    budget = default_budget() if budget_bytes is None else int(budget_bytes)
-    gm = _trace(model)
-    one = tuple(t[:1] for t in _as_tuple(example))
-    if gm is None:
-        per_image = sum(_bytes(t) for t in one) * 64  # a rough guess without a trace
-    else:
-        program = _program(gm, copy.deepcopy(model).eval())
-        per_image = sum(_sizes(program, one).values())
-    size = 1
-    while size * 2 <= largest and size * 2 * per_image <= budget:
-        size *= 2
-    return size
-
-
-def _program(gm: fx.GraphModule, model: nn.Module) -> _Program:
-    modules = dict(model.named_modules())
-    nodes = list(gm.graph.nodes)
-    inplace = {n for n in nodes if _inplace(n, modules)}
-    return _Program(nodes, modules, model, inplace,
-                    [n for n in nodes if n.op == "placeholder"])
 
 
 # -- the scorer --------------------------------------------------------------------------------
@@ -280,24 +94,25 @@ class ReuseScorer:
                  budget_bytes: int) -> None:
         self.original = copy.deepcopy(model).eval()
         self.capture = capture
-        self.program = _program(gm, self.original)
+        self.program = program_of(gm, self.original)
         self.loader, self.device, self.max_batches = loader, device, max_batches
         self.budget = budget_bytes
-        self._base_hooks = _hooked(self.original)
+        self._base_hooks = hooked(self.original)
         self.sizes: dict[fx.Node, int] = {}
+        self.n_chunks = 0
 
     def step(self, index: int, plan: PruningPlan) -> _Step:
         sparse = make_sparse(self.original, self.capture, plan).eval()
         masked = set(tensor_masks(self.capture, plan))
-        seeds = _seeds(self.program.nodes, masked, _hooked(sparse) - self._base_hooks)
-        order = _downstream(self.program.nodes, seeds)
+        first = seeds(self.program.nodes, masked, hooked(sparse) - self._base_hooks)
+        order = downstream(self.program.nodes, first)
         changed = set(order)
         frontier = {a for n in order for a in n.all_input_nodes if a not in changed}
         sparse_modules = dict(sparse.named_modules())
         modules = dict(self.program.modules)
         modules.update({str(n.target): sparse_modules[str(n.target)]
-                        for n in seeds if n.op == "call_module"})
-        attrs = {str(n.target): _fetch(sparse, str(n.target)) for n in seeds if n.op == "get_attr"}
+                        for n in first if n.op == "call_module"})
+        attrs = {str(n.target): fetch(sparse, str(n.target)) for n in first if n.op == "get_attr"}
         group = tuple(sorted(plan.kept))
         return _Step(index, group, order, frontier, modules, attrs)
 
@@ -311,10 +126,10 @@ class ReuseScorer:
     def _record(self, inputs: Any, keep: set[fx.Node], full: bool) -> tuple[dict, Any]:
         """Run the original model as far as needed; the kept values and the logits (full)."""
         p = self.program
-        env: dict[fx.Node, Any] = dict(zip(p.placeholders, _as_tuple(inputs), strict=True))
-        order = p.nodes if full else _ancestors(p.nodes, keep)
+        env: dict[fx.Node, Any] = dict(zip(p.placeholders, as_tuple(inputs), strict=True))
+        order = p.nodes if full else ancestors(p.nodes, keep)
         out = p.run(order, env, p.modules, {}, keep=keep)
-        return {n: env[n] for n in keep}, (logits_of(out) if full else None)
+        return {n: env[n] for n in keep if n in env}, (logits_of(out) if full else None)
 
     def _changed_logits(self, step: _Step, cache: dict[fx.Node, Any]) -> torch.Tensor:
         env = {n: cache[n] for n in step.frontier}
@@ -326,13 +141,13 @@ class ReuseScorer:
         (The same run measures every node's bytes per batch, kept in ``self.sizes``.)"""
         with torch.no_grad():
             cache, logits = self._record(inputs, set(self.program.nodes), True)
-            self.sizes = {n: _bytes(v) for n, v in cache.items()}
-            if not torch.equal(logits, logits_of(self.original(*_as_tuple(inputs)))):
+            self.sizes = {n: nbytes(v) for n, v in cache.items()}
+            if not torch.equal(logits, logits_of(self.original(*as_tuple(inputs)))):
                 return False
             if step is None or plan is None:
                 return True
             expect = logits_of(make_sparse(self.original, self.capture, plan).eval()(
-                *_as_tuple(inputs)))
+                *as_tuple(inputs)))
             return torch.equal(self._changed_logits(step, cache), expect)
 
     def chunks(self, steps: list[_Step], per_batch: dict[fx.Node, int],
@@ -367,7 +182,7 @@ class ReuseScorer:
         baseline = [i for i, (plan, _) in enumerate(items) if plan is None]
         try:
             first = next(self._batches(), None)
-            if first is None or not _mutation_safe(self.program.nodes, self.program.inplace):
+            if first is None or not mutation_safe(self.program.nodes, self.program.inplace):
                 return None
             steps = [self.step(i, items[i][0]) for i in planned]
             if not self.verify(first[0], steps[0] if steps else None,
@@ -380,7 +195,9 @@ class ReuseScorer:
         if steps and max(sum(sizes.get(f, 0) for f in s.frontier)
                          for s in steps) * n_batches > self.budget:
             return None
-        return self._scores(baseline, steps, self.chunks(steps, sizes, n_batches))
+        parts = self.chunks(steps, sizes, n_batches)
+        self.n_chunks = len(parts)  # how often the original model runs over the data
+        return _as_analysis_errors(self._scores(baseline, steps, parts))
 
     def _scores(self, baseline: list[int], steps: list[_Step], parts: list[list[_Step]]
                 ) -> Iterator[tuple[int, float, None]]:
@@ -401,6 +218,7 @@ class ReuseScorer:
                         correct, total = correct + c, total + n
             if full:
                 for i in baseline:
+                    note_images(total)  # the runner records the image count (core/uncertainty)
                     yield i, 100.0 * correct / total, None
             for s in _spread(part):
                 correct = total = 0
@@ -408,7 +226,18 @@ class ReuseScorer:
                     for cache, batch_labels in zip(cached, labels, strict=True):
                         c, n = _counts(self._changed_logits(s, cache), batch_labels)
                         correct, total = correct + c, total + n
+                note_images(total)
                 yield s.index, 100.0 * correct / total, None
+
+
+def _as_analysis_errors(scores: Iterator[tuple[int, float, None]]
+                        ) -> Iterator[tuple[int, float, None]]:
+    """A failure past the checked first batch reads as full evaluation's would."""
+    try:
+        yield from scores
+    except Exception as exc:
+        raise AnalysisError(f"eval_fn raised {type(exc).__name__} while scoring with reused "
+                            f"activations: {exc}. {RESUME_HINT}") from exc
 
 
 def _counts(logits: torch.Tensor, labels: Any) -> tuple[int, int]:
@@ -436,9 +265,20 @@ def reuse_scorer(model: nn.Module, capture: Capture, job: ScoreJob,
     if options is None:
         return None
     loader, device, max_batches = options
-    gm = _trace(model)
+    gm = trace(model)
     if gm is None:
         return None
     device = model_device(model) if device is None else device
     budget = default_budget() if budget_bytes is None else int(budget_bytes)
     return ReuseScorer(model, capture, gm, loader, device, max_batches, budget)
+
+
+def fast_scores(model: nn.Module, capture: Capture, items: Sequence[tuple[PruningPlan | None, str]],
+                job: ScoreJob, *, enabled: bool = True, executor: object = None,
+                budget_bytes: int | None = None) -> Iterator[tuple[int, float, None]] | None:
+    """The runner's hook: scores reusing activations, or None for the usual full evaluation
+    (switched off, another executor, or a job :func:`reuse_scorer` cannot run exactly)."""
+    if not enabled or executor is not None:
+        return None
+    scorer = reuse_scorer(model, capture, job, budget_bytes)
+    return None if scorer is None else scorer.score(items)
