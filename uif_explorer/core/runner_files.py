@@ -2,8 +2,10 @@
 
 :class:`RunnerFiles` is the state half of :class:`~uif_explorer.core.runner.RunnerBase`:
 naming, loading and checking ``.sens`` / ``.search`` files (architecture, weights and scoring
-protocol), turning an analysis into a plan, previews, specs, candidate sampling and ranking.
-The loop that fills the files is in :mod:`uif_explorer.core.runner`.
+protocol), turning an analysis into a plan, previews and specs. Its parts: the search file's
+candidates (:mod:`uif_explorer.core.search_files`) and the tables and reprs
+(:mod:`uif_explorer.core.runner_views`). The loop that fills the files is in
+:mod:`uif_explorer.core.runner`.
 """
 
 from __future__ import annotations
@@ -23,9 +25,6 @@ from uif_explorer.core.allocation import (
     MAX_GROUP_RATIO,
     bisect_plan,
     check_landing,
-    check_removal_ratio,
-    sample_plan,
-    sample_ratio_vector,
 )
 from uif_explorer.core.estimate import estimate, measured_points, sens_points
 from uif_explorer.core.latency import LatencyModel, bisect_latency
@@ -37,8 +36,10 @@ from uif_explorer.core.measure import (
 )
 from uif_explorer.core.plan import PlanError, PruningPlan
 from uif_explorer.core.pruner import BasePruner
-from uif_explorer.core.refinement import refined_winner
+from uif_explorer.core.runner_views import Progress as Progress  # re-exported
+from uif_explorer.core.runner_views import RunnerViews
 from uif_explorer.core.scores import ScoreJob
+from uif_explorer.core.search_files import SEARCH_KIND, SearchFiles
 from uif_explorer.core.sensitivity import (
     SENS_KIND,
     max_drop,
@@ -47,9 +48,7 @@ from uif_explorer.core.sensitivity import (
 )
 from uif_explorer.io.workspace import Workspace, WorkspaceError, atomic_write_json, read_json
 
-SEARCH_KIND = "uif-explorer-search"
 MAX_SUBNETS = 100_000
-Progress = Callable[[int, int, dict], None]
 TARGETS = ("macs", "latency")
 
 
@@ -140,7 +139,7 @@ class PlanPreview:
         return self._measure(self, ScoreJob.of(eval_fn, args, calibration_fn, calib_args))
 
 
-class RunnerFiles:
+class RunnerFiles(RunnerViews, SearchFiles):
     """Workspace bookkeeping shared by every runner; ``pruner`` is a :class:`BasePruner`."""
 
     pruner: BasePruner
@@ -178,70 +177,6 @@ class RunnerFiles:
         if key not in self._pruners:
             self._pruners[key] = self._make_pruner(list(excludes))
         return self._pruners[key]
-
-    @property
-    def groups(self) -> pd.DataFrame:
-        """The channel groups (prunable or not, and why)."""
-        return self.pruner.groups_table()
-
-    # -- readable summaries (notebooks, REPL); the logic lives in uif_explorer.present.reports --
-    def groups_frame(self) -> pd.DataFrame:
-        """The channel groups: id, first layer, channels, prunable, layers, why excluded."""
-        return self.pruner.groups_table()
-
-    def sensitivity_frame(self) -> pd.DataFrame:
-        """The finished analysis as a table: score per group and ratio, worst drop."""
-        from uif_explorer.present.reports import sensitivity_frame
-
-        return sensitivity_frame(self.sensitivity(quiet=True))
-
-    def search_frame(self, removal_ratio: float | None = None,
-                     group_ratios: bool = False) -> pd.DataFrame:
-        """The one-step candidates at ``removal_ratio`` (default: the newest search file of
-        this model) as a table: MACs, params, MACs removed, score and rank."""
-        from uif_explorer.present.reports import search_frame
-
-        if removal_ratio is None:
-            found = sorted(self.workspace.root.glob(f"{self.name}_ratio_*.search"),
-                           key=lambda p: p.stat().st_mtime)
-            if not found:
-                raise WorkspaceError(f"No search of {self.name} in {self.workspace.root}: run "
-                                     "runner.search(...) first.")
-            path = found[-1]
-        else:
-            path = self.workspace.search(self.name, check_removal_ratio(removal_ratio))
-            if not path.exists():
-                raise WorkspaceError(f"No search at {path}: run runner.search(...) at "
-                                     f"{removal_ratio} first.")
-        return search_frame(read_json(path, kind=SEARCH_KIND), group_ratios)
-
-    def __repr__(self) -> str:
-        from uif_explorer.present.reports import runner_text
-
-        try:
-            return runner_text(self)
-        except Exception:  # a half-built runner (e.g. in a traceback) still has a repr
-            return object.__repr__(self)
-
-    def _repr_html_(self) -> str:
-        from uif_explorer.present.reports import runner_html
-
-        return runner_html(self)
-
-    def _progress(self, total: int, progress: Progress | None):
-        bar = None
-        if progress is None and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, desc=self.name, unit="eval")
-
-        def step(done: int, info: dict) -> None:
-            if progress is not None:
-                progress(done, total, info)
-            if bar is not None:
-                bar.update(1)
-
-        return step, bar
 
     # -- files: which ones may be resumed or reused ---------------------------------------
     @staticmethod
@@ -406,98 +341,3 @@ class RunnerFiles:
     def _spec_plan(self, pr: BasePruner, spec_path: str | os.PathLike) -> PruningPlan:
         spec = read_json(Path(spec_path), kind="uif-explorer-spec")
         return pr.plan_from_spec(spec)
-
-    # -- one-step search files ----------------------------------------------------------
-    def _sample_counts(self, pr: BasePruner, removal_ratio: float, seed: int, cid: int,
-                       channel_divisible: int, target: str = "macs"
-                       ) -> tuple[dict[int, int], float]:
-        """EagleEye's per-group ratio distribution, rescaled so MACs (or the predicted
-        latency, at fast widths) hit the target."""
-        if target == "latency":
-            lat = self._latency_model(pr)
-            ids = [g.id for g in pr.graph.prunable_groups]
-
-            def counts_of(r: np.ndarray) -> dict[int, int]:
-                return lat.snap(pr.counts(dict(zip(ids, r.tolist(), strict=True)),
-                                          channel_divisible))
-
-            r = sample_ratio_vector(lambda r: lat.removal_of_counts(counts_of(r)), len(ids),
-                                    removal_ratio, seed, cid)
-            counts = counts_of(r)
-            return counts, lat.removal_of_counts(counts)
-        if pr.cost.count_model_exact:  # cost count vectors; no plan needed (bench/sampling.py)
-            counts = pr.sample_counts(removal_ratio, seed, cid, channel_divisible)
-            return counts, 1.0 - pr.cost.macs_of_counts(counts) / max(1, pr.original_macs)
-        groups = pr.graph.prunable_groups
-        plan = sample_plan(
-            pr.cost, [g.id for g in groups],
-            lambda rr: pr.plan(rr, self.criterion, channel_divisible),
-            removal_ratio, seed, cid, pr.quantum(channel_divisible),
-            counts_of=lambda r: pr.counts(r, channel_divisible),
-        )
-        return {gid: len(k) for gid, k in plan.kept.items()}, pr.removal(plan)
-
-    def _new_search(self, pr: BasePruner, ratio: float, weights: str, seed: int,
-                    channel_divisible: int, num_subnet: int,
-                    protocol: Mapping[str, Any], target: str = "macs") -> dict[str, Any]:
-        extra = {"framework": pr.framework} if pr.framework else {}
-        return {
-            "format_version": 1, "kind": SEARCH_KIND, "model": self.name, **extra,
-            "graph_digest": pr.graph.graph_digest(), "weights_digest": weights,
-            "removal_ratio": ratio, "target": target, "seed": seed, "criterion": self.criterion,
-            "channel_divisible": channel_divisible, "higher_is_better": self.higher_is_better,
-            "protocol": dict(protocol),
-            "baseline": {"score": None, "macs": pr.original_macs / 1e6,
-                         "params": pr.original_params / 1e6},
-            "groups": [{"id": g.id, "name": g.name, "num_channels": g.num_channels,
-                        "prunable": g.prunable} for g in pr.graph.groups],
-            "num_subnet": num_subnet, "candidates": [], "complete": False,
-        }
-
-    def _candidate(self, pr: BasePruner, ratio: float, seed: int, cid: int,
-                   channel_divisible: int, target: str = "macs") -> dict[str, Any]:
-        """Candidate ``cid`` of a seeded search, unscored (the same every time it is drawn)."""
-        counts, achieved = self._sample_counts(pr, ratio, seed, cid, channel_divisible, target)
-        plan = pr.plan_from_counts(counts, self.criterion)
-        return {
-            "id": cid, "kept_channels": {str(g): n for g, n in counts.items()},
-            "ratios": {str(g): round(1 - n / pr.graph.groups[g].num_channels, 4)
-                       for g, n in counts.items()},
-            "macs": pr.macs(plan) / 1e6, "params": pr.params(plan) / 1e6,
-            "removal": round(achieved, 6), "score": None,
-            **({"latency_ms": self._latency_model(pr).latency_of_counts(counts) * 1e3}
-               if target == "latency" else {}),
-        }
-
-    def _finish(self, data: dict[str, Any]) -> None:
-        data["ranking"] = self._ranking(data)
-        data["complete"] = all(c["score"] is not None for c in data["candidates"])
-
-    @staticmethod
-    def _ranking(data: dict) -> list[int]:
-        """Candidate ids, best first (ties broken by id): the best is computed, not implied."""
-        scored = [c for c in data["candidates"] if c["score"] is not None]
-        sign = -1.0 if data.get("higher_is_better", True) else 1.0
-        return [c["id"] for c in sorted(scored, key=lambda c: (sign * c["score"], c["id"]))]
-
-    def _choose_candidate(self, pr: BasePruner, data: dict,
-                          index: int | None) -> tuple[dict, str, PruningPlan]:
-        """(candidate, spec tag, plan) for ``index`` (a candidate id) or the best."""
-        if data.get("graph_digest") != pr.graph.graph_digest():
-            raise WorkspaceError("The search was made for another architecture.")
-        by_id = {c["id"]: c for c in data["candidates"]}
-        if index is None:
-            winner = refined_winner(data)  # refinement's pick, once it finished
-            ranking = [winner] if winner is not None else self._ranking(data)
-            if not ranking:
-                raise WorkspaceError("No candidate has a score yet: run search(...) to finish.")
-            chosen, tag = by_id[ranking[0]], "best"
-        else:
-            if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
-                    or index not in by_id:
-                raise ValueError(f"Expected index to be a candidate id in 0..{len(by_id) - 1}. "
-                                 f"Received: index={index!r}")
-            chosen, tag = by_id[int(index)], str(int(index))
-        plan = pr.plan_from_counts({int(g): n for g, n in chosen["kept_channels"].items()},
-                                   self.criterion)
-        return chosen, tag, plan
