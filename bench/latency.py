@@ -6,11 +6,19 @@ alike, and the median of ``--repeats`` timed runs is reported after warm-up.
 
     .venv/bin/python bench/latency.py                       # resnet18, resnet50, mobilenet_v2
     .venv/bin/python bench/latency.py --models resnet18 --repeats 20 --divisible 8
+
+``--compare`` instead measures, interleaved per model (batch 1, eager): the original; ours at
+50 % MACs with defaults; ours latency-targeted at 50 % of the predicted latency (this
+machine's table, :mod:`uif_explorer.torch.latency`); and, when ``torch-pruning`` is installed
+(``requirements-bench.txt``), Torch-Pruning uniform L1 at 50 % MACs, default and round_to=8.
+
+    .venv/bin/python bench/latency.py --compare --models resnet18 mobilenet_v2 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -23,6 +31,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from uif_explorer.core.plan import PlanError  # noqa: E402
 from uif_explorer.torch.pruner import ChannelPruner  # noqa: E402
 
 
@@ -63,9 +72,13 @@ def main() -> None:
     ap.add_argument("--batches", nargs="*", type=int, default=[1, 8])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--compare", action="store_true", help="ours (MACs, latency) vs TP")
+    ap.add_argument("--points", type=int, default=6, help="channel counts timed per layer")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.compare:
+        return compare(args)
     rows = []
     for name in args.models:
         model = torchvision.models.get_model(name, weights=None).eval()
@@ -113,6 +126,100 @@ def table(rows, args) -> str:
             f" {t_o / t_s:.2f}x | {(t_o / t_s) / gain:.2f} |"
         )
     return "\n".join(lines)
+
+
+def tp_slim(model: torch.nn.Module, x: torch.Tensor, keep_macs: float, round_to: int | None):
+    """Torch-Pruning's uniform L1 pruner at ``keep_macs`` of the MACs (its per-layer ratio
+    refined once from the MACs it reaches), the classifier left whole as its docs do."""
+    import copy
+
+    import torch_pruning as tp
+
+    base, _ = tp.utils.count_ops_and_params(model, x)
+    ratio, slim, macs = 1 - keep_macs ** 0.5, None, base
+    for _ in range(2):
+        slim = copy.deepcopy(model)
+        last = [m for m in slim.modules() if isinstance(m, torch.nn.Linear)][-1:]
+        pruner = tp.pruner.MetaPruner(slim, x, importance=tp.importance.MagnitudeImportance(p=1),
+                                      pruning_ratio=ratio, ignored_layers=last,
+                                      round_to=round_to)
+        pruner.step()
+        macs, _ = tp.utils.count_ops_and_params(slim, x)
+        ratio = 1 - (1 - ratio) * (keep_macs * base / macs) ** 0.5
+    return slim.eval(), base / macs
+
+
+def compare(args) -> None:
+    """Original vs ours (50 % MACs, 50 % latency) vs Torch-Pruning, interleaved, batch 1."""
+    from uif_explorer.torch.latency import latency_model
+
+    try:
+        import torch_pruning  # noqa: F401
+        peer = True
+    except ImportError:
+        peer = False
+    rows, notes = [], []
+    for name in args.models:
+        model = torchvision.models.get_model(name, weights=None).eval()
+        x = torch.randn(1, 3, 224, 224)
+        pr = ChannelPruner(model, x)
+        t0 = time.perf_counter()
+        lat = latency_model(pr, model, x, Path(tempfile.mkdtemp()) / f"{name}.latency",
+                            threads=args.threads, max_points=args.points)
+        notes.append(f"{name}: latency table measured in {time.perf_counter() - t0:.0f} s "
+                     f"({args.points} counts per layer side); predicted overhead "
+                     f"{lat.overhead * 1e3:.1f} ms fixed + {lat.scaled_overhead * 1e3:.1f} ms "
+                     f"following activations, of {lat.original * 1e3:.1f} ms")
+        macs_plan = pr.plan_for_removal(args.ratio)
+        variants = [("original", model, 1.0, lat.original),
+                    ("ours, 50 % MACs (defaults)", pr.slim_model(macs_plan).eval(),
+                     pr.original_macs / pr.macs(macs_plan), lat.latency(macs_plan))]
+        try:
+            lat_plan = pr.plan_for_removal(args.ratio, latency=lat, strict=False)
+            variants.append(("ours, 50 % latency (target='latency')",
+                             pr.slim_model(lat_plan).eval(),
+                             pr.original_macs / pr.macs(lat_plan), lat.latency(lat_plan)))
+        except PlanError as exc:
+            notes.append(f"{name}: target='latency' at {args.ratio}: {exc}")
+        if peer:
+            for label, rt in (("Torch-Pruning L1, default", None),
+                              ("Torch-Pruning L1, round_to=8", 8)):
+                slim, gain = tp_slim(model, x, 1 - args.ratio, rt)
+                variants.append((label, slim, gain, None))
+        with torch.inference_mode():
+            times = time_interleaved([lambda m=m: m(x) for _, m, *_ in variants], args.repeats)
+        for (label, _, gain, predicted), t in zip(variants, times, strict=True):
+            rows.append((name, label, gain, predicted, t, times[0]))
+            print(f"{name} {label}: MACs gain {gain:.2f}x, {t * 1e3:.1f} ms, "
+                  f"speed-up {times[0] / t:.2f}x", flush=True)
+    print()
+    print(compare_table(rows, args, notes))
+
+
+def compare_table(rows, args, notes) -> str:
+    import platform
+
+    from uif_explorer.core.latency import cpu_model
+
+    try:
+        import torch_pruning as tp
+        peer = f", torch-pruning {tp.__version__}"
+    except ImportError:
+        peer = ", torch-pruning not installed"
+    lines = [
+        f"Command: `.venv/bin/python bench/latency.py {' '.join(sys.argv[1:])}` "
+        f"({cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()}; torch "
+        f"{torch.__version__}{peer}; {args.threads} threads, eager, batch 1, 224 px, random "
+        f"weights, median of {args.repeats} interleaved runs)", "",
+        "| model | variant | MACs gain | predicted speed-up | measured (ms) | measured speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    originals = {r[0]: r[3] for r in rows if r[1] == "original"}
+    for name, label, gain, predicted, t, t0 in rows:
+        pred = f"{originals[name] / predicted:.2f}x" if predicted else "-"
+        lines.append(f"| {name} | {label} | {gain:.2f}x | {pred} | {t * 1e3:.1f} | "
+                     f"{t0 / t:.2f}x |")
+    return "\n".join(lines + [""] + notes)
 
 
 if __name__ == "__main__":

@@ -133,3 +133,29 @@ def test_cached_table_is_reused_and_rebuilt_when_machine_or_model_change(tmp_pat
     assert len(calls) == 3 and "graph changed" in said[-1]
     assert "measured for 'eager'" in table_mismatch(first.to_json(), fp, graph.graph_digest(),
                                                      "onnxruntime")[0]
+
+
+def test_overhead_splits_into_fixed_and_activation_parts_from_the_probe_timing():
+    """A model whose non-layer time is 1 ms fixed + 3 ms following activation size: timing it
+    at full width and at a probe width recovers both, so narrowing also shrinks the 3 ms."""
+    graph = chain_graph()
+    pr = BasePruner(graph)
+    table = synthetic_table(graph, overhead=0.0)
+    for c in table.ops:
+        c.out_elems = c.full_out * 100
+    plain = LatencyModel(table, pr.cost)
+    probe = {g.id: g.num_channels // 2 for g in graph.prunable_groups}
+    inn, out = pr.cost.op_counts_of_vector(pr.cost.full_counts)
+    elems = np.array([c.out_elems for c in table.ops], dtype=float)
+    k = pr.cost.full_counts.copy()
+    for gid, n in probe.items():
+        k[pr.cost.group_index[gid]] = n
+    act = float((elems / elems.sum() * pr.cost.op_counts_of_vector(k)[1] / out).sum())
+    table.total += 1e-3 + 3e-3
+    table.probe_counts = {str(g): n for g, n in probe.items()}
+    table.probe_total = plain.latency_of_counts(probe) + 1e-3 + 3e-3 * act
+    lat = LatencyModel(table, pr.cost)
+    assert lat.overhead == pytest.approx(1e-3) and lat.scaled_overhead == pytest.approx(3e-3)
+    assert lat.original == pytest.approx(table.total)
+    assert lat.latency_of_counts(probe) == pytest.approx(table.probe_total)
+    assert LatencyTable.from_json(table.to_json()).probe_counts == table.probe_counts

@@ -6,8 +6,10 @@ on this machine for the runtime the model is deployed with. Each counted op (con
 the :class:`~uif_explorer.core.channels.ChannelGraph` gets two sweeps, over its kept inputs
 (outputs full) and over its kept outputs (inputs full); a pruned op is predicted by the
 separable product ``T * in(i)/T * out(o)/T``. Everything the table does not time (norms,
-activations, adds, pooling) is one fixed overhead: the measured whole model minus the ops
-(when the ops alone add up to more than the model, they are scaled down to it instead).
+activations, adds, pooling, dispatch) is the overhead: the measured whole model minus the
+ops (when the ops alone add up to more than the model, they are scaled down to it instead).
+Part of it is fixed per op and part follows the activations' size (memory-bound element-wise
+ops); a second whole-model timing of a uniformly half-width slim model splits the two.
 
 Framework-neutral: a backend measures (:mod:`uif_explorer.torch.latency`); tables are cached in
 the workspace keyed by a machine fingerprint and the graph digest.
@@ -50,6 +52,7 @@ class OpCurve:
     in_times: list[float] = field(default_factory=list)
     out_counts: list[int] = field(default_factory=list)
     out_times: list[float] = field(default_factory=list)
+    out_elems: int = 0  # elements of the op's output at full width (activation size)
 
 
 @dataclass
@@ -62,6 +65,10 @@ class LatencyTable:
     total: float
     ops: list[OpCurve | None]  # graph.mac_ops order; None: not timed (part of the overhead)
     batch: int = 1
+    # the whole model timed again as a uniformly narrowed slim model: its kept count per
+    # group id and seconds; splits the overhead into fixed and activation-proportional parts
+    probe_counts: dict[str, int] = field(default_factory=dict)
+    probe_total: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"format_version": 1, "kind": LATENCY_KIND, **asdict(self)}
@@ -71,7 +78,9 @@ class LatencyTable:
         ops = [OpCurve(**op) if op is not None else None for op in data["ops"]]
         return cls(runtime=data["runtime"], fingerprint=dict(data["fingerprint"]),
                    graph_digest=data["graph_digest"], total=float(data["total"]), ops=ops,
-                   batch=int(data.get("batch", 1)))
+                   batch=int(data.get("batch", 1)),
+                   probe_counts=dict(data.get("probe_counts") or {}),
+                   probe_total=data.get("probe_total"))
 
 
 def cpu_model() -> str:
@@ -191,13 +200,39 @@ class LatencyModel:
         self._t = t * min(1.0, table.total / t.sum()) if t.sum() > 0 else t
         self._in, self._out = np.concatenate(d_in), np.concatenate(d_out)
         self._o_in, self._o_out = np.array(o_in, np.int64), np.array(o_out, np.int64)
+        elems = np.array([c.out_elems if c is not None else 0 for c in table.ops], dtype=float)
+        self._act = elems / max(1.0, elems.sum())  # share of activation size per op
+        self._full_out = np.maximum(1, full_out)
         self.overhead = max(0.0, table.total - float(self._t.sum()))
+        self.scaled_overhead = 0.0
+        if table.probe_total is not None and table.probe_counts and elems.sum() > 0:
+            self._split_overhead(table)
         self.original = self.latency(None)
         self._fast: dict[int, np.ndarray] = {}
 
+    def _split_overhead(self, table: LatencyTable) -> None:
+        """Fit fixed + activation-proportional overhead to the full and the probe timing."""
+        k = self.cost.full_counts.copy()
+        for gid, n in table.probe_counts.items():
+            k[self.cost.group_index[int(gid)]] = n
+        inn, out = self.cost.op_counts_of_vector(k)
+        ops_probe = float((self._t * self._in[self._o_in + inn]
+                           * self._out[self._o_out + out]).sum())
+        act = self._activation(out)
+        if act >= 0.999:
+            return
+        rest_full, rest_probe = self.overhead, table.probe_total - ops_probe
+        scaled = min(rest_full, max(0.0, (rest_full - rest_probe) / (1.0 - act)))
+        self.scaled_overhead, self.overhead = scaled, rest_full - scaled
+
+    def _activation(self, out: np.ndarray) -> float:
+        """Activation size relative to the full model (1.0 at full width)."""
+        return float((self._act * out / self._full_out).sum()) if self._act.any() else 1.0
+
     def _of_ops(self, inn: np.ndarray, out: np.ndarray) -> float:
         rel = self._in[self._o_in + inn] * self._out[self._o_out + out]
-        return float(self.overhead + (self._t * rel).sum())
+        return float(self.overhead + self.scaled_overhead * self._activation(out)
+                     + (self._t * rel).sum())
 
     def latency_of_vector(self, k: np.ndarray) -> float:
         """Seconds with ``k`` kept channels per group (``graph.groups`` order)."""

@@ -4,8 +4,9 @@ Each counted op of the captured graph is rebuilt as a single layer with the same
 stride, padding, dilation, groups and input size, then timed at the input and output counts
 of :func:`~uif_explorer.core.latency.count_grid` with ``torch.utils.benchmark`` (median of
 blocked runs, fixed threads): in PyTorch eager, or in ONNX Runtime as a one-node ONNX graph
-(no export per width). The whole model is timed once the same way; what the ops do not
-explain is the fixed overhead. Tables are cached in the workspace per machine and model.
+(no export per width). The whole model is timed the same way, at full width and as a
+uniformly half-width slim model; what the ops do not explain is the overhead. Tables are
+cached in the workspace per machine and model.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from uif_explorer.core.pruner import BasePruner
 
 LatencyProgress = Callable[[int, int, str], None]  # (done, total, op name)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+PROBE_RATIO = 0.5
 
 
 def runtime_fingerprint(runtime: str, threads: int) -> dict[str, Any]:
@@ -61,14 +63,17 @@ def seconds(fn: Callable[[], object], threads: int, min_time: float) -> float:
     return float(min(timer.blocked_autorange(min_run_time=min_time).times))
 
 
-def _input_shapes(model: nn.Module, names: list[str], inputs: Any) -> dict[str, tuple]:
-    """Input shape of each named module, from one forward pass with hooks."""
+def _input_shapes(model: nn.Module, names: list[str], inputs: Any
+                  ) -> tuple[dict[str, tuple], dict[str, int]]:
+    """Input shape and output size of each named module, from one forward pass with hooks."""
     modules = dict(model.named_modules())
     shapes: dict[str, tuple] = {}
+    sizes: dict[str, int] = {}
 
     def hook(name: str) -> Callable:
-        def record(_m: nn.Module, args: tuple, _out: object) -> None:
+        def record(_m: nn.Module, args: tuple, out: object) -> None:
             shapes.setdefault(name, tuple(args[0].shape))
+            sizes.setdefault(name, int(out.numel()) if torch.is_tensor(out) else 0)
         return record
 
     hooks = [modules[n].register_forward_hook(hook(n)) for n in set(names)
@@ -79,7 +84,7 @@ def _input_shapes(model: nn.Module, names: list[str], inputs: Any) -> dict[str, 
     finally:
         for h in hooks:
             h.remove()
-    return shapes
+    return shapes, sizes
 
 
 def _layer(mod: nn.Module, c_in: int, c_out: int, groups: int) -> nn.Module:
@@ -180,7 +185,7 @@ def measure_latency_table(pruner: BasePruner, model: nn.Module, inputs: Any,
     full_in, full_out = cost.op_counts_of_vector(cost.full_counts)
     ops = pruner.graph.mac_ops
     modules = dict(model.named_modules())
-    shapes = _input_shapes(model, [op.name for op in ops], inputs)
+    shapes, sizes = _input_shapes(model, [op.name for op in ops], inputs)
     curves: list[OpCurve | None] = []
     for done, (op, fi, fo) in enumerate(zip(ops, full_in, full_out, strict=True)):
         mod, shape = modules.get(op.name), shapes.get(op.name)
@@ -195,7 +200,8 @@ def measure_latency_table(pruner: BasePruner, model: nn.Module, inputs: Any,
             return seconds(_caller(_layer(mod, i, o, g), shape, i, runtime, threads),
                            threads, min_time)
 
-        curve = OpCurve(op.name, int(fi), int(fo), timed(c_in, c_out, groups))
+        curve = OpCurve(op.name, int(fi), int(fo), timed(c_in, c_out, groups),
+                        out_elems=sizes.get(op.name, 0))
         if op.depthwise:  # in = out = groups = count
             curve.out_counts = count_grid(int(fo), max_points)
             curve.out_times = [timed(c, c, c) for c in curve.out_counts]
@@ -210,8 +216,15 @@ def measure_latency_table(pruner: BasePruner, model: nn.Module, inputs: Any,
             progress(done + 1, len(ops), op.name)
     total = seconds(_whole_model(model, inputs, runtime, threads), threads, min_time * 5)
     batch = int(shapes[next(iter(shapes))][0]) if shapes else 1
-    return LatencyTable(runtime, runtime_fingerprint(runtime, threads),
-                        pruner.graph.graph_digest(), total, curves, batch)
+    table = LatencyTable(runtime, runtime_fingerprint(runtime, threads),
+                         pruner.graph.graph_digest(), total, curves, batch)
+    if pruner.graph.prunable_groups:  # the overhead's activation-proportional part
+        probe = pruner.plan(PROBE_RATIO)
+        slim = pruner.slim_model(probe).eval()
+        table.probe_total = seconds(_whole_model(slim, inputs, runtime, threads), threads,
+                                    min_time * 5)
+        table.probe_counts = {str(gid): len(k) for gid, k in probe.kept.items()}
+    return table
 
 
 def latency_model(pruner: BasePruner, model: nn.Module, inputs: Any, path: str | Path,
