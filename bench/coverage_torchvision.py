@@ -9,6 +9,13 @@ Markdown table (``docs/coverage.md``) and prints it.
     .venv/bin/python bench/coverage_torchvision.py --family all     # + segmentation, video
     .venv/bin/python bench/coverage_torchvision.py --only resnet18 vit_b_16
     .venv/bin/python bench/coverage_torchvision.py --only swin_v2_t --merge   # rerun some rows
+    .venv/bin/python bench/coverage_torchvision.py --family detection --only ssd300_vgg16
+
+Detection models (``weights=None, weights_backbone=None``, nothing downloaded) are pruned in
+their captured part (:class:`~uif_explorer.torch.detection.DetectorCore`: backbone with the
+dense or RPN head, at the batched input the detector's transform makes of one 320 px image;
+R-CNN, RetinaNet and FCOS are built with ``min_size=max_size=320``); their MACs are that
+part's, and the row also checks that the whole slim detector runs (list in, dicts out).
 """
 
 from __future__ import annotations
@@ -26,6 +33,11 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from uif_explorer.torch.detection import (  # noqa: E402
+    DetectorCore,
+    core_inputs,
+    detector_with,
+)
 from uif_explorer.torch.macs import count_macs, count_params  # noqa: E402
 from uif_explorer.torch.pruner import ChannelPruner  # noqa: E402
 
@@ -33,6 +45,7 @@ FAMILIES = {
     "classification": torchvision.models,
     "segmentation": torchvision.models.segmentation,
     "video": torchvision.models.video,
+    "detection": torchvision.models.detection,
 }
 INPUT_SIZE = {"inception_v3": 299}
 VIDEO_SIZE = {"mvit_v1_b": 224, "mvit_v2_s": 224, "s3d": 224}  # their strides need 224
@@ -63,8 +76,17 @@ def check(name: str, family: str, ratio: float) -> dict:
         kwargs = {"aux_loss": False, "weights_backbone": None} if family == "segmentation" else {}
         if name in ("googlenet", "inception_v3"):
             kwargs = {"aux_logits": False, "init_weights": False}
-        model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
-        x = example_input(name, family)
+        detector = None
+        if family == "detection":
+            kwargs = {"weights_backbone": None}
+            if not name.startswith("ssd"):
+                kwargs.update(min_size=320, max_size=320)
+            detector = torchvision.models.get_model(name, weights=None, **kwargs).eval()
+            images = [torch.rand(3, 320, 320)]
+            model, x = DetectorCore(detector), core_inputs(detector, images)
+        else:
+            model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
+            x = example_input(name, family)
         pr = ChannelPruner(model, x)
         row["params_m"] = round(count_params(model) / 1e6, 2)
         row["macs_m"] = round(pr.original_macs / 1e6, 1)
@@ -78,6 +100,10 @@ def check(name: str, family: str, ratio: float) -> dict:
         row["rel_err"] = float((ys - yl).norm() / yl.norm().clamp_min(1e-12))
         row["macs_match"] = count_macs(slim, x) == pr.macs(plan)
         ok = row["shape_ok"] and row["rel_err"] <= 1e-4 and row["macs_match"]
+        if detector is not None:  # the whole slim detector: list of images in, dicts out
+            with torch.no_grad():
+                out = detector_with(detector, slim)(images)
+            ok = ok and isinstance(out, list) and "boxes" in out[0]
         row["status"] = "ok" if ok else "mismatch"
     except Exception as exc:  # noqa: BLE001 - the table records every failure
         row["status"] = "fail"
