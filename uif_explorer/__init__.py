@@ -25,6 +25,9 @@ _LAZY = {
     "make_label_free_eval": "uif_explorer.torch.evaluation",
     "fine_tune": "uif_explorer.torch.finetune",
     "OFAPruner": "uif_explorer.torch.ofa",
+    "Refinement": "uif_explorer.core.refinement",
+    "within_noise": "uif_explorer.core.uncertainty",
+    "wilson_interval": "uif_explorer.core.uncertainty",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -230,12 +230,15 @@ class RunnerBase(RunnerFiles):
         atomic_write_json(path, data)
 
         def record(index: int, score: float, pid: int | None) -> dict[str, Any]:
+            images = take_images()  # known when scored here by a scorer that says so
             if index < first:
                 data["baseline"]["score"] = score
+                data["baseline"]["images"] = images
                 info: dict[str, Any] = {"step": "baseline", "score": score}
             else:
                 cand = pending[index - first]
                 cand["score"] = score
+                cand["images"] = images or data["baseline"].get("images")  # the same images
                 if pid is not None:
                     cand["worker_pid"] = pid
                 info = {"candidate": cand["id"], "score": score}

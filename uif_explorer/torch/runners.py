@@ -21,6 +21,7 @@ from torch import nn
 
 from uif_explorer.core.latency import DEFAULT_POINTS, LatencyModel
 from uif_explorer.core.plan import PruningPlan
+from uif_explorer.core.refinement import Refinement, refine_after_search
 from uif_explorer.core.runner import (
     AnalysisError,
     PlanPreview,
@@ -213,13 +214,20 @@ class OneStepPruningRunner(_Runner):
         channel_divisible: int = 2,
         progress: Progress | None = None,
         target: str = "macs",
+        refine: Refinement | None = None,
     ) -> dict[str, Any]:
         """Sample ``num_subnet`` candidates at ``removal_ratio``, score each slim model after
-        ``calibration_fn``; resumable ``<model>_ratio_<r>.search``."""
+        ``calibration_fn``; resumable ``<model>_ratio_<r>.search``.
+
+        ``refine=Refinement(finetune_args=(train_loader,), steps=20, keep=4)`` then fine-tunes
+        the best ``keep`` briefly, scores them again and halves until two are left
+        (successive halving, :mod:`uif_explorer.core.refinement`); ``prune()`` builds its pick.
+        """
         job = ScoreJob.of(eval_fn, eval_args, calibration_fn, calib_args,
                           args_name="eval_args", mode="slim", gpus=gpus)
-        return self._search(removal_ratio, "removal_ratio", job, num_subnet, excludes, forced,
+        data = self._search(removal_ratio, "removal_ratio", job, num_subnet, excludes, forced,
                             seed, channel_divisible, progress, executor, target)
+        return refine_after_search(self, data, job, refine, excludes, progress)
 
     def search_result(self, removal_ratio: float, target: str = "macs") -> dict[str, Any]:
         return self._search_result(removal_ratio, "removal_ratio", target)
