@@ -19,6 +19,7 @@ import numpy as np
 
 from uif_explorer.core.plan import PruningPlan
 from uif_explorer.core.pruner import BasePruner
+from uif_explorer.core.refinement import Refinement, refine_after_search
 from uif_explorer.core.runner import AnalysisError, PlanPreview, Progress, RunnerBase, ScoreItem
 from uif_explorer.core.scores import ScoreJob
 from uif_explorer.core.sensitivity import DEFAULT_RATIOS
@@ -196,15 +197,19 @@ class IterativePruningRunner(RunnerBase):
                num_subnet: int = 10, ratio: float = 0.5,
                excludes: Iterable[object] | None = None, forced: bool = False, *,
                seed: int = 0, channel_divisible: int = 2,
-               progress: Progress | None = None) -> dict[str, Any]:
+               progress: Progress | None = None,
+               refine: Refinement | None = None) -> dict[str, Any]:
         """One-step pruning: sample ``num_subnet`` EagleEye candidates that each remove
         ``ratio`` of the MACs (within 1 point), score each after ``calibration_fn`` (e.g.
         :func:`adaptive_bn_calibration`), save ``<model>_ratio_<r>.search`` after every one.
+        ``refine=Refinement(finetune_args=(x, y), ...)``: successive halving with short
+        fine-tunes (:mod:`uif_explorer.core.refinement`); ``prune_candidate`` builds its pick.
         """
         job = ScoreJob.of(eval_fn, eval_args, calibration_fn, calib_args,
                           args_name="eval_args")
-        return self._search(ratio, "ratio", job, num_subnet, excludes, forced, seed,
+        data = self._search(ratio, "ratio", job, num_subnet, excludes, forced, seed,
                             channel_divisible, progress)
+        return refine_after_search(self, data, job, refine, excludes, progress)
 
     def search_result(self, ratio: float) -> dict[str, Any]:
         return self._search_result(ratio, "ratio")
