@@ -18,7 +18,7 @@ st.markdown(
 
 
 with errors.guard("showing the one-step search"):
-    token, loaded, runner = workspace.page_runner("one_step")
+    token, loaded = workspace.page_model()
     name = loaded.name
     registry = jobs.registry()
     st.caption(f"Model: **{loaded.title}** (`{name}`, chosen on the Model page), "
@@ -33,6 +33,7 @@ with errors.guard("showing the one-step search"):
                               "Fashion-MNIST test subset unless you uploaded an .npz)."))
     ratio = pct / 100
     job_name = f"search:{name}:{ratio}"
+    runner = workspace.page_runner("one_step", token, loaded)
     search_path = runner.workspace.search(runner.name, ratio)
     job = registry.get(token, job_name)
     try:

@@ -38,9 +38,8 @@ def _curves(sens: dict | None, score_source: str) -> None:
 
 
 with errors.guard("showing the sensitivity analysis"):
-    token, loaded, runner = workspace.page_runner("iterative")
+    token, loaded = workspace.page_model()
     name = loaded.name
-    sens_path = runner.workspace.sens(runner.name)
     registry = jobs.registry()
     job_name = f"sensitivity:{name}"
     st.caption(f"Model: **{loaded.title}** (`{name}`, chosen on the Model page), "
@@ -51,6 +50,8 @@ with errors.guard("showing the sensitivity analysis"):
                                   help="Images of the evaluation data used to score each step "
                                   "(the bundled Fashion-MNIST test subset unless you uploaded "
                                   "an .npz), and the channel ratios tried per group.")]
+    runner = workspace.page_runner("iterative", token, loaded)
+    sens_path = runner.workspace.sens(runner.name)
     try:
         run_ev = loaders.evaluator(loaded, preset.images)
     except LoadError as exc:

@@ -97,12 +97,14 @@ def load_supernet_at(sample: str, path: str | Path, bundled: bool, name: str
     """``(pruner, ofa_model)`` of a supernet file; the pruner's model is the trained sample.
 
     Plain arguments so that a cache can key on them."""
+    from uif_explorer.services.torch_backend import TRACE_LOCK
     from uif_explorer.torch.ofa import load_bundled_supernet, load_supernet
 
-    if bundled:
-        return load_bundled_supernet(sample)
-    model = zoo.load_torch_sample(sample)
-    return load_supernet(model, zoo.example_input(sample), Path(path), name=name)
+    with TRACE_LOCK:  # the OFA pruner captures the model (torch.export)
+        if bundled:
+            return load_bundled_supernet(sample)
+        model = zoo.load_torch_sample(sample)
+        return load_supernet(model, zoo.example_input(sample), Path(path), name=name)
 
 
 def load_supernet_ref(ref: SupernetRef) -> tuple[Any, nn.Module]:

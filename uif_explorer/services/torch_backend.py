@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,11 @@ import torch
 from torch import nn
 
 from uif_explorer.services.backends import ExportFormat, cpu_note
+
+TRACE_LOCK = threading.RLock()
+"""torch.export keeps its pre-dispatch mode stack in a process-wide global, so two captures or
+exports in two threads (two app sessions, a page and a job) corrupt each other ("Trying to pop
+empty mode stack"). Every call here that traces the model holds this lock."""
 
 SUFFIXES = {"state_dict": ".pth", "safetensors": ".safetensors", "pt2": ".pt2",
             "onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -59,9 +65,10 @@ def onnx_checked(model: nn.Module, inputs: Any, workdir: Path) -> dict[str, Any]
     """ONNX bytes of ``model`` and ONNX Runtime's relative error vs PyTorch (checked <= 1e-4)."""
     from uif_explorer.torch.export import check_onnx
 
-    blob = export_bytes(model, inputs, "onnx", workdir)
-    path = Path(workdir) / "exports" / "slim.onnx"
-    return {"bytes": blob, "error": check_onnx(path, copy.deepcopy(model).eval(), inputs)}
+    with TRACE_LOCK:
+        blob = export_bytes(model, inputs, "onnx", workdir)
+        path = Path(workdir) / "exports" / "slim.onnx"
+        return {"bytes": blob, "error": check_onnx(path, copy.deepcopy(model).eval(), inputs)}
 
 
 class TorchBackend:
@@ -94,8 +101,9 @@ class TorchBackend:
         never changed)."""
         from uif_explorer.torch.runners import get_pruning_runner
 
-        return get_pruning_runner(copy.deepcopy(model), self.example_input(shape), method,
-                                  workdir=workdir, name=name, excludes=excludes or None)
+        with TRACE_LOCK:
+            return get_pruning_runner(copy.deepcopy(model), self.example_input(shape), method,
+                                      workdir=workdir, name=name, excludes=excludes or None)
 
     def scoring(self, model: nn.Module, x: Any, y: Any, calib_x: Any, batch_fixed: bool = False
                 ) -> tuple[Any, tuple, Any, tuple]:
@@ -124,13 +132,15 @@ class TorchBackend:
                      excludes: Sequence[str] | None = None) -> Any:
         from uif_explorer.torch.pruner import ChannelPruner
 
-        return ChannelPruner(copy.deepcopy(model), self.example_input(shape),
-                             list(excludes or [])).groups_table()
+        with TRACE_LOCK:
+            return ChannelPruner(copy.deepcopy(model), self.example_input(shape),
+                                 list(excludes or [])).groups_table()
 
     def summarize(self, model: nn.Module, shape: Sequence[int]) -> Any:
         from uif_explorer.services.summary import summarize_torch_model
 
-        return summarize_torch_model(copy.deepcopy(model), self.example_input(shape))
+        with TRACE_LOCK:
+            return summarize_torch_model(copy.deepcopy(model), self.example_input(shape))
 
     def prune(self, runner: Any, ratio: float, mode: str, channel_divisible: int = 2) -> Any:
         return runner.prune(removal_ratio=ratio, mode=mode, channel_divisible=channel_divisible)
@@ -155,7 +165,8 @@ class TorchBackend:
     def cost(self, model: nn.Module, shape: Sequence[int]) -> tuple[float, float]:
         from uif_explorer.torch.macs import model_cost
 
-        c = model_cost(copy.deepcopy(model), self.example_input(shape))
+        with TRACE_LOCK:
+            c = model_cost(copy.deepcopy(model), self.example_input(shape))
         return c.macs / 1e6, c.params / 1e6
 
     def forward(self, model: nn.Module, inputs: Any) -> Any:
@@ -168,7 +179,8 @@ class TorchBackend:
     def export_file(self, model: nn.Module, inputs: Any, fmt: str, path: Path) -> Path:
         from uif_explorer.torch.export import export_torch
 
-        return export_torch(copy.deepcopy(model), inputs, fmt, Path(path))
+        with TRACE_LOCK:
+            return export_torch(copy.deepcopy(model), inputs, fmt, Path(path))
 
     def export_checked(self, model: nn.Module, inputs: Any, fmt: str,
                        workdir: Path) -> dict[str, Any]:

@@ -80,12 +80,6 @@ def cached_summary(key: str, _source: ModelSource, _folder: str) -> ModelSummary
     return model_source.summarize(_source, cached_model(key, _source, _folder))
 
 
-@st.cache_data(show_spinner="Tracing the model's channel groups...", max_entries=16)
-def cached_groups(key: str, _source: ModelSource, _folder: str) -> Any:
-    """The channel groups table (see ``BasePruner.groups_table``)."""
-    return model_source.groups_table(_source, cached_model(key, _source, _folder))
-
-
 def torch_sample(name: str, stamp: tuple[int, int]) -> Any:
     """The trained PyTorch sample model (shared by all sessions: do not mutate)."""
     source = model_source.sample_source(name)
@@ -124,12 +118,12 @@ def load_sample(name: str) -> LoadedModel:
 
 
 def groups(loaded: LoadedModel) -> Any:
-    """The channel groups of a loaded model (cached like its summary)."""
+    """The channel groups of a loaded model, from the workspace's iterative runner: the Model
+    page and the pruning pages share one capture of the model (capturing takes seconds)."""
     from uif_explorer.ui import workspace
 
     token = workspace.current_token()
-    return cached_groups(cache_key(loaded.source, token), loaded.source,
-                         str(workspace.folder_of(token)))
+    return workspace.runner(token, loaded, "iterative").pruner.groups_table()
 
 
 @st.cache_resource(max_entries=16)

@@ -88,24 +88,29 @@ def runner(token: str, loaded: Any, method: str) -> Any:
     return cached_runner(token, loaders.cache_key(loaded.source, token), method, loaded)
 
 
-def page_runner(method: str) -> tuple[str, Any, Any]:
-    """(token, loaded model, runner) for a pruning page, or a message and ``st.stop()``.
-
-    The Sensitivity and One-step pages start the same way: a model that cannot be loaded is
-    sent back to the Model page, one that cannot be captured says why.
-    """
-    from uif_explorer.services.analysis import first_line
+def page_model() -> tuple[str, Any]:
+    """(token, loaded model) for a pruning page, or a message and ``st.stop()``: a model that
+    cannot be loaded is sent back to the Model page."""
     from uif_explorer.ui import errors, loaders
 
     token = current_token()
     try:
-        loaded = loaders.current()
+        return token, loaders.current()
     except Exception as exc:  # noqa: BLE001 - the Model page explains loading problems
         errors.show(f"The current model cannot be loaded ({exc}); open the **Model** page to "
                     "pick or upload another one.", exc)
         st.stop()
+    raise AssertionError("unreachable: st.stop() ends the script run")
+
+
+def page_runner(method: str, token: str, loaded: Any) -> Any:
+    """The runner of a pruning page, or a message saying why the model cannot be pruned and
+    ``st.stop()``. Pages lay out their settings first: capturing a model takes seconds."""
+    from uif_explorer.services.analysis import first_line
+    from uif_explorer.ui import errors
+
     try:
-        return token, loaded, runner(token, loaded, method)
+        return runner(token, loaded, method)
     except Exception as exc:  # noqa: BLE001 - an unprunable model: say why
         errors.show(f"**{loaded.title}** cannot be pruned: {type(exc).__name__}: "
                     f"{first_line(exc)}. The Model page still shows its params and "
