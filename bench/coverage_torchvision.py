@@ -76,7 +76,7 @@ def check(name: str, family: str, ratio: float) -> dict:
         kwargs = {"aux_loss": False, "weights_backbone": None} if family == "segmentation" else {}
         if name in ("googlenet", "inception_v3"):
             kwargs = {"aux_logits": False, "init_weights": False}
-        detector = None
+        detector = images = None
         if family == "detection":
             kwargs = {"weights_backbone": None}
             if not name.startswith("ssd"):
@@ -87,6 +87,28 @@ def check(name: str, family: str, ratio: float) -> dict:
         else:
             model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
             x = example_input(name, family)
+    except Exception as exc:  # noqa: BLE001 - the table records every failure
+        return _failed(row, exc, start)
+    return prune_and_check(model, x, ratio, row, detector, images, start)
+
+
+def _failed(row: dict, exc: Exception, start: float) -> dict:
+    row["status"] = "fail"
+    row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    if "--verbose" in sys.argv:
+        traceback.print_exc()
+    row["seconds"] = round(time.time() - start, 1)
+    return row
+
+
+def prune_and_check(model: torch.nn.Module, x: torch.Tensor, ratio: float, row: dict,
+                    detector: torch.nn.Module | None = None, images: list | None = None,
+                    start: float | None = None) -> dict:
+    """Capture, plan ``ratio`` of the MACs (within 2 points), build sparse and slim, check
+    shape, slim vs sparse error and MACs = plan; with ``detector``, also that the whole slim
+    detector runs on ``images``. Fills and returns ``row`` (status, error, seconds)."""
+    start = time.time() if start is None else start
+    try:
         pr = ChannelPruner(model, x)
         row["params_m"] = round(count_params(model) / 1e6, 2)
         row["macs_m"] = round(pr.original_macs / 1e6, 1)
@@ -106,16 +128,18 @@ def check(name: str, family: str, ratio: float) -> dict:
             ok = ok and isinstance(out, list) and "boxes" in out[0]
         row["status"] = "ok" if ok else "mismatch"
     except Exception as exc:  # noqa: BLE001 - the table records every failure
-        row["status"] = "fail"
-        row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        if "--verbose" in sys.argv:
-            traceback.print_exc()
+        return _failed(row, exc, start)
     row["seconds"] = round(time.time() - start, 1)
     return row
 
 
 def run_child(family: str, name: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--one", family, name, "--ratio", str(args.ratio),
+    return child_row(__file__, family, name, args)
+
+
+def child_row(script: str, family: str, name: str, args: argparse.Namespace) -> dict:
+    """Run ``script --one family name`` in a subprocess (bounds memory) and read its row."""
+    cmd = [sys.executable, script, "--one", family, name, "--ratio", str(args.ratio),
            "--threads", str(args.threads)]
     start = time.time()
     try:

@@ -1,0 +1,92 @@
+"""Coverage: one timm model per architecture family (module), random weights, half its MACs.
+
+timm is a bench-only dependency (``requirements-bench.txt``). For each family (a module timm
+registers models in) the smallest-named model is picked (``tiny``/``nano``/``small``... first),
+built with ``pretrained=False`` at 64-224 px as it needs, and checked like the torchvision
+bench: a 50 % MACs plan within 2 points, slim == sparse, MACs = plan (one model per
+subprocess, with a time limit). Rows go to ``bench/results/coverage_timm.json`` and a table to
+``docs/coverage.md`` (section "timm"), with the command that made them.
+
+    .venv/bin/python bench/coverage_timm.py --limit 10            # the first 10 families
+    .venv/bin/python bench/coverage_timm.py --only resnet deit    # some families
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import timm
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from coverage_torchvision import child_row, prune_and_check  # noqa: E402
+
+SMALL = ("pico", "nano", "tiny", "xxs", "xs", "small", "s0", "b0", "18", "lite")
+SIZES = (64, 96, 128, 160, 224)
+
+
+def pick(module: str) -> str | None:
+    """The family's model that is likely smallest: the first name holding a small-size word."""
+    names = timm.list_models(module=module)
+    for word in SMALL:
+        hits = [n for n in names if word in n]
+        if hits:
+            return sorted(hits, key=len)[0]
+    return names[0] if names else None
+
+
+def check(name: str, _family: str, ratio: float) -> dict:
+    """Build at the smallest size the model accepts, then the shared pruning checks."""
+    row: dict = {"model": name, "family": "timm"}
+    for size in SIZES:
+        try:
+            torch.manual_seed(0)
+            model = timm.create_model(name, pretrained=False, num_classes=10).eval()
+            x = torch.randn(1, 3, size, size)
+            with torch.no_grad():
+                model(x)
+        except Exception:  # noqa: BLE001 - too small for this model: try the next size
+            continue
+        row["input"] = size
+        return prune_and_check(model, x, ratio, row)
+    row.update(status="fail", error=f"does not run at any of {SIZES} px", seconds=0)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", help="family (module) names")
+    ap.add_argument("--limit", type=int, default=0, help="first N families only")
+    ap.add_argument("--ratio", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--timeout", type=int, default=300, help="seconds per model")
+    ap.add_argument("--json", default="bench/results/coverage_timm.json")
+    ap.add_argument("--one", nargs=2, metavar=("FAMILY", "NAME"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.one:
+        print("ROW " + json.dumps(check(args.one[1], args.one[0], args.ratio)), flush=True)
+        return
+    families = [m for m in timm.list_modules() if not args.only or m in args.only]
+    if args.limit:
+        families = families[: args.limit]
+    rows = []
+    for fam in families:
+        name = pick(fam)
+        if name is None:
+            continue
+        row = child_row(__file__, fam, name, args)
+        row["family"] = fam
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
