@@ -18,6 +18,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 from keras import layers  # noqa: E402
 
+from uif_explorer.core.estimate import WHOLE_MODEL_RATIOS  # noqa: E402
 from uif_explorer.data import numpy_dataset  # noqa: E402
 from uif_explorer.io.workspace import WorkspaceError, read_json  # noqa: E402
 from uif_explorer.keras import (  # noqa: E402
@@ -237,7 +238,8 @@ def test_ana_resumes_and_files_are_guarded(data, tmp_path) -> None:
     assert not sens["complete"] and sum(len(g["curve"]) for g in sens["groups"]) == 2
     calls.clear()
     runner.ana(lambda m: calls.append(1) or top1_accuracy(m, x_test, y_test), ratios=RATIOS)
-    assert len(calls) == 2 * 3 - 2  # 2 groups x 3 ratios, 2 already saved, baseline saved
+    # 2 groups x 3 ratios, 2 already saved, baseline saved; then the whole-model plans
+    assert len(calls) == 2 * 3 - 2 + len(WHOLE_MODEL_RATIOS)
     with pytest.raises(WorkspaceError, match="another architecture"):
         IterativePruningRunner(functional_net(), SPEC, workdir=tmp_path, name="convnet").ana(
             lambda m: 1.0)

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from uif_explorer import get_pruning_runner
+from uif_explorer.core.estimate import WHOLE_MODEL_RATIOS
 from uif_explorer.core.plan import PlanError
 from uif_explorer.data import torch_loader
 from uif_explorer.io.workspace import WorkspaceError, read_json
@@ -343,7 +344,8 @@ def test_sigkill_then_resume(tmp_path, resnet20, what):
 
     if what.startswith("ana"):
         done = (saved["baseline"] is not None) + sum(len(g["curve"]) for g in saved["groups"])
-        total = 1 + 2 * sum(g["prunable"] for g in saved["groups"])
+        done += len(saved["whole_model"]["points"])  # the whole-model plans measured last
+        total = 1 + 2 * sum(g["prunable"] for g in saved["groups"]) + len(WHOLE_MODEL_RATIOS)
     else:
         done = (saved["baseline"]["score"] is not None) + sum(
             c["score"] is not None for c in saved["candidates"])
