@@ -186,8 +186,9 @@ def check_landing(achieved: float, target: float, *, channel_divisible: int, str
         )
     warnings.warn(
         f"{argument}={target:g} is an approximate target: channel rounding removes "
-        f"{achieved:.1%} of the {what}, the closest this model allows (for a closer result try "
-        f"{tries}; strict=True makes this an error).", UserWarning, stacklevel=_caller_level())
+        f"{achieved:.1%} of the {what}, the closest plan the allocation found (for a closer "
+        f"result try {tries}; strict=True makes this an error).", UserWarning,
+        stacklevel=_caller_level())
 
 
 def _caller_level() -> int:
