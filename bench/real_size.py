@@ -112,17 +112,21 @@ def main() -> None:
             search = _search(model, example, loader, excludes, args.candidates, args.search_ratio,
                              Path(tmp) / "search")
         rows.append((name, batch, full, fast, search))
-        print(f"{name}: done", flush=True)
+        print(f"{name}: done: {_row(name, batch, full, fast, search)}", flush=True)
     print(f"\n{args.images} images at {args.size} px, quick ratios {QUICK_RATIOS}, "
           f"groups: {args.groups or 'all'}, {args.candidates}-candidate search at "
           f"{args.search_ratio:.0%}\n")
     print("| model | batch | steps | full (s) | reuse (s) | speed-up | scores | "
           "ETA error after 10 % (full / reuse) | search (s) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name, batch, full, fast, search in rows:
-        print(f"| {name} | {batch} | {full['steps']} | {full['time']:.1f} | {fast['time']:.1f} "
-              f"| {full['time'] / fast['time']:.2f}x | identical | {full['eta_error']:.0%} / "
-              f"{fast['eta_error']:.0%} | {search:.1f} |")
+    for row in rows:
+        print(_row(*row))
+
+
+def _row(name: str, batch: int, full: dict, fast: dict, search: float) -> str:
+    return (f"| {name} | {batch} | {full['steps']} | {full['time']:.1f} | {fast['time']:.1f} "
+            f"| {full['time'] / fast['time']:.2f}x | identical | {full['eta_error']:.0%} / "
+            f"{fast['eta_error']:.0%} | {search:.1f} |")
 
 
 if __name__ == "__main__":

@@ -132,9 +132,11 @@ class Program:
 
     def run(self, order: Sequence[fx.Node], env: dict[fx.Node, Any],
             modules: dict[str, nn.Module], attrs: dict[str, Any],
-            keep: set[fx.Node] = frozenset(), frozen: set[fx.Node] = frozenset()) -> Any:
+            keep: set[fx.Node] = frozenset(), frozen: set[fx.Node] = frozenset(),
+            sizes: dict[fx.Node, int] | None = None) -> Any:
         """Run ``order`` reading ``env``; values in ``keep`` are copied into ``env`` as they
-        are made (before later in-place ops); ``frozen`` values are never overwritten."""
+        are made (before later in-place ops); ``frozen`` values are never overwritten;
+        ``sizes`` (when given) receives every value's bytes."""
         last: dict[fx.Node, int] = {}
         for i, n in enumerate(order):
             for a in n.all_input_nodes:
@@ -160,6 +162,8 @@ class Program:
                 value = attrs[str(n.target)] if str(n.target) in attrs else fetch(
                     self.root, str(n.target))
             env[n] = value.clone() if n in keep and isinstance(value, torch.Tensor) else value
+            if sizes is not None:
+                sizes[n] = nbytes(value)
             for a in n.all_input_nodes:
                 if last.get(a) == i and a not in keep and a not in frozen:
                     env.pop(a, None)
@@ -181,10 +185,10 @@ def nbytes(value: Any) -> int:
 def node_sizes(program: Program, inputs: Any) -> dict[fx.Node, int]:
     """Bytes of every node's value for one batch (one run of the original model)."""
     env = dict(zip(program.placeholders, as_tuple(inputs), strict=True))
-    keep = set(program.nodes)
+    sizes: dict[fx.Node, int] = {}
     with torch.no_grad():
-        program.run(program.nodes, env, program.modules, {}, keep=keep)
-    return {n: nbytes(v) for n, v in env.items()}
+        program.run(program.nodes, env, program.modules, {}, sizes=sizes)
+    return sizes
 
 
 def as_tuple(inputs: Any) -> tuple:

@@ -48,7 +48,6 @@ from uif_explorer.torch.fastscore.graph import (
     fetch,
     hooked,
     mutation_safe,
-    nbytes,
     program_of,
     seeds,
     trace,
@@ -123,12 +122,13 @@ class ReuseScorer:
             inputs, labels = _split_batch(batch, need_labels=True)
             yield _to_device(inputs, self.device), labels
 
-    def _record(self, inputs: Any, keep: set[fx.Node], full: bool) -> tuple[dict, Any]:
+    def _record(self, inputs: Any, keep: set[fx.Node], full: bool,
+                sizes: dict[fx.Node, int] | None = None) -> tuple[dict, Any]:
         """Run the original model as far as needed; the kept values and the logits (full)."""
         p = self.program
         env: dict[fx.Node, Any] = dict(zip(p.placeholders, as_tuple(inputs), strict=True))
         order = p.nodes if full else ancestors(p.nodes, keep)
-        out = p.run(order, env, p.modules, {}, keep=keep)
+        out = p.run(order, env, p.modules, {}, keep=keep, sizes=sizes)
         return {n: env[n] for n in keep if n in env}, (logits_of(out) if full else None)
 
     def _changed_logits(self, step: _Step, cache: dict[fx.Node, Any]) -> torch.Tensor:
@@ -140,8 +140,9 @@ class ReuseScorer:
         """Bit-identical logits on the first batch for the baseline and the first plan?
         (The same run measures every node's bytes per batch, kept in ``self.sizes``.)"""
         with torch.no_grad():
-            cache, logits = self._record(inputs, set(self.program.nodes), True)
-            self.sizes = {n: nbytes(v) for n, v in cache.items()}
+            self.sizes = {}
+            cache, logits = self._record(inputs, set(step.frontier) if step else set(), True,
+                                         sizes=self.sizes)
             if not torch.equal(logits, logits_of(self.original(*as_tuple(inputs)))):
                 return False
             if step is None or plan is None:
