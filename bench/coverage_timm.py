@@ -4,8 +4,8 @@ timm is a bench-only dependency (``requirements-bench.txt``). For each family (a
 registers models in) the smallest-named model is picked (``tiny``/``nano``/``small``... first),
 built with ``pretrained=False`` at 64-224 px as it needs, and checked like the torchvision
 bench: a 50 % MACs plan within 2 points, slim == sparse, MACs = plan (one model per
-subprocess, with a time limit). Rows go to ``bench/results/coverage_timm.json`` and a table to
-``docs/coverage.md`` (section "timm"), with the command that made them.
+subprocess, with a time limit). Rows go to ``bench/results/coverage_timm.json``; the printed
+table (with the command that made it) is what ``docs/coverage.md`` records under "timm".
 
     .venv/bin/python bench/coverage_timm.py --limit 10            # the first 10 families
     .venv/bin/python bench/coverage_timm.py --only resnet deit    # some families
@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coverage_torchvision import child_row, prune_and_check  # noqa: E402
+from coverage_torchvision import child_row, prune_and_check, table  # noqa: E402
 
 SMALL = ("pico", "nano", "tiny", "xxs", "xs", "small", "s0", "b0", "18", "lite")
 SIZES = (64, 96, 128, 160, 224)
@@ -86,6 +86,10 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=1))
+    ok = sum(r["status"] == "ok" for r in rows)
+    print(f"\n`.venv/bin/python bench/coverage_timm.py {' '.join(sys.argv[1:])}` "
+          f"(timm {timm.__version__}): {ok} of {len(rows)} pass\n")
+    print("\n".join(table(rows)))
 
 
 if __name__ == "__main__":

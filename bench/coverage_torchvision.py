@@ -174,6 +174,13 @@ def markdown(rows: list[dict], ratio: float) -> str:
         f"**{ok} of {len(rows)} models pass.** (Torch-Pruning reports 77 of 85 classification"
         " models.)",
         "",
+    ]
+    return "\n".join(lines + table(rows)) + "\n"
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The Markdown table of bench rows (shared with bench/coverage_timm.py)."""
+    lines = [
         "| model | family | params (M) | MACs (M) | prunable groups | MACs removed | "
         "slim vs sparse rel. error | MACs = plan | status | seconds |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -186,7 +193,7 @@ def markdown(rows: list[dict], ratio: float) -> str:
             f"| {r.get('groups', '')} | {r.get('removed', '')} | {err} | "
             f"{r.get('macs_match', '')} | {status} | {r['seconds']} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
