@@ -92,14 +92,14 @@ def reference() -> dict:
     import torch  # noqa: F401 - before anything that may import TensorFlow
 
     from uif_explorer import zoo
-    from uif_explorer.services import app_logic
+    from uif_explorer.services import eval_data
     from uif_explorer.torch.evaluation import top1_accuracy
     from uif_explorer.torch.runners import get_pruning_runner
 
     with tempfile.TemporaryDirectory() as tmp:
         runner = get_pruning_runner(zoo.load_torch_sample(MODEL), zoo.example_input(MODEL),
                                     "iterative", workdir=tmp, name=MODEL)
-        return runner.ana(top1_accuracy, args=(app_logic.test_loader(QUICK_IMAGES),),
+        return runner.ana(top1_accuracy, args=(eval_data.test_loader(QUICK_IMAGES),),
                           ratios=QUICK_RATIOS)
 
 

@@ -55,7 +55,7 @@ import torch  # first: torch before anything that might load TensorFlow
 from uif_explorer.present import charts
 
 from uif_explorer import get_pruning_runner
-from uif_explorer.services.app_logic import SENS_PRESETS
+from uif_explorer.services.analysis import SENS_PRESETS
 from uif_explorer.data import torch_loader
 from uif_explorer.torch import (
     adaptive_bn_calibration,

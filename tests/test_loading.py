@@ -240,7 +240,7 @@ def test_workspace_members_are_checked() -> None:
 def test_a_cli_workspace_opens_with_its_analysis(resnet20: torch.nn.Module,
                                                  tmp_path: Path) -> None:
     from uif_explorer.data import torch_loader
-    from uif_explorer.services.session import ModelChoice, write_workspace_info
+    from uif_explorer.services.workspace_info import ModelChoice, write_workspace_info
     from uif_explorer.torch.capture import digest_weights
     from uif_explorer.torch.evaluation import top1_accuracy
     from uif_explorer.torch.runners import get_pruning_runner

@@ -155,15 +155,15 @@ def test_one_step_inputs_are_bounded_and_out_of_range_values_never_run(tmp_path,
 def test_sensitivity_slider_is_bounded(tmp_path, monkeypatch):
     import copy
 
-    from uif_explorer.services import app_logic
+    from uif_explorer.services import analysis, eval_data
     from uif_explorer.torch.evaluation import top1_accuracy
     from uif_explorer.torch.runners import get_pruning_runner
 
     runner = get_pruning_runner(copy.deepcopy(zoo.load_torch_sample("resnet20")),
                                 zoo.example_input("resnet20"), "iterative",
                                 workdir=tmp_path / TOKEN, name="resnet20")
-    runner.ana(top1_accuracy, args=(app_logic.test_loader(32),), ratios=(0.5,))
-    app_logic.write_settings(runner.workspace.sens("resnet20"), 32, (0.5,))
+    runner.ana(top1_accuracy, args=(eval_data.test_loader(32),), ratios=(0.5,))
+    analysis.write_settings(runner.workspace.sens("resnet20"), 32, (0.5,))
     at = _page("pages/sensitivity.py", tmp_path, monkeypatch)
     assert not at.exception and not at.error, [e.value for e in at.error]
     slider = at.slider(key="sens_macs_pct")
