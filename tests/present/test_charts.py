@@ -1,4 +1,4 @@
-"""uif_explorer.present.charts on small hand-made workspace dicts (the shapes of .sens / .search)."""
+"""present.charts on small hand-made workspace dicts (the shapes of .sens / .search)."""
 
 from __future__ import annotations
 

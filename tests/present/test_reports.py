@@ -1,4 +1,4 @@
-"""Notebook summaries (uif_explorer.present.reports and the runner / ParetoSet methods over it) on real
+"""Notebook summaries (present.reports and the runner / ParetoSet methods over it) on real
 runners of the sample models, with tiny budgets: 64 test images, two ratios, four candidates.
 Tests on the shared analysed runners are ``slow`` (an analysis and a search, about 30 s)."""
 
