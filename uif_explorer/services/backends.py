@@ -1,10 +1,10 @@
 """One interface over the PyTorch and Keras backends for the app and the CLI.
 
 Pages and CLI commands never branch on the framework: they ask :func:`backend_for` for the
-model's backend and call the same methods (runner, widths, MACs, latency, export, slim model,
-fine-tune job). The two implementations live in ``torch_backend`` and ``keras_backend``; the
-Keras one is imported only when a Keras model asks for it, so TensorFlow is never loaded for a
-PyTorch model.
+model's backend and call the same methods (runner, widths, MACs, latency, export, int8,
+slim model, fine-tune job). The two implementations live in ``torch_backend`` and
+``keras_backend``; the Keras one is imported only when a Keras model asks for it, so TensorFlow
+is never loaded for a PyTorch model.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Backend(Protocol):
     framework: str
     title: str
     export_formats: tuple[ExportFormat, ...]  # what the Export page offers
+    int8_format: ExportFormat  # the quantized file (``quantize_int8``; made on a press)
     file_formats: tuple[str, ...]  # what ``export_file`` writes (the first is the default)
     finetune_lr: float  # the page's default learning rate
     finetune_help: str
@@ -74,6 +75,8 @@ class Backend(Protocol):
     def export_checked(self, model: Any, inputs: Any, fmt: str,
                        workdir: Path) -> dict[str, Any]: ...
     def export_note(self, ofa_subnet: bool) -> str: ...
+    def quantize_int8(self, model: Any, inputs: Any, calibration: Any, path: Path,
+                      check_x: Any = None, check_y: Any = None) -> Any: ...
     def slim_state(self, model: Any) -> dict[str, Any]: ...
     def finetune(self, pruned: Any, original: Any, runner: Any, epochs: int, lr: float,
                  batches: int) -> Callable[[Any], tuple[Any, Any]]: ...

@@ -176,6 +176,15 @@ def arrays(folder: str | Path, ds: DataSource, source: ModelSource, limit: int |
     return x, y
 
 
+def calibration_images(folder: str | Path, ds: DataSource | None, source: ModelSource
+                       ) -> np.ndarray:
+    """The images calibration runs on (adaptive BN, int8 ranges): bundled training images, or
+    the first ``CALIB_IMAGES`` of the session's data, in the model's layout."""
+    if ds is None or ds.kind == BUNDLED:
+        return _bundled_arrays("train", CALIB_IMAGES, source.layout)[0]
+    return arrays(folder, ds, source, CALIB_IMAGES)[0]
+
+
 @dataclass
 class Evaluator:
     """``eval_fn(model, *eval_args)`` and friends for one model and one data set."""

@@ -131,3 +131,45 @@ def html_of(pruned: PrunedModel, before: Mapping[str, int], after: Mapping[str, 
         facts["subnet_setting"] = json.dumps(pruned.subnet_setting)
     facts["score data"] = score_source
     return html_report(f"UIF Explorer report: {name}", facts, figures)
+
+
+def make_int8(backend: Any, model: Any, source: Any, ds: Any, folder: Path, images: int,
+              path: Path) -> Any:
+    """Quantize ``model`` (the slim one) to ``backend.int8_format`` at ``path``: calibrated on
+    the workspace's calibration images, checked on the first ``images`` evaluation images
+    (scored with their labels when there are some). Returns the ``QuantizationReport``."""
+    from uif_explorer.services import eval_data
+
+    if ds is None and not eval_data.bundled_fits(source):
+        raise ValueError(f"Expected evaluation data that fits the model's input "
+                         f"{source.input_label}. Received: none (the bundled 28x28 data does "
+                         "not fit); add an .npz or image folders first.")
+    calib = eval_data.calibration_images(folder, ds, source)
+    x, y = eval_data.arrays(folder, ds or eval_data.DataSource(), source, images)
+    return backend.quantize_int8(model, backend.example_input(source.input_shape), calib,
+                                 Path(path), x, y)
+
+
+def int8_table(report: Any) -> pd.DataFrame:
+    """fp32 and int8 side by side (strings): file size, agreement with fp32 on the check
+    images, and top-1 accuracy on them when the data has labels."""
+    a = report.agreement
+    rows = [("file size (MB)", f"{report.fp32_bytes / 1e6:.3f}",
+             f"{report.int8_bytes / 1e6:.3f} ({report.size_ratio:.1f}x smaller)"),
+            (f"same top-1 class as fp32 ({a.images} images)", "100.0 %",
+             f"{a.top1_agreement * 100:.1f} %"),
+            ("largest output difference from fp32", "0", f"{a.max_abs_diff:.3g}")]
+    if a.fp32_accuracy is not None and a.int8_accuracy is not None:
+        rows.append((f"top-1 accuracy on {a.images} evaluation images",
+                     f"{a.fp32_accuracy:.2f} %", f"{a.int8_accuracy:.2f} %"))
+    return pd.DataFrame(rows, columns=["", "fp32", "int8"])
+
+
+def int8_tolerance(report: Any) -> str:
+    """The tolerance the int8 file was checked against, and the verdict, in one sentence."""
+    t = report.tolerance
+    verdict = "passed" if report.passed else "FAILED: " + "; ".join(report.failures())
+    return (f"Checked before writing: int8 must pick fp32's top-1 class on at least "
+            f"{t.min_top1_agreement:.0%} of the images and, with labels, lose at most "
+            f"{t.max_accuracy_drop:g} accuracy points ({verdict}). The fp32 size is that of the "
+            f"fp32 {'ONNX' if report.runtime == 'onnxruntime' else 'TFLite'} file.")

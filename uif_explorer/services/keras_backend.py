@@ -78,6 +78,8 @@ class KerasBackend:
     title = "Keras"
     export_formats = (ExportFormat("keras", "Slim Keras model (.keras)", ".keras"),)
     file_formats = ("keras",)
+    int8_format = ExportFormat("int8_tflite", "int8 (TFLite)", ".int8.tflite",
+                               make_label="Make int8 (TFLite)")
     finetune_lr = 0.001
     finetune_help = "Adam; the masks keep pruned channels at zero"
 
@@ -172,6 +174,15 @@ class KerasBackend:
     def export_note(self, ofa_subnet: bool) -> str:
         return ("The .keras file loads with keras.saving.load_model(path, safe_mode=True): it "
                 "holds only built-in Keras layers with fewer filters.")
+
+    def quantize_int8(self, model: Any, inputs: Any, calibration: Any, path: Path,
+                      check_x: Any = None, check_y: Any = None) -> Any:
+        """TFLite int8 at ``path`` (``keras.quantize``), checked on ``check_x`` against the
+        Keras model before it is written; returns the ``QuantizationReport``."""
+        from uif_explorer.keras.quantize import quantize_tflite
+
+        return quantize_tflite(model, calibration, path, check_data=check_x,
+                               check_labels=check_y)
 
     def slim_state(self, model: Any) -> dict[str, Any]:
         return {w.path: keras.ops.convert_to_numpy(w) for w in model.weights}

@@ -86,6 +86,8 @@ class TorchBackend:
                      "most 1e-4 allowed) on the example input."),
     )
     file_formats = ("state_dict", "safetensors", "pt2", "onnx", "torchscript")
+    int8_format = ExportFormat("int8_onnx", "int8 (ONNX Runtime QDQ)", ".int8.onnx",
+                               make_label="Make int8 (ONNX Runtime QDQ)")
     finetune_lr = 0.01
     finetune_help = "SGD with distillation from the unpruned model"
 
@@ -195,6 +197,16 @@ class TorchBackend:
                    "The slim model rebuilds from the original architecture + the spec + the "
                    "slim state dict.")
         return f"{rebuild} ONNX files are verified with ONNX Runtime when they are made."
+
+    def quantize_int8(self, model: nn.Module, inputs: Any, calibration: Any, path: Path,
+                      check_x: Any = None, check_y: Any = None) -> Any:
+        """fp32 ONNX -> int8 QDQ at ``path`` (``torch.quantize``), checked on ``check_x``
+        against the fp32 file before it is written; returns the ``QuantizationReport``."""
+        from uif_explorer.torch.quantize import quantize_onnx
+
+        with TRACE_LOCK:
+            return quantize_onnx(copy.deepcopy(model), inputs, calibration, path,
+                                 check_data=check_x, check_labels=check_y)
 
     def slim_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The slim state dict of a sparse or slim model (what ``--out`` files hold)."""
