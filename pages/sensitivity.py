@@ -13,7 +13,7 @@ import streamlit as st
 from uif_explorer.core.plan import PlanError
 from uif_explorer.io.loading import LoadError
 from uif_explorer.present import charts
-from uif_explorer.services import analysis, pruning_jobs
+from uif_explorer.services import analysis, previews, pruning_jobs
 from uif_explorer.ui import errors, jobs, loaders, workspace
 
 st.title("Sensitivity", anchor=False)
@@ -102,12 +102,28 @@ with errors.guard("showing the sensitivity analysis"):
         metrics = analysis.preview_metrics(preview, images, label_free=label_free)
         for col, (label, value) in zip(cols, metrics.items(), strict=False):
             col.metric(label, value, border=True)
+        st.markdown(previews.estimate_line(preview, label_free=label_free))
         st.caption(
             f"Computed from the pruning plan without building the model: MACs in millions at "
-            f"input {loaded.summary.input_label} (batch 1), params in millions; the predicted "
-            f"{word} adds up the curves' drops ({analysis.score_source(sens_path)}). Original: "
+            f"input {loaded.summary.input_label} (batch 1), params in millions; the estimated "
+            f"{word} adds up the curves' drops, corrected by the measured whole-model plans "
+            f"({analysis.score_source(sens_path)}). Original: "
             f"{preview.original_macs:.3f} M MACs, {preview.original_params:.4f} M params."
         )
+        if ev is not None:
+            if st.button("Measure this plan", key="sens_measure", icon=":material/straighten:",
+                         help="Apply this plan to a private copy and score it the way Prune "
+                         "does (same images, same protocol); saved per ratio."):
+                with st.spinner("Measuring the plan..."):
+                    st.session_state["sens_measured"] = (
+                        name, pct, previews.measured_line(previews.measure(preview, ev), ev))
+            shown_measure = st.session_state.get("sens_measured")
+            if shown_measure and shown_measure[:2] == (name, pct):
+                st.markdown(f"**{shown_measure[2]}**")
+            points = previews.page_points(runner, sens, ev)
+            if points:
+                st.plotly_chart(charts.measured_figure(points, sens.get("baseline")),
+                                key="sens_measured_chart")
         st.dataframe(preview.groups, hide_index=True, key="sens_plan_table",
                      column_config={"ratio": st.column_config.NumberColumn(
                          "Ratio removed", format="%.3f")})
@@ -127,6 +143,8 @@ with errors.guard("showing the sensitivity analysis"):
             st.metric(f"{title} ({pruned.source})", f"{pruned.accuracy:.2f} %",
                       delta=f"{pruned.accuracy - sens['baseline']:.2f} points vs unpruned",
                       border=True)
+            st.markdown(previews.score_line(title, pruned.accuracy, pruned.images, ev,
+                                            label_free=pruned.label_free))
             st.caption(f"Measured on the pruned (sparse) model: {shown}. Spec saved as "
                        f"`{Path(pruned.spec_path).name}`.")
 

@@ -136,6 +136,33 @@ def candidates_figure(search: Mapping[str, Any]) -> go.Figure:
     return fig
 
 
+def measured_figure(points: Sequence[Mapping[str, Any]],
+                    baseline: float | None = None) -> go.Figure:
+    """MACs removed (%) vs score of every measured plan (``<model>.measured.json`` points),
+    their 95 % intervals as error bars: the whole-model trade-off curve, filled in as the
+    user measures plans on the Sensitivity page."""
+    fig = go.Figure()
+    lows = [p["score"] - p["interval"][0] if p.get("interval") else 0.0 for p in points]
+    highs = [p["interval"][1] - p["score"] if p.get("interval") else 0.0 for p in points]
+    fig.add_trace(go.Scatter(
+        x=[100 * float(p["achieved_removal"]) for p in points],
+        y=[float(p["score"]) for p in points], mode="markers+lines", name="measured",
+        marker={"size": 10, "color": BEST_COLOR},
+        error_y={"type": "data", "symmetric": False, "array": highs, "arrayminus": lows},
+        customdata=[[p.get("images")] for p in points],
+        hovertemplate=("MACs removed %{x:.1f} %<br>score %{y:.2f}<br>"
+                       "on %{customdata[0]} images<extra></extra>"),
+    ))
+    if baseline is not None:
+        fig.add_hline(y=float(baseline), line_dash="dash", line_color="gray",
+                      annotation_text=f"unpruned {float(baseline):.2f}",
+                      annotation_position="bottom left")
+    fig.update_layout(title=f"MACs removed vs score: {len(points)} measured plan(s)",
+                      xaxis_title="MACs removed (%)", yaxis_title=SCORE_TITLE,
+                      hovermode="closest")
+    return fig
+
+
 def _group_names(search: Mapping[str, Any]) -> dict[str, str]:
     return {str(g["id"]): str(g.get("name", g["id"])) for g in search.get("groups", [])}
 

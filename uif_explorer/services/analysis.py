@@ -150,15 +150,16 @@ def plan_preview(runner: Any, ratio: float) -> tuple[Any, int]:
 def preview_metrics(preview: Any, images: int | None,
                     label_free: bool = False) -> dict[str, str]:
     """Metric label -> value of a ``runner.plan`` preview, with units (a label-free score is
-    called a score, never an accuracy)."""
+    called a score, never an accuracy; the score is the corrected estimate, labelled so)."""
     out = {
         "MACs after pruning": f"{preview.macs:.3f} M",
         "Params after pruning": f"{preview.params:.4f} M",
         "MACs removed": f"{100 * preview.achieved_removal:.1f} %",
     }
-    if preview.predicted_score is not None:
-        label = "Predicted label-free score" if label_free else "Predicted accuracy"
-        out[label] = f"{preview.predicted_score:.2f} %"
+    value = preview.estimate if preview.estimate is not None else preview.predicted_score
+    if value is not None:  # an estimate, never a prediction: the page says how far off it is
+        label = "Estimated label-free score" if label_free else "Estimated accuracy"
+        out[label] = f"{value:.1f} %"
     return out
 
 
