@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -161,3 +162,16 @@ def test_tensorflow_is_imported_at_module_level_only_by_keras_modules() -> None:
              if not str(p.relative_to(REPO)).startswith(KERAS_AT_TOP_OK)]
     assert _offenders(files, ("keras", "tensorflow", "tf_keras", "uif_explorer.keras",
                               "uif_explorer.services.keras_backend"), top_only=True) == []
+
+
+def test_core_tests_run_with_frameworks_blocked():
+    """The whole tests/core suite passes in a process where torch, TensorFlow, Keras and
+    streamlit cannot be imported (no conftest: the root one imports torch on purpose)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests" / "support")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "block_frameworks", "--noconftest",
+         "-p", "no:cacheprovider", "-m", "not slow", str(REPO / "tests" / "core")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout

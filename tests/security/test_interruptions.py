@@ -1,6 +1,6 @@
 """Interruptions: a real process SIGKILLed mid-search leaves old-or-new files and resumes.
 
-The analysis and the one-step search are killed the same way in ``tests/test_torch_runners.py``
+The analysis and the one-step search are killed the same way in ``tests/torch/test_runners.py``
 (``test_sigkill_then_resume``); here the OFA evolutionary search on the bundled ResNet-20
 supernet is killed (a) by the parent after some evaluations and (b) by itself right after a
 temporary file was written and fsynced but before its rename (``UIF_TEST_KILL_AFTER_TMP``, the

@@ -32,7 +32,7 @@ from uif_explorer.torch.runners import AnalysisError
 from uif_explorer.zoo import load_torch_sample
 
 RATIOS = (0.3, 0.6, 0.9)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- the guide's helpers, as its example code defines them ------------------------------------
