@@ -47,6 +47,8 @@ class Tolerance:
 
 
 DEFAULT_TOLERANCE = Tolerance()
+CALIBRATION_IMAGES = 200  # images for the int8 calibration (both backends)
+CHECK_IMAGES = 200  # images the int8 file is checked on against fp32
 
 
 @dataclass(frozen=True)

@@ -24,20 +24,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from uif_explorer.core.quantization import (
-    DEFAULT_TOLERANCE,
-    QuantizationError,
-    QuantizationReport,
-    Tolerance,
-    collect_images,
-    compare_outputs,
-)
+from uif_explorer.core import quantization as quant
 from uif_explorer.io.workspace import atomic_write_bytes
 
-CALIBRATION_IMAGES = 200
-CHECK_IMAGES = 200
-
-__all__ = ["CALIBRATION_IMAGES", "CHECK_IMAGES", "quantize_tflite", "tflite_interpreter",
+__all__ = ["quantize_tflite", "tflite_interpreter",
            "tflite_outputs", "to_tflite"]
 
 
@@ -58,8 +48,9 @@ def to_tflite(model: keras.Model, calibration: np.ndarray | None = None) -> byte
             return converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises many types
         kind = "int8" if calibration is not None else "fp32"
-        raise QuantizationError(f"TensorFlow's converter could not make a {kind} TFLite file of "
-                                f"{model.name}: {type(exc).__name__}: {exc}") from exc
+        raise quant.QuantizationError(
+            f"TensorFlow's converter could not make a {kind} TFLite file of "
+            f"{model.name}: {type(exc).__name__}: {exc}") from exc
 
 
 def tflite_interpreter(model: bytes | str | os.PathLike,
@@ -72,7 +63,7 @@ def tflite_interpreter(model: bytes | str | os.PathLike,
         interp = tf.lite.Interpreter(**kwargs, num_threads=threads)
     interp.allocate_tensors()
     if len(interp.get_input_details()) != 1:
-        raise QuantizationError("Expected a model with one input. Received: "
+        raise quant.QuantizationError("Expected a model with one input. Received: "
                                 f"{len(interp.get_input_details())} inputs")
     return interp
 
@@ -101,34 +92,35 @@ def quantize_tflite(
     check_data: Any = None,
     check_labels: Any = None,
     fp32_path: str | os.PathLike | None = None,
-    calibration_limit: int = CALIBRATION_IMAGES,
-    check_limit: int = CHECK_IMAGES,
-    tolerance: Tolerance = DEFAULT_TOLERANCE,
+    calibration_limit: int = quant.CALIBRATION_IMAGES,
+    check_limit: int = quant.CHECK_IMAGES,
+    tolerance: quant.Tolerance = quant.DEFAULT_TOLERANCE,
     strict: bool = True,
-) -> QuantizationReport:
+) -> quant.QuantizationReport:
     """Convert ``model`` to an int8 ``.tflite`` at ``path``, checked against the Keras model.
 
     ``calibration``: images in the model's layout (NHWC array or an iterable of batches), the
     first ``calibration_limit`` used. The check compares the Keras model and the int8 file on
     ``check_data`` (default: the calibration images); labels add an accuracy comparison. The
     fp32 size is that of the fp32 TFLite file (written to ``fp32_path`` when given). With
-    ``strict`` a file outside ``tolerance`` raises :class:`QuantizationError`, nothing written.
+    ``strict`` a file outside ``tolerance`` raises ``QuantizationError``, nothing written.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected a keras.Model. Received: model={type(model).__name__}")
     path = Path(path)
-    calib, _ = collect_images(calibration, calibration_limit)
-    check_x, check_y = (collect_images(check_data, check_limit, check_labels)
+    calib, _ = quant.collect_images(calibration, calibration_limit)
+    check_x, check_y = (quant.collect_images(check_data, check_limit, check_labels)
                         if check_data is not None else (calib[:check_limit], None))
     fp32 = to_tflite(model)
     int8 = to_tflite(model, calib)
     reference = np.asarray(model.predict(check_x, batch_size=64, verbose=0))
-    agreement = compare_outputs(reference, tflite_outputs(int8, check_x), check_y)
+    agreement = quant.compare_outputs(reference, tflite_outputs(int8, check_x), check_y)
     settings = {"format": "TFLite int8 (float32 input/output)", "per_channel": True,
                 "supported_ops": "TFLITE_BUILTINS_INT8", "calibration_images": len(calib),
                 "tensorflow": tf.__version__}
-    report = QuantizationReport("tflite", str(path), len(fp32), len(int8), agreement, tolerance,
-                                settings, None if fp32_path is None else str(fp32_path))
+    report = quant.QuantizationReport(
+        "tflite", str(path), len(fp32), len(int8), agreement, tolerance,
+        settings, None if fp32_path is None else str(fp32_path))
     if strict:
         report.raise_if_failed()
     if fp32_path is not None:

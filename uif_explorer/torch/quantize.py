@@ -28,23 +28,13 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from uif_explorer.core.quantization import (
-    DEFAULT_TOLERANCE,
-    QuantizationError,
-    QuantizationReport,
-    Tolerance,
-    collect_images,
-    compare_outputs,
-)
+from uif_explorer.core import quantization as quant
 from uif_explorer.io.workspace import atomic_write_with
 from uif_explorer.torch.evaluation import module_modes
 from uif_explorer.torch.export import export_torch
 from uif_explorer.torch.macs import Inputs
 
-CALIBRATION_IMAGES = 200
-CHECK_IMAGES = 200
-
-__all__ = ["CALIBRATION_IMAGES", "CHECK_IMAGES", "onnx_outputs", "onnx_session",
+__all__ = ["onnx_outputs", "onnx_session",
            "quantize_onnx", "quantize_onnx_file"]
 
 
@@ -58,7 +48,7 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None) -> Any:
         opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     if len(sess.get_inputs()) != 1:
-        raise QuantizationError(f"Expected a model with one input. Received: "
+        raise quant.QuantizationError(f"Expected a model with one input. Received: "
                                 f"{len(sess.get_inputs())} inputs in {path}")
     return sess
 
@@ -130,20 +120,20 @@ def quantize_onnx_file(
     *,
     check_data: Any = None,
     check_labels: Any = None,
-    calibration_limit: int = CALIBRATION_IMAGES,
-    check_limit: int = CHECK_IMAGES,
+    calibration_limit: int = quant.CALIBRATION_IMAGES,
+    check_limit: int = quant.CHECK_IMAGES,
     per_channel: bool = True,
     reduce_range: bool = True,
-    tolerance: Tolerance = DEFAULT_TOLERANCE,
+    tolerance: quant.Tolerance = quant.DEFAULT_TOLERANCE,
     strict: bool = True,
-) -> QuantizationReport:
+) -> quant.QuantizationReport:
     """Quantize an fp32 ONNX file to int8 QDQ at ``path``, checked against the fp32 file.
 
     ``calibration``: images in the model's layout (array, tensor or DataLoader; labels are
     ignored), the first ``calibration_limit`` used. The check runs both files on
     ``check_data`` (default: the calibration images); labels from its batches or
     ``check_labels`` add an accuracy comparison. With ``strict`` a file outside ``tolerance``
-    raises :class:`QuantizationError` and nothing is written; otherwise the report says so.
+    raises :class:`quant.QuantizationError` and nothing is written; otherwise the report says so.
     """
     import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -151,8 +141,8 @@ def quantize_onnx_file(
     fp32_path = Path(fp32_path)
     if not fp32_path.is_file():
         raise FileNotFoundError(f"Expected an fp32 ONNX file. Received: {fp32_path} (missing)")
-    calib, _ = collect_images(calibration, calibration_limit)
-    check_x, check_y = (collect_images(check_data, check_limit, check_labels)
+    calib, _ = quant.collect_images(calibration, calibration_limit)
+    check_x, check_y = (quant.collect_images(check_data, check_limit, check_labels)
                         if check_data is not None else (calib[:check_limit], None))
     fp32_sess = onnx_session(fp32_path)
     batch = _batch_of(fp32_sess, calib)
@@ -165,7 +155,7 @@ def quantize_onnx_file(
         "calibration_images": len(_chunks(calib, batch)) * batch,
         "onnxruntime": onnxruntime.__version__,
     }
-    reports: list[QuantizationReport] = []
+    reports: list[quant.QuantizationReport] = []
     with tempfile.TemporaryDirectory(prefix="uif-quant-") as folder:
         source, settings["pre_processed"] = _pre_process(fp32_path, Path(folder))
 
@@ -177,10 +167,10 @@ def quantize_onnx_file(
                     reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
             except Exception as exc:  # noqa: BLE001 - the quantizer raises many types
-                raise QuantizationError(f"ONNX Runtime could not quantize {fp32_path.name}: "
+                raise quant.QuantizationError(f"ONNX Runtime could not quantize {fp32_path.name}: "
                                         f"{type(exc).__name__}: {exc}") from exc
-            agreement = compare_outputs(fp32_out, onnx_outputs(tmp, check_x), check_y)
-            report = QuantizationReport(
+            agreement = quant.compare_outputs(fp32_out, onnx_outputs(tmp, check_x), check_y)
+            report = quant.QuantizationReport(
                 "onnxruntime", str(path), fp32_path.stat().st_size, os.path.getsize(tmp),
                 agreement, tolerance, settings, str(fp32_path))
             if strict:
@@ -199,7 +189,7 @@ def quantize_onnx(
     *,
     fp32_path: str | os.PathLike | None = None,
     **options: Any,
-) -> QuantizationReport:
+) -> quant.QuantizationReport:
     """Export ``model`` (fp32 ONNX, checked against PyTorch) and quantize it to ``path``.
 
     ``inputs`` is the input signature (its batch size is the files' batch size). The fp32
