@@ -1,5 +1,6 @@
 """Export page: download the current pruned model (slim) in its backend's formats (PyTorch:
-safetensors / TorchScript / torch.export / ONNX; Keras: a safe-mode ``.keras`` file), a report,
+safetensors / TorchScript / torch.export / ONNX; Keras: a safe-mode ``.keras`` file), an int8
+file checked against fp32 (ONNX Runtime QDQ or TFLite, ``Backend.quantize_int8``), a report,
 and measure its latency against the original on this machine. An OFA subnet (kind
 ``ofa_subnet``) exports its ``subnet_setting`` file instead of a spec. What is built and
 reported comes from ``services.pruning_jobs`` and ``services.export_report``."""
@@ -12,10 +13,19 @@ import streamlit as st
 
 from uif_explorer import zoo
 from uif_explorer.present import charts
-from uif_explorer.services import analysis, backends, export_report, model_source, pruning_jobs
-from uif_explorer.ui import errors, loaders, workspace
+from uif_explorer.services import (
+    analysis,
+    backends,
+    eval_data,
+    export_report,
+    model_source,
+    pruning_jobs,
+)
+from uif_explorer.ui import errors, loaders, state, workspace
 
 st.title("Export", anchor=False)
+INT8_KEY = "export_int8"  # the int8 file made for the session's pruned model, and its report
+INT8_IMAGES = (64, 200)
 
 
 def _original(name: str):
@@ -141,6 +151,36 @@ with errors.guard("preparing the export"):
                                  on_click="ignore")
             cell.caption(fmt.check_caption.format(error=pruned.onnx["error"]))
     st.caption(backend.export_note(ofa_subnet))
+
+    st.subheader("int8 (quantized)", anchor=False)
+    q8 = backend.int8_format
+    data = state.current_data()
+    data = data if data is not None and data.for_model == loaded.source.key else None
+    st.caption(f"The slim model quantized by its runtime ({q8.label.removeprefix('int8 ')}), "
+               "calibrated on the workspace's calibration images and checked against fp32 on "
+               "the evaluation images before the file is written (docs/quantization.md).")
+    q1, q2 = st.columns([1, 2])
+    q8_images = q1.selectbox("Evaluation images for the check", INT8_IMAGES, index=1,
+                             key="export_int8_images")
+    if q2.button(str(q8.make_label), key="export_int8_make", icon=":material/compress:"):
+        with st.spinner(f"Quantizing to {q8.label} and checking it against fp32..."):
+            try:
+                path = folder / "exports" / f"{base}{q8.suffix}"
+                report = export_report.make_int8(backend, slim, loaded.source, data, folder,
+                                                 int(q8_images), path)
+                st.session_state[INT8_KEY] = {"facts": pruned.facts(), "report": report,
+                                              "bytes": path.read_bytes()}
+            except Exception as exc:  # noqa: BLE001 - shown with a fix, traceback to log
+                errors.show(f"{q8.label} failed: {exc}. The fp32 downloads above still work.",
+                            exc)
+    made = st.session_state.get(INT8_KEY)
+    if made is not None and made["facts"] == pruned.facts():  # made for this pruned model
+        q1.download_button(q8.label, data=made["bytes"], file_name=f"{base}{q8.suffix}",
+                           mime=q8.mime, key=f"dl_{q8.fmt}", icon=":material/download:",
+                           on_click="ignore")
+        st.dataframe(export_report.int8_table(made["report"]), hide_index=True)
+        st.caption(f"{export_report.int8_tolerance(made['report'])} Evaluation images from "
+                   f"{(data or eval_data.DataSource()).title}.")
 
     st.subheader("Report", anchor=False)
     before, after = backend.out_widths(loaded.model), backend.out_widths(slim)
