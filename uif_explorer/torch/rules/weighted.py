@@ -146,13 +146,19 @@ def batch_norm(w: Walker, node: torch.fx.Node) -> object:
     return Val(x.shape, x.cls)
 
 
+def _norm_args(w: Walker, node: torch.fx.Node) -> tuple[object, object, float]:
+    """(weight, bias, eps) of aten layer_norm / group_norm: both put them at args 2-4."""
+    args = node.args
+    weight = w.arg(args[2]) if len(args) > 2 else None
+    bias = w.arg(args[3]) if len(args) > 3 else None
+    return weight, bias, float(args[4]) if len(args) > 4 else 1e-5
+
+
 @op_rule("layer_norm")
 def layer_norm(w: Walker, node: torch.fx.Node) -> Val:
     x = w.arg(node.args[0])
     norm_shape = list(node.args[1])
-    weight = w.arg(node.args[2]) if len(node.args) > 2 else None
-    bias = w.arg(node.args[3]) if len(node.args) > 3 else None
-    eps = float(node.args[4]) if len(node.args) > 4 else 1e-5
+    weight, bias, eps = _norm_args(w, node)
     if not isinstance(x, Val):
         raise Barrier("layer norm of a non-tensor")
     nd = len(norm_shape)
@@ -171,9 +177,7 @@ def layer_norm(w: Walker, node: torch.fx.Node) -> Val:
 def group_norm(w: Walker, node: torch.fx.Node) -> Val:
     x, lst = _input_channels(w, node, 1, "group norm")
     groups = int(node.args[1])
-    weight = w.arg(node.args[2]) if len(node.args) > 2 else None
-    bias = w.arg(node.args[3]) if len(node.args) > 3 else None
-    eps = float(node.args[4]) if len(node.args) > 4 else 1e-5
+    weight, bias, eps = _norm_args(w, node)
     if not isinstance(weight, ParamVal):
         raise Barrier("group norm without weights spans channels")
     module = _norm_params(w, [weight], lst, "norm")
