@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from guide_code import guide_calibration_fn as calibration_fn
+from guide_code import guide_eval_fn as eval_fn
 
 from uif_explorer import get_pruning_runner
 from uif_explorer.core.estimate import WHOLE_MODEL_RATIOS
@@ -35,44 +37,7 @@ RATIOS = (0.3, 0.6, 0.9)
 REPO = Path(__file__).resolve().parents[2]
 
 
-# -- the guide's helpers, as its example code defines them ------------------------------------
-class AverageMeter:
-    def __init__(self, name, fmt):
-        self.name, self.fmt, self.sum, self.count, self.avg = name, fmt, 0.0, 0, 0.0
-
-    def update(self, val, n=1):
-        self.sum += float(val) * n
-        self.count += n
-        self.avg = self.sum / self.count
-
-
-def accuracy(output, target, topk=(1,)):
-    maxk = max(topk)
-    _, pred = output.topk(maxk, 1, True, True)
-    correct = pred.t().eq(target.view(1, -1).expand_as(pred.t()))
-    return [correct[:k].reshape(-1).float().sum(0) * 100.0 / target.size(0) for k in topk]
-
-
-def eval_fn(model, dataloader):
-    top1 = AverageMeter("Acc@1", ":6.2f")
-    model.eval()
-    with torch.no_grad():
-        for images, targets in dataloader:
-            outputs = model(images)
-            acc1, _ = accuracy(outputs, targets, topk=(1, 5))
-            top1.update(acc1, images.size(0))
-    return top1.avg
-
-
-def calibration_fn(model, dataloader, number_forward=100):
-    model.train()
-    with torch.no_grad():
-        for index, (images, _target) in enumerate(dataloader):
-            model(images)
-            if index > number_forward:
-                break
-
-
+# -- the guide's eval_fn and calibration_fn come from tests/support/guide_code.py ------------
 @pytest.fixture(scope="module")
 def val_loader():
     return torch_loader("test", limit=256, batch_size=128)
