@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import streamlit as st
 import torch
-from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 
 from uif_explorer import zoo
@@ -33,21 +32,6 @@ LABEL = "int8 (ONNX Runtime QDQ)"
 
 pytestmark = pytest.mark.skipif(not zoo.get_sample("resnet20").weights_path.exists(),
                                 reason="resnet20's weights are not trained yet")
-
-
-@pytest.fixture
-def downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """What each download button offered in the last run, by its label (AppTest keeps no
-    file contents)."""
-    seen: dict[str, Any] = {}
-    original = DeltaGenerator.download_button
-
-    def recording(self: DeltaGenerator, label: str, data: Any, *args: Any, **kwargs: Any):
-        seen[label] = {"data": data, "file_name": kwargs.get("file_name")}
-        return original(self, label, data, *args, **kwargs)
-
-    monkeypatch.setattr(DeltaGenerator, "download_button", recording)
-    return seen
 
 
 def _slim_resnet20() -> PrunedModel:

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import streamlit as st
 import torch
-from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 
 from uif_explorer import zoo
@@ -38,21 +37,6 @@ REBUILD = ("Rebuilds from the original architecture + `ofa_model(**ofa_args)` + 
 
 pytestmark = pytest.mark.skipif(not supernet_path(SAMPLE).exists(),
                                 reason="the bundled supernet is not trained")
-
-
-@pytest.fixture
-def downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
-    """What each download button offered in the last run, by its label (AppTest keeps no
-    file contents): ``data`` (bytes, str or the deferred callable) and ``file_name``."""
-    seen: dict[str, dict[str, Any]] = {}
-    original = DeltaGenerator.download_button
-
-    def recording(self: DeltaGenerator, label: str, data: Any, *args: Any, **kwargs: Any):
-        seen[label] = {"data": data, "file_name": kwargs.get("file_name")}
-        return original(self, label, data, *args, **kwargs)
-
-    monkeypatch.setattr(DeltaGenerator, "download_button", recording)
-    return seen
 
 
 def _bytes(offer: dict[str, Any]) -> bytes:
