@@ -152,8 +152,9 @@ with errors.guard("showing the sensitivity analysis"):
             backend = loaded.source.backend
             if not pruning_jobs.can_fine_tune(loaded.source, ev):
                 st.info(
-                    "Fine-tuning in the app uses the bundled Fashion-MNIST training images, so "
-                    "it is offered for models that take them. Otherwise fine-tune the sparse "
+                    "Fine-tuning in the app uses the bundled Fashion-MNIST training images or "
+                    "the fine-tuning split of labelled image folders uploaded on the Model "
+                    "page. Otherwise fine-tune the sparse "
                     "model in your own training loop (Keras: `fit()`; the masks keep pruned "
                     "channels at zero), then export it.", icon=":material/info:")
             else:
@@ -164,7 +165,8 @@ with errors.guard("showing the sensitivity analysis"):
                                      help=f"{backend.finetune_help}.")
                 batches = f3.number_input("Batches of 128 per epoch", 1, 79, 10,
                                           key="ft_batches",
-                                          help="From the bundled 10,000 training images.")
+                                          help="From "
+                                          f"{pruning_jobs.fine_tune_data(ev)}.")
                 ft_name = f"finetune:{name}"
                 ft_job = registry.get(token, ft_name)
                 if f4.button("Fine-tune", key="ft_run",

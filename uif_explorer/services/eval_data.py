@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,14 @@ import numpy as np
 from uif_explorer import data as bundled
 from uif_explorer.io import loading
 from uif_explorer.io.loading import LoadError
-from uif_explorer.services.model_source import ModelSource, store_upload
+from uif_explorer.services.model_source import ModelSource, _is_upload_path, store_upload
 
 BUNDLED, NPZ, IMAGES = "bundled", "npz", "images"
 TOP1_NAME = "top-1 accuracy (%)"
 LABEL_FREE_NAME = "label-free agreement with the original model (%)"
 CALIB_IMAGES = 256
 CALIB_BATCHES = 4  # adaptive-BN batches of 64 training images per candidate (bundled data)
+DATASETS = "datasets"  # extracted image-folder uploads: <workspace>/datasets/<sha256[:16]>
 
 
 def data_source(images: int) -> str:
@@ -63,6 +65,28 @@ class DataSource:
     count: int = 0
     for_model: str | None = None  # the ModelSource.key the data was checked against
     preset: str | None = None  # images: the preprocessing preset
+    mean: tuple[float, ...] | None = None  # images, custom preset: per-channel mean
+    std: tuple[float, ...] | None = None  # images, custom preset: per-channel std
+    resize: int | None = None  # images, custom preset: shorter side before the crop
+
+    @property
+    def key(self) -> str:
+        """What makes two data sources score alike (file and preprocessing), for caches."""
+        if self.kind != IMAGES:
+            return str(self.sha256 or self.kind)
+        return f"{self.sha256 or self.file}:{self.preset}:{self.mean}:{self.std}:{self.resize}"
+
+    @property
+    def stored_safely(self) -> bool:
+        """Whether ``file`` is a name this app stores uploads under (``uploads/<sha256>.npz``
+        or ``datasets/<sha256[:16]>``): a workspace file naming any other path is ignored."""
+        if self.file is None:
+            return True
+        if self.kind != IMAGES:
+            return _is_upload_path(self.file)
+        parts = str(self.file).split("/")
+        return (len(parts) == 2 and parts[0] == DATASETS and len(parts[1]) == 16
+                and all(c in "0123456789abcdef" for c in parts[1]))
 
     @property
     def title(self) -> str:
@@ -78,7 +102,11 @@ class DataSource:
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> DataSource:
-        return cls(**{k: value[k] for k in cls.__dataclass_fields__ if k in value})
+        fields = {k: value[k] for k in cls.__dataclass_fields__ if k in value}
+        for k in ("mean", "std"):  # JSON gives lists; keep the record hashable
+            if fields.get(k) is not None:
+                fields[k] = tuple(float(v) for v in fields[k])
+        return cls(**fields)
 
 
 def bundled_fits(source: ModelSource) -> bool:
@@ -106,31 +134,54 @@ def default_preset(source: ModelSource) -> str:
 
 
 def _image_data(path: str | Path | bytes, source: ModelSource, preset: str,
-                dest: Path | None = None) -> Any:
+                dest: Path | None = None, mean: Any = None, std: Any = None,
+                resize: int | None = None) -> Any:
     from uif_explorer.io.image_data import load_image_data
 
     return load_image_data(path, source.input_shape, source.layout, preset,
-                           num_outputs=source.num_classes, dest=dest)
+                           num_outputs=source.num_classes, dest=dest, mean=mean, std=std,
+                           resize=resize)
+
+
+def image_data(folder: str | Path, ds: DataSource, source: ModelSource) -> Any:
+    """The :class:`~uif_explorer.io.image_data.ImageData` of stored image-folder data (its
+    classes, splits and arrays), preprocessed as ``ds`` says."""
+    return _image_data(Path(folder) / str(ds.file), source, str(ds.preset), mean=ds.mean,
+                       std=ds.std, resize=ds.resize)
 
 
 def store_images(folder: str | Path, data: bytes, source: ModelSource,
-                 preset: str | None = None) -> DataSource:
+                 preset: str | None = None, *, mean: Any = None, std: Any = None,
+                 resize: int | None = None) -> DataSource:
     """A zip of class folders, checked and extracted into ``datasets/<sha>`` (a refused zip
-    leaves the workspace as it was); scores use its evaluation split."""
+    leaves the workspace as it was); scores use its evaluation split, BatchNorm re-estimation
+    its calibration split and fine-tuning its fine-tuning split. ``mean``/``std``/``resize``:
+    the custom preset's numbers."""
     loading.check_upload_size(data)
     sha, preset = loading.sha256_of(data), preset or default_preset(source)
-    rel = f"datasets/{sha[:16]}"
-    images = _image_data(data, source, preset, Path(folder) / rel)
+    rel = f"{DATASETS}/{sha[:16]}"
+    custom = preset == "custom"
+    mean, std = (_floats(mean), _floats(std)) if custom else (None, None)
+    resize = int(resize) if custom and resize else None
+    images = _image_data(data, source, preset, Path(folder) / rel, mean, std, resize)
     return DataSource(kind=IMAGES, file=rel, sha256=sha, count=images.count("evaluation"),
-                      for_model=source.key, preset=preset)
+                      for_model=source.key, preset=preset, mean=mean, std=std, resize=resize)
 
 
-def file_data(path: str | Path, source: ModelSource) -> DataSource:
+def _floats(value: Any) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    return tuple(float(v) for v in np.atleast_1d(np.asarray(value, dtype=np.float64)))
+
+
+def file_data(path: str | Path, source: ModelSource, preset: str | None = None
+              ) -> DataSource:
     """An ``.npz`` or a folder of class folders named on the command line, checked like an
-    upload but read in place."""
+    upload but read in place (``preset``: the folder's preprocessing, default as
+    :func:`default_preset`)."""
     path = Path(path)
     if path.is_dir():
-        preset = default_preset(source)
+        preset = preset or default_preset(source)
         images = _image_data(path, source, preset)
         return DataSource(kind=IMAGES, file=str(path.resolve()), for_model=source.key,
                           count=images.count("evaluation"), preset=preset)
@@ -160,8 +211,7 @@ def arrays(folder: str | Path, ds: DataSource, source: ModelSource, limit: int |
     if ds.kind == BUNDLED:
         return _bundled_arrays("test", limit, source.layout)
     if ds.kind == IMAGES:
-        x, y = _image_data(Path(folder) / str(ds.file), source, str(ds.preset)).arrays(
-            "evaluation")
+        x, y = image_data(folder, ds, source).arrays("evaluation")
         return (x[:limit], y[:limit]) if limit else (x, y)
     path = Path(folder) / str(ds.file)
     try:
@@ -182,7 +232,26 @@ def calibration_images(folder: str | Path, ds: DataSource | None, source: ModelS
     the first ``CALIB_IMAGES`` of the session's data, in the model's layout."""
     if ds is None or ds.kind == BUNDLED:
         return _bundled_arrays("train", CALIB_IMAGES, source.layout)[0]
+    if ds.kind == IMAGES:
+        return _calibration_split(image_data(folder, ds, source))
     return arrays(folder, ds, source, CALIB_IMAGES)[0]
+
+
+def _calibration_split(images: Any) -> np.ndarray:
+    """The calibration split's first ``CALIB_IMAGES`` images (the evaluation split's when the
+    calibration split is empty: a tiny folder)."""
+    x = images.arrays("calibration")[0]
+    return (x if len(x) else images.arrays("evaluation")[0])[:CALIB_IMAGES]
+
+
+def finetune_arrays(folder: str | Path, ds: DataSource, source: ModelSource
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of the fine-tuning split of image-folder data, in the model's layout."""
+    x, y = image_data(folder, ds, source).arrays("finetune")
+    if not len(x):
+        raise LoadError(f"The fine-tuning split of {ds.title} is empty: add images (each class "
+                        "gives half of its images to fine-tuning) and upload it again.")
+    return x, y
 
 
 @dataclass
@@ -198,6 +267,8 @@ class Evaluator:
     images: int
     data_title: str
     bundled: bool
+    finetune_data: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+    """The user's fine-tuning images ``(x, y)`` (image folders), None otherwise."""
 
     def describe(self) -> str:
         """What a score from this evaluator is, for the captions next to it."""
@@ -227,13 +298,20 @@ def make_evaluator(source: ModelSource, model: Any, ds: DataSource | None, image
                 "on the Model page."
             )
         ds = DataSource()
-    x, y = arrays(folder, ds, source, images)
     is_bundled = ds.kind == BUNDLED
-    calib_x = (_bundled_arrays("train", CALIB_IMAGES, source.layout)[0] if is_bundled
-               else x[:CALIB_IMAGES])
+    if ds.kind == IMAGES:  # one scan of the folder for both splits
+        split = image_data(folder, ds, source)
+        x, y = (a[:images] for a in split.arrays("evaluation"))
+        calib_x = _calibration_split(split)
+    else:
+        x, y = arrays(folder, ds, source, images)
+        calib_x = (_bundled_arrays("train", CALIB_IMAGES, source.layout)[0] if is_bundled
+                   else x[:CALIB_IMAGES])
     eval_fn, eval_args, calib_fn, calib_args = source.backend.scoring(
         model, x, y, calib_x, batch_fixed=source.batch_fixed)
     label_free = y is None
+    tune = (partial(finetune_arrays, folder, ds, source) if ds.kind == IMAGES and not label_free
+            else None)
     return Evaluator(eval_fn, eval_args, calib_fn, calib_args,
                      LABEL_FREE_NAME if label_free else TOP1_NAME, label_free, len(x), ds.title,
-                     is_bundled)
+                     is_bundled, tune)

@@ -188,17 +188,20 @@ class KerasBackend:
         return {w.path: keras.ops.convert_to_numpy(w) for w in model.weights}
 
     def finetune(self, pruned: Any, original: Any, runner: Any, epochs: int, lr: float,
-                 batches: int) -> Callable[[Any], tuple[Any, Any]]:
+                 batches: int, data: Callable[[], tuple[Any, Any]] | None = None
+                 ) -> Callable[[Any], tuple[Any, Any]]:
         """A fresh sparse copy rebuilt from the spec (Keras models do not deep-copy reliably),
-        trained with ``fit()`` on the bundled training images (masks keep zeros at zero)."""
+        trained with ``fit()`` (masks keep zeros at zero) on ``data()`` (the user's fine-tuning
+        images as ``(x, y)``, read in the job) or the bundled training images."""
         spec_path = pruned.spec_path
 
         def train(progress: Any) -> tuple[Any, Any]:
-            from uif_explorer import data
+            from uif_explorer import data as bundled
             from uif_explorer.keras.finetune import fine_tune
 
             model = runner.prune(spec_path=spec_path, mode="sparse")
-            x, y = data.numpy_dataset("train", limit=batches * 128)
+            x, y = data() if data is not None else bundled.numpy_dataset(
+                "train", limit=batches * 128)
             return model, fine_tune(model, x, y, epochs=epochs, lr=lr, batch_size=128,
                                     max_batches=batches, progress=progress)
 

@@ -71,18 +71,29 @@ def rebuild_from_spec(runner: Any, source: ModelSource, ev: Any, spec_file: Path
 
 # -- fine-tuning ----------------------------------------------------------------------------------
 def can_fine_tune(source: ModelSource, ev: Any) -> bool:
-    """The app fine-tunes on the bundled training images: only models scored on the bundled
-    data, and not exported programs fixed at batch 1."""
-    return ev is not None and ev.bundled and not source.batch_fixed
+    """The app fine-tunes on the fine-tuning split of the user's labelled image folders, or
+    on the bundled training images for models scored on the bundled data; never an exported
+    program fixed at batch 1."""
+    return (ev is not None and (ev.bundled or ev.finetune_data is not None)
+            and not source.batch_fixed)
+
+
+def fine_tune_data(ev: Any) -> str:
+    """Which images a fine-tune of ``ev``'s model trains on, for the page's caption."""
+    if ev is not None and ev.finetune_data is not None:
+        return f"the fine-tuning split of {ev.data_title}"
+    return "the bundled Fashion-MNIST training images"
 
 
 def fine_tune_job(pruned: PrunedModel, source: ModelSource, original: Any, runner: Any,
                   ev: Any, epochs: int, lr: float, batches: int
                   ) -> Callable[[Any], dict[str, Any]]:
     """The background job of **Fine-tune**: the backend trains a private copy (the pruned
-    model is not changed); the result holds the tuned model and its score on ``ev``."""
+    model is not changed) on the user's fine-tuning split when ``ev`` has one (bundled
+    training images otherwise); the result holds the tuned model and its score on ``ev``."""
     train = source.backend.finetune(pruned, original, runner, epochs=int(epochs),
-                                    lr=float(lr), batches=int(batches))
+                                    lr=float(lr), batches=int(batches),
+                                    data=getattr(ev, "finetune_data", None))
 
     def work(job: Any) -> dict[str, Any]:
         model, history = train(job.progress)

@@ -18,6 +18,25 @@ TRACE_LOCK = threading.RLock()
 exports in two threads (two app sessions, a page and a job) corrupt each other ("Trying to pop
 empty mode stack"). Every call here that traces the model holds this lock."""
 
+TRAIN_BATCH = 128  # fine-tuning batch size ("batches of 128" on the page)
+TrainData = Callable[[], tuple[Any, Any]]
+"""Makes the fine-tuning images ``(x, y)`` as numpy arrays in the model's layout."""
+
+
+def _train_loader(data: TrainData | None, batches: int) -> Any:
+    """Shuffled (seeded) batches of the user's fine-tuning images, or the bundled ones."""
+    if data is None:
+        from uif_explorer import data as bundled
+
+        return bundled.torch_loader("train", batch_size=TRAIN_BATCH, limit=batches * TRAIN_BATCH)
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = data()
+    return DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                      batch_size=TRAIN_BATCH, shuffle=True,
+                      generator=torch.Generator().manual_seed(0))
+
+
 SUFFIXES = {"state_dict": ".pth", "safetensors": ".safetensors", "pt2": ".pt2",
             "onnx": ".onnx", "torchscript": ".torchscript.pt"}
 
@@ -215,18 +234,18 @@ class TorchBackend:
         return plain_state_dict(model)
 
     def finetune(self, pruned: Any, original: nn.Module, runner: Any, epochs: int, lr: float,
-                 batches: int) -> Callable[[Any], tuple[nn.Module, Any]]:
-        """Fine-tuning of a private copy of the pruned model on the bundled training images,
-        with distillation from ``original`` (the session's models are not changed)."""
+                 batches: int, data: TrainData | None = None
+                 ) -> Callable[[Any], tuple[nn.Module, Any]]:
+        """Fine-tuning of a private copy of the pruned model, with distillation from
+        ``original`` (the session's models are not changed), on ``data()`` (the user's
+        fine-tuning images as ``(x, y)``, read in the job) or the bundled training images."""
         model, teacher = copy.deepcopy(pruned.model), copy.deepcopy(original)
 
         def train(progress: Any) -> tuple[nn.Module, Any]:
-            from uif_explorer import data
             from uif_explorer.torch.finetune import fine_tune
 
-            loader = data.torch_loader("train", batch_size=128, limit=batches * 128)
-            return model, fine_tune(model, loader, epochs=epochs, lr=lr, teacher=teacher,
-                                    max_batches=batches, progress=progress)
+            return model, fine_tune(model, _train_loader(data, batches), epochs=epochs, lr=lr,
+                                    teacher=teacher, max_batches=batches, progress=progress)
 
         return train
 

@@ -154,7 +154,7 @@ def evaluator(loaded: LoadedModel, images: int) -> Any:
         )
     token = workspace.current_token()
     return cached_evaluator(cache_key(loaded.source, token),
-                            data.sha256 if data is not None else "bundled", int(images),
+                            data.key if data is not None else "bundled", int(images),
                             loaded, data, str(workspace.folder_of(token)))
 
 

@@ -130,8 +130,8 @@ def current_data() -> DataSource | None:
         data = DataSource.from_dict(value)
     except TypeError:
         return None
-    if data.file is not None and not model_source._is_upload_path(data.file):
-        return None  # never a path other than uploads/<sha256>.npz
+    if not data.stored_safely:
+        return None  # never a path other than uploads/<sha256>.npz or datasets/<sha>
     return data
 
 
