@@ -31,7 +31,10 @@ from pathlib import Path
 import torch
 import torchvision
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from coverage_tp import tp_check  # noqa: E402
 
 from uif_explorer.torch.detection import (  # noqa: E402
     DetectorCore,
@@ -49,6 +52,7 @@ FAMILIES = {
 }
 INPUT_SIZE = {"inception_v3": 299}
 VIDEO_SIZE = {"mvit_v1_b": 224, "mvit_v2_s": 224, "s3d": 224}  # their strides need 224
+DETECTION_SIZE = 320  # one 320 px image: R-CNN/RetinaNet/FCOS get min_size=max_size=320
 
 
 def example_input(name: str, family: str) -> torch.Tensor:
@@ -67,29 +71,42 @@ def first_tensor(out: object) -> torch.Tensor:
     return first_tensor(out[0])
 
 
-def check(name: str, family: str, ratio: float) -> dict:
+def build(name: str, family: str) -> tuple:
+    """``(model, x, detector, images)``: the model to prune and its input (for a detector, its
+    captured core and the batched images, with the detector and its list of images)."""
     torch.manual_seed(0)
+    # weights_backbone=None: the segmentation builders download ImageNet backbones otherwise
+    kwargs = {"aux_loss": False, "weights_backbone": None} if family == "segmentation" else {}
+    if name in ("googlenet", "inception_v3"):
+        kwargs = {"aux_logits": False, "init_weights": False}
+    if family == "detection":
+        kwargs = {"weights_backbone": None}
+        if not name.startswith("ssd"):
+            kwargs.update(min_size=DETECTION_SIZE, max_size=DETECTION_SIZE)
+        detector = torchvision.models.get_model(name, weights=None, **kwargs).eval()
+        images = [torch.rand(3, DETECTION_SIZE, DETECTION_SIZE)]
+        return DetectorCore(detector), core_inputs(detector, images), detector, images
+    model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
+    return model, example_input(name, family), None, None
+
+
+def check(name: str, family: str, ratio: float) -> dict:
     row: dict = {"model": name, "family": family}
     start = time.time()
     try:
-        # weights_backbone=None: the segmentation builders download ImageNet backbones otherwise
-        kwargs = {"aux_loss": False, "weights_backbone": None} if family == "segmentation" else {}
-        if name in ("googlenet", "inception_v3"):
-            kwargs = {"aux_logits": False, "init_weights": False}
-        detector = images = None
-        if family == "detection":
-            kwargs = {"weights_backbone": None}
-            if not name.startswith("ssd"):
-                kwargs.update(min_size=320, max_size=320)
-            detector = torchvision.models.get_model(name, weights=None, **kwargs).eval()
-            images = [torch.rand(3, 320, 320)]
-            model, x = DetectorCore(detector), core_inputs(detector, images)
-        else:
-            model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
-            x = example_input(name, family)
+        model, x, detector, images = build(name, family)
     except Exception as exc:  # noqa: BLE001 - the table records every failure
         return _failed(row, exc, start)
     return prune_and_check(model, x, ratio, row, detector, images, start)
+
+
+def check_tp(name: str, family: str, ratio: float) -> dict:
+    """Torch-Pruning on the same model and input (``bench/coverage_tp.py``)."""
+    try:
+        model, x, detector, _ = build(name, family)
+    except Exception as exc:  # noqa: BLE001 - the table records every failure
+        return {"tp_status": f"fail: {type(exc).__name__}", "tp_seconds": 0}
+    return tp_check(model, x, ratio, detector=detector is not None)
 
 
 def _failed(row: dict, exc: Exception, start: float) -> dict:
@@ -138,21 +155,36 @@ def run_child(family: str, name: str, args: argparse.Namespace) -> dict:
 
 
 def child_row(script: str, family: str, name: str, args: argparse.Namespace) -> dict:
-    """Run ``script --one family name`` in a subprocess (bounds memory) and read its row."""
-    cmd = [sys.executable, script, "--one", family, name, "--ratio", str(args.ratio),
+    """Run ``script --one family name`` in a subprocess (bounds memory) and read its row; with
+    ``--peer``, Torch-Pruning on the same model in a second subprocess (its own time limit)."""
+    row = _child(script, "--one", family, name, args) or {
+        "model": name, "family": family, "status": "fail", "seconds": args.timeout,
+        "error": f"timeout after {args.timeout} s"}
+    if getattr(args, "peer", False):
+        row.update(_child(script, "--one-tp", family, name, args)
+                   or {"tp_status": f"fail: timeout after {args.timeout} s",
+                       "tp_seconds": args.timeout})
+    return row
+
+
+def _child(script: str, mode: str, family: str, name: str, args: argparse.Namespace
+           ) -> dict | None:
+    """The ``ROW`` one child prints (None on timeout; a crash becomes a failed row)."""
+    cmd = [sys.executable, script, mode, family, name, "--ratio", str(args.ratio),
            "--threads", str(args.threads)]
     start = time.time()
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
-        return {"model": name, "family": family, "status": "fail",
-                "error": f"timeout after {args.timeout} s", "seconds": args.timeout}
+        return None
     for line in res.stdout.splitlines():
         if line.startswith("ROW "):
             return json.loads(line[4:])
     tail = (res.stderr.strip().splitlines() or ["no output"])[-1][:200]
-    return {"model": name, "family": family, "status": "fail",
-            "error": f"crashed (exit {res.returncode}): {tail}",
+    error = f"crashed (exit {res.returncode}): {tail}"
+    if mode == "--one-tp":
+        return {"tp_status": f"fail: {error}", "tp_seconds": round(time.time() - start, 1)}
+    return {"model": name, "family": family, "status": "fail", "error": error,
             "seconds": round(time.time() - start, 1)}
 
 
@@ -171,29 +203,58 @@ def markdown(rows: list[dict], ratio: float) -> str:
         " match the sparse model (relative error <= 1e-4 in float32 on random weights) and have"
         " exactly the MACs the plan predicts.",
         "",
-        f"**{ok} of {len(rows)} models pass.** (Torch-Pruning reports 77 of 85 classification"
-        " models.)",
+        f"**{ok} of {len(rows)} models pass.** {peer_summary(rows)}",
         "",
     ]
     return "\n".join(lines + table(rows)) + "\n"
+
+
+def peer_summary(rows: list[dict]) -> str:
+    """Torch-Pruning's pass count over the rows it ran on (bench/coverage_tp.py)."""
+    ran = [r for r in rows if "tp_status" in r]
+    if not ran:
+        return ""
+    ok = sum(r["tp_status"] == "ok" for r in ran)
+    return f"Torch-Pruning (same models, same run): {ok} of {len(ran)} models."
 
 
 def table(rows: list[dict]) -> list[str]:
     """The Markdown table of bench rows (shared with bench/coverage_timm.py)."""
     lines = [
         "| model | family | params (M) | MACs (M) | prunable groups | MACs removed | "
-        "slim vs sparse rel. error | MACs = plan | status | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "slim vs sparse rel. error | MACs = plan | status | seconds | Torch-Pruning |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         err = f"{r['rel_err']:.1e}" if "rel_err" in r else ""
         status = r["status"] if r["status"] != "fail" else f"fail: {r.get('error', '')}"
+        peer = ""
+        if "tp_status" in r:
+            removed = f", {r['tp_removed']} removed" if "tp_removed" in r else ""
+            peer = f"{r['tp_status']}{removed}, {r['tp_seconds']} s"
         lines.append(
             f"| {r['model']} | {r['family']} | {r.get('params_m', '')} | {r.get('macs_m', '')} "
             f"| {r.get('groups', '')} | {r.get('removed', '')} | {err} | "
-            f"{r.get('macs_match', '')} | {status} | {r['seconds']} |"
+            f"{r.get('macs_match', '')} | {status} | {r['seconds']} | {peer} |"
         )
     return lines
+
+
+END_MARK = "<!-- end of the generated torchvision table -->"
+
+
+def write_doc(path: Path, text: str) -> None:
+    """Replace the generated torchvision part of ``path``, keeping what follows its end mark
+    (notes and the other benches' sections)."""
+    rest = ""
+    if path.exists() and END_MARK in path.read_text():
+        rest = path.read_text().split(END_MARK, 1)[1]
+    path.write_text(text + "\n" + END_MARK + rest)
+
+
+def over_budget(start: float, args: argparse.Namespace) -> bool:
+    """Whether the run's ``--budget`` (seconds; 0 = none) is spent: no new model starts."""
+    return bool(args.budget) and time.time() - start > args.budget
 
 
 def main() -> None:
@@ -208,18 +269,28 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=900, help="seconds per model")
     ap.add_argument("--merge", action="store_true",
                     help="with --only: replace those rows in --json and rewrite --out")
+    ap.add_argument("--peer", action="store_true",
+                    help="also run Torch-Pruning on each model (bench/coverage_tp.py)")
+    ap.add_argument("--budget", type=int, default=0,
+                    help="seconds for the whole run: no model starts after it (0: none)")
     ap.add_argument("--one", nargs=2, metavar=("FAMILY", "NAME"), help=argparse.SUPPRESS)
+    ap.add_argument("--one-tp", nargs=2, metavar=("FAMILY", "NAME"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.one:  # child mode: one model per process bounds memory (huge ViTs, RegNets)
         print("ROW " + json.dumps(check(args.one[1], args.one[0], args.ratio)), flush=True)
         return
+    if args.one_tp:
+        print("ROW " + json.dumps(check_tp(args.one_tp[1], args.one_tp[0], args.ratio)),
+              flush=True)
+        return
+    started = time.time()
     families = list(FAMILIES) if args.family == "all" else [args.family]
     rows = []
     for fam in families:
         names = torchvision.models.list_models(module=FAMILIES[fam])
         for name in names:
-            if args.only and name not in args.only:
+            if args.only and name not in args.only or over_budget(started, args):
                 continue
             row = run_child(fam, name, args)
             rows.append(row)
@@ -231,7 +302,7 @@ def main() -> None:
         rows = [fresh.pop((r["family"], r["model"]), r) for r in old] + list(fresh.values())
     Path(args.json).write_text(json.dumps(rows, indent=1))
     if not args.only or args.merge:
-        Path(args.out).write_text(markdown(rows, args.ratio))
+        write_doc(Path(args.out), markdown(rows, args.ratio))
     print(markdown(rows, args.ratio))
 
 
