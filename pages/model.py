@@ -33,18 +33,15 @@ with errors.guard("showing the model"):
         model_view.header(loaded)
         score = help_text = None
         if loaded.sample is None:
-            key = f"model_score:{loaders.cache_key(loaded.source, '')}"
-            done = st.session_state.get(key)
+            done = st.session_state.get(upload_view.score_key(loaded))
             if done:
                 score, help_text = done
         model_view.metric_cards(loaded, loaders.bundled_test_size(), score, help_text)
-        if loaded.sample is None:
+        if loaded.sample is None and not score:
             if st.button("Score the model", key="model_score", icon=":material/speed:"):
                 try:
                     with st.spinner("Scoring..."):
-                        ev = loaders.evaluator(loaded, 500)
-                        value = ev.score(loaders.private_copy(loaded))
-                    st.session_state[key] = (f"{value:.2f} %", ev.describe())
+                        upload_view.score_now(loaded)
                     st.rerun()
                 except LoadError as exc:
                     errors.show(str(exc))
@@ -58,4 +55,4 @@ with errors.guard("showing the model"):
                         "pages need a model whose channels can be followed.", exc)
     st.divider()
     upload_view.upload_section()
-    upload_view.data_section(source)
+    upload_view.data_section(source, loaded)

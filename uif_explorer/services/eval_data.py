@@ -150,22 +150,52 @@ def image_data(folder: str | Path, ds: DataSource, source: ModelSource) -> Any:
                        std=ds.std, resize=ds.resize)
 
 
+def model_outputs(source: ModelSource, model: Any) -> int | None:
+    """The model's number of outputs (classes): recorded for registry architectures and
+    samples, else read from one forward pass; None when that fails (then not checked)."""
+    if source.num_classes is not None:
+        return int(source.num_classes)
+    backend = source.backend
+    try:
+        out = np.asarray(backend.forward(model, backend.example_input(source.input_shape)))
+    except Exception:  # noqa: BLE001 - a model that cannot run is refused elsewhere
+        return None
+    return int(out.shape[-1]) if out.ndim == 2 else None
+
+
 def store_images(folder: str | Path, data: bytes, source: ModelSource,
-                 preset: str | None = None, *, mean: Any = None, std: Any = None,
-                 resize: int | None = None) -> DataSource:
-    """A zip of class folders, checked and extracted into ``datasets/<sha>`` (a refused zip
-    leaves the workspace as it was); scores use its evaluation split, BatchNorm re-estimation
-    its calibration split and fine-tuning its fine-tuning split. ``mean``/``std``/``resize``:
-    the custom preset's numbers."""
+                 preset: str | None = None, *, model: Any = None, mean: Any = None,
+                 std: Any = None, resize: int | None = None) -> DataSource:
+    """A zip of class folders, checked (class count against the model's outputs, read from
+    ``model`` when the source does not record it) and extracted into ``datasets/<sha>`` (a
+    refused zip leaves the workspace as it was); scores use its evaluation split, BatchNorm
+    re-estimation its calibration split and fine-tuning its fine-tuning split.
+    ``mean``/``std``/``resize``: the custom preset's numbers."""
     loading.check_upload_size(data)
     sha, preset = loading.sha256_of(data), preset or default_preset(source)
     rel = f"{DATASETS}/{sha[:16]}"
     custom = preset == "custom"
     mean, std = (_floats(mean), _floats(std)) if custom else (None, None)
     resize = int(resize) if custom and resize else None
-    images = _image_data(data, source, preset, Path(folder) / rel, mean, std, resize)
+    from uif_explorer.io.image_data import load_image_data
+
+    outputs = model_outputs(source, model) if model is not None else source.num_classes
+    images = load_image_data(data, source.input_shape, source.layout, preset,
+                             num_outputs=outputs, dest=Path(folder) / rel, mean=mean, std=std,
+                             resize=resize)
     return DataSource(kind=IMAGES, file=rel, sha256=sha, count=images.count("evaluation"),
                       for_model=source.key, preset=preset, mean=mean, std=std, resize=resize)
+
+
+def split_table(images: Any) -> list[dict[str, Any]]:
+    """One row per class: its name and its number of images in each split."""
+    from uif_explorer.io.image_data import SPLIT_WORDS, SPLITS
+
+    labels = np.asarray(images.folder.labels)
+    n = len(images.classes)
+    counts = {s: np.bincount(labels[images.indices[s]], minlength=n) for s in SPLITS}
+    return [{"class": name, **{SPLIT_WORDS[s]: int(counts[s][i]) for s in SPLITS}}
+            for i, name in enumerate(images.classes)]
 
 
 def _floats(value: Any) -> tuple[float, ...] | None:

@@ -17,7 +17,7 @@ from uif_explorer.io import loading
 from uif_explorer.io.loading import LoadError
 from uif_explorer.services import eval_data, model_source, uploads, workspace_info
 from uif_explorer.services.model_source import ModelSource
-from uif_explorer.ui import errors, state, workspace
+from uif_explorer.ui import errors, loaders, state, workspace
 
 FLASH_KEY = "upload_flash"
 """Session key: the success message of the last upload, shown once after the rerun."""
@@ -159,8 +159,34 @@ def _pickle_tab(folder: Any) -> None:
             folder, data, loading.trust_pickle_enabled(), _shape_or_none(shape)))
 
 
-def data_section(source: ModelSource) -> None:
-    """Which data scores the model, and the ``.npz`` upload that replaces the bundled data."""
+PRESET_WORDS = {
+    "imagenet": "ImageNet mean/std, resize + centre crop to the model's input",
+    "samples": "as the sample models (Fashion-MNIST mean/std, no crop margin)",
+    "custom": "custom mean, std and resize size",
+}
+SCORE_IMAGES = 500  # evaluation images the data section's score uses (at most)
+
+
+def score_key(loaded: Any) -> str:
+    """Session key of the model's score on the session's current data."""
+    data = state.current_data()
+    data_key = (data.key if data is not None and data.for_model == loaded.source.key
+                else "bundled")
+    return f"model_score:{loaders.cache_key(loaded.source, '')}:{data_key}"
+
+
+def score_now(loaded: Any) -> tuple[str, str]:
+    """Score the model on the session's data; ``(value text, what it is)``, kept per data."""
+    ev = loaders.evaluator(loaded, SCORE_IMAGES)
+    value = ev.score(loaders.private_copy(loaded))
+    done = (f"{value:.2f} %", ev.describe())  # describe() names the number of images
+    st.session_state[score_key(loaded)] = done
+    return done
+
+
+def data_section(source: ModelSource, loaded: Any = None) -> None:
+    """Which data scores the model, its classes and splits, its score, and the uploads that
+    replace the bundled data (image folders in a zip, or an ``.npz``)."""
     st.subheader("Evaluation data", anchor=False)
     current = state.current_data()
     if current is not None and current.for_model != source.key:
@@ -171,6 +197,10 @@ def data_section(source: ModelSource) -> None:
                 "no labels: the label-free score (agreement with the original model's "
                 "predictions) is used and named as such")
         st.markdown(f"Scores use {current.title} ({current.count:,} samples, {kind}).")
+        if current.kind == eval_data.IMAGES:
+            _splits(current, source)
+        if loaded is not None:
+            _data_score(loaded)
         if fits and st.button("Use the bundled data again", key="data_reset"):
             state.set_data(None)
             st.rerun()
@@ -178,8 +208,109 @@ def data_section(source: ModelSource) -> None:
         st.markdown("Scores use the bundled Fashion-MNIST test subset (top-1 accuracy).")
     else:
         st.warning(f"This model takes {source.input_label} inputs, so the bundled 28x28 "
-                   "Fashion-MNIST data cannot score it: upload an .npz below to analyse and "
-                   "prune it.", icon=":material/dataset:")
+                   "Fashion-MNIST data cannot score it: upload your images (a zip of class "
+                   "folders) or an .npz below to analyse and prune it.",
+                   icon=":material/dataset:")
+    tabs = st.tabs(["Image folders (.zip)", "Arrays (.npz)"])
+    with tabs[0]:
+        _images_tab(source, loaded)
+    with tabs[1]:
+        _npz_tab(source)
+
+
+def _splits(ds: eval_data.DataSource, source: ModelSource) -> None:
+    """Class names and images per split (cached per data: reading the folder decodes it)."""
+    key = f"data_splits:{ds.key}"
+    if key not in st.session_state:
+        try:
+            images = eval_data.image_data(workspace.current_folder(), ds, source)
+        except Exception as exc:  # noqa: BLE001 - the folder went missing or changed
+            errors.show(f"The image folders cannot be read any more: {exc}. Upload them again.",
+                        exc)
+            return
+        st.session_state[key] = (eval_data.split_table(images), images.describe())
+    rows, text = st.session_state[key]
+    st.caption(f"{len(rows)} classes (class i = the i-th folder name in sorted order): {text}.")
+    st.dataframe(rows, hide_index=True, key="data_splits_table")
+
+
+def _data_score(loaded: Any) -> None:
+    done = st.session_state.get(score_key(loaded))
+    if done:
+        st.metric("Score on this data", done[0], help=done[1], border=True)
+        st.caption(f"Score: {done[1]} (the original model, no BN re-estimation).")
+    elif st.button("Score the model on this data", key="data_score"):
+        try:
+            with st.spinner("Scoring..."):
+                score_now(loaded)
+        except Exception as exc:  # noqa: BLE001 - shown with a fix
+            _fail("Scoring", exc)
+            return
+        st.rerun()
+
+
+def _floats_or_none(text: str) -> list[float] | None:
+    return [float(v) for v in text.replace(";", ",").split(",")] if text.strip() else None
+
+
+def _images_tab(source: ModelSource, loaded: Any) -> None:
+    st.markdown("A zip of class folders (`cats/1.jpg`, `dogs/2.png`; JPEG, PNG or WebP), as "
+                "for torchvision's `ImageFolder` or Keras' `image_dataset_from_directory`: one "
+                "folder per model output, class *i* the *i*-th folder name in sorted order. "
+                "The images are split per class (seed 0) into calibration (20 %: BatchNorm "
+                "re-estimation), evaluation (30 %: scores) and fine-tuning (50 %) images.")
+    presets = list(PRESET_WORDS)
+    if st.session_state.get("up_img_preset_for") != source.key:  # a new model: its default
+        st.session_state["up_img_preset_for"] = source.key
+        st.session_state["up_img_preset"] = eval_data.default_preset(source)
+    preset = st.selectbox("Preprocessing", presets, key="up_img_preset",
+                          format_func=lambda p: f"{p}: {PRESET_WORDS[p]}",
+                          help=f"Images are resized and centre-cropped to the model's input "
+                          f"({source.input_label}, {source.layout}).")
+    mean = std = resize = None
+    if preset == "custom":
+        c1, c2, c3 = st.columns(3)
+        mean = c1.text_input("Mean", "0.5", key="up_img_mean",
+                             help="One value, or one per channel: 0.485, 0.456, 0.406")
+        std = c2.text_input("Std", "0.5", key="up_img_std", help="As the mean; > 0.")
+        resize = int(c3.number_input("Resize (shorter side)", 0, 4096, 0, key="up_img_resize",
+                                     help="Before the centre crop; 0: the input size."))
+    up = st.file_uploader("Image folders (.zip)", type=["zip"], key="up_images")
+    if st.button("Use these images", key="up_images_go", disabled=up is None):
+        data = _data_of(up)
+        try:
+            with st.spinner("Checking, decoding and splitting the images..."):
+                ds = eval_data.store_images(
+                    workspace.current_folder(), data, source, preset,
+                    model=loaded.model if loaded is not None else None,
+                    mean=_floats_or_none(mean or ""), std=_floats_or_none(std or ""),
+                    resize=resize or None)
+        except (LoadError, ValueError) as exc:
+            errors.show(f"The image folders were refused: {exc} The evaluation data in use "
+                        "is unchanged.")
+            return
+        except Exception as exc:  # noqa: BLE001 - shown with a fix
+            _fail("The image folders", exc)
+            return
+        _use_data(ds, loaded, f"Image folders loaded: {ds.count:,} evaluation images "
+                  f"({preset} preprocessing).")
+
+
+def _use_data(ds: eval_data.DataSource, loaded: Any, message: str) -> None:
+    """Make ``ds`` the session's data, score the model on it, say so, rerun."""
+    state.set_data(ds)
+    if loaded is not None:
+        try:
+            with st.spinner("Scoring the model on the new data..."):
+                value, what = score_now(loaded)
+            message += f" Score: {value} ({what})."
+        except Exception as exc:  # noqa: BLE001 - the data stays; the score can be retried
+            message += f" The model could not be scored on it: {exc}"
+    st.session_state[FLASH_KEY] = message
+    st.rerun()
+
+
+def _npz_tab(source: ModelSource) -> None:
     st.caption(f"An `.npz` (numpy.savez) with `x`: samples in the model's layout "
                f"({source.layout}, "
                f"{source.input_label} without the batch), float32 preprocessed or uint8 with "
