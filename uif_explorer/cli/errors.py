@@ -51,4 +51,6 @@ def translate(exc: BaseException, args: argparse.Namespace) -> str:
     text = re.sub(r"\bforced=True\b", "--forced", text)
     text = re.sub(r"\bchannel_divisible=(\d+)", r"--divisible \1", text)
     text = re.sub(r"\b(?:removal_ratio|ratio)=([0-9.]+)", r"--ratio \1", text)
-    return text
+    text = text.replace("See groups_table() for every group.",
+                        f"`{command(args, 'inspect')}` lists every group.")
+    return " ".join(text.split())  # one line: the engine's message may wrap

@@ -18,8 +18,9 @@ from typing import Any
 from uif_explorer.core.allocation import check_removal_ratio
 from uif_explorer.core.estimate import WHOLE_MODEL_RATIOS, new_whole_model, pending_whole_model
 from uif_explorer.core.measure import measure_whole_model
-from uif_explorer.core.plan import PruningPlan
+from uif_explorer.core.plan import PlanError, PruningPlan
 from uif_explorer.core.pruner import BasePruner
+from uif_explorer.core.rules import nothing_prunable
 from uif_explorer.core.runner_files import (
     MAX_SUBNETS,
     SEARCH_KIND,
@@ -98,6 +99,8 @@ class RunnerBase(RunnerFiles):
         job = ScoreJob.of(eval_fn, args, calibration_fn, calib_args, mode="sparse", gpus=gpus)
         ratios = check_ratios(ratios)
         pr = self._pruner_for(excludes)
+        if not pr.graph.prunable_groups:  # nothing to analyse: say why before any scoring
+            raise PlanError(nothing_prunable(pr.graph))
         weights = pr.weights_digest()
         path = self.workspace.sens(self.name)
         sens = self._load_file(pr, path, "analysis", forced, weights, job.protocol)
