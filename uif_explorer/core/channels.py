@@ -22,6 +22,7 @@ import numpy as np
 
 FIXED_OUTPUT = "feeds a model output"
 FIXED_INPUT = "is a model input"
+FACTORED = "its channels are attention heads x head width (pruned through those two groups)"
 
 
 class UnionFind:
@@ -140,6 +141,23 @@ class ChannelGraph:
     other_macs: int  # counted MACs the plan can never change
     digest_items: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # (composite, head, width) roots: a composite channel goes when its head or width goes
+    factors: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def spread_removed(self, removed: np.ndarray) -> np.ndarray:
+        """Mark the composite channels (head x width) whose head or width is removed."""
+        if self.factors is not None:
+            comp, head, width = self.factors
+            removed[comp] |= removed[head] | removed[width]
+        return removed
+
+    def spread_scores(self, root_score: np.ndarray) -> np.ndarray:
+        """Hand composite channels' importance to their head and their width."""
+        if self.factors is not None:
+            comp, head, width = self.factors
+            np.add.at(root_score, head, root_score[comp])
+            np.add.at(root_score, width, root_score[comp])
+        return root_score
 
     @property
     def prunable_groups(self) -> list[Group]:
@@ -167,6 +185,7 @@ class ChannelGraphBuilder:
         self.param_classes: dict[tuple[str, int], np.ndarray] = {}
         self.members: dict[int, list[str]] = {}  # class id -> module names touching it
         self.notes: list[str] = []
+        self.factor_of: dict[int, tuple[int, int]] = {}  # composite class -> (head, width)
 
     # -- classes -------------------------------------------------------------------------
     def fresh(self, n: int, producer: str | None = None) -> np.ndarray:
@@ -215,6 +234,12 @@ class ChannelGraphBuilder:
         if module is not None:
             self.touch(sl.classes, module)
 
+    def add_factors(self, comp: np.ndarray, head: np.ndarray, width: np.ndarray) -> None:
+        """Channels ``comp`` are a product: each goes when its ``head`` or ``width`` class goes
+        (attention heads split from channels: ``torch/rules/heads.py``)."""
+        for c, h, w in zip(np.ravel(comp), np.ravel(head), np.ravel(width), strict=True):
+            self.factor_of.setdefault(int(c), (int(h), int(w)))
+
     def add_block_constraint(self, classes: np.ndarray, blocks: int, where: str) -> None:
         if blocks > 1:
             self.block_constraints.append((np.asarray(classes).ravel(), blocks, where))
@@ -252,6 +277,7 @@ class ChannelGraphBuilder:
             lst = root_members.setdefault(r, [])
             lst.extend(m for m in mods if m not in lst)
 
+        factors = resolve_factors(self) if self.factor_of else None
         fixed_roots: dict[int, list[str]] = {}
         for cid, reason in self.fixed.items():
             lst = fixed_roots.setdefault(uf.find(cid), [])
@@ -290,6 +316,10 @@ class ChannelGraphBuilder:
                 root_group[int(r)] = gid
 
         self._apply_block_constraints(groups, root_group)
+        if factors is not None:
+            for gid in {root_group.get(int(r)) for r in factors[0]} - {None}:
+                if groups[gid].prunable:
+                    groups[gid].excluded_reason = FACTORED
         for g in groups:
             if g.prunable and g.num_channels < 2:
                 g.excluded_reason = "has a single channel"
@@ -312,6 +342,7 @@ class ChannelGraphBuilder:
             other_macs=other,
             digest_items=digest_items,
             notes=self.notes,
+            factors=factors,
         )
 
     def _apply_block_constraints(self, groups: list[Group], root_group: dict[int, int]) -> None:
@@ -345,6 +376,29 @@ class ChannelGraphBuilder:
                 continue
             g.roots = np.asarray(reorder, dtype=np.int64)
             g.blocks = blocks0
+
+
+def resolve_factors(b: ChannelGraphBuilder) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Composite roots and their (head, width) roots, one row per composite root.
+
+    A composite channel that is fixed (a barrier, a model output, an excluded layer) fixes its
+    head and width with the same reason; one whose channels were tied to two different
+    (head, width) pairs fixes all of them (the heads cannot be cut out cleanly)."""
+    uf = b.uf
+    fixed_root = {}
+    for cid, reason in b.fixed.items():
+        fixed_root.setdefault(uf.find(cid), reason)
+    pair_of: dict[int, tuple[int, int]] = {}
+    for c, (h, w) in b.factor_of.items():
+        r, pair = uf.find(c), (uf.find(h), uf.find(w))
+        if pair_of.setdefault(r, pair) != pair:
+            b.fix(np.array([*pair, *pair_of[r]]), "attention heads mixed with other channels")
+        if r in fixed_root:
+            b.fix(np.array(pair), fixed_root[r])
+    comp = np.fromiter(pair_of, np.int64, len(pair_of))
+    heads = np.array([p[0] for p in pair_of.values()], dtype=np.int64)
+    widths = np.array([p[1] for p in pair_of.values()], dtype=np.int64)
+    return comp, heads, widths
 
 
 def _same_blocks(a: np.ndarray, b: np.ndarray, blocks: int) -> bool:

@@ -71,4 +71,5 @@ def group_scores(
         if mean > 0:
             score = score / mean
         np.add.at(root_score, graph.uf.roots(sl.classes), score)
+    root_score = graph.spread_scores(root_score)
     return {g.id: root_score[g.roots] for g in graph.groups}

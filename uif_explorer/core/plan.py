@@ -79,7 +79,7 @@ class PruningPlan:
             mask = np.ones(g.num_channels, dtype=bool)
             mask[np.asarray(keep, dtype=np.int64)] = False
             removed[g.roots[mask]] = True
-        return removed
+        return graph.spread_removed(removed)
 
 
 def importance_order(g: Group, score: np.ndarray) -> np.ndarray:
@@ -187,7 +187,7 @@ class CostModel:
         a_out = np.zeros((n_ops, n_groups), dtype=np.int64)
         c_in = np.ones(n_ops, dtype=np.int64)
         c_out = np.ones(n_ops, dtype=np.int64)
-        self.count_model_exact = True
+        self.count_model_exact = self.graph.factors is None  # heads x width: a product
         for row, (op, in_roots, out_roots, _f, _d) in enumerate(self._ops):
             for roots, a, c, use in ((in_roots, a_in, c_in, not op.depthwise),
                                      (out_roots, a_out, c_out, True)):

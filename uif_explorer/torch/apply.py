@@ -181,7 +181,8 @@ def _slice_state(state: Mapping[str, torch.Tensor], masks) -> dict[str, torch.Te
 
 # -- slim ------------------------------------------------------------------------------------
 def _rewrite_sizes(slim: nn.Module, cap: Capture, plan: PruningPlan) -> None:
-    """Size lists the model's code reads (split sizes) get the kept count of each part."""
+    """Size lists the model's code reads (split sizes) get the kept count of each part;
+    a single count (``num_heads``, ``head_dim``) gets the kept count of its one part."""
     if not cap.size_attrs:
         return
     removed = plan.removed_roots(cap.graph)
@@ -189,7 +190,7 @@ def _rewrite_sizes(slim: nn.Module, cap: Capture, plan: PruningPlan) -> None:
         module = slim.get_submodule(sa.module) if sa.module else slim
         old = getattr(module, sa.attr)
         kept = [int(len(p) - removed[cap.graph.uf.roots(p)].sum()) for p in sa.parts]
-        setattr(module, sa.attr, type(old)(kept))
+        setattr(module, sa.attr, kept[0] if isinstance(old, int) else type(old)(kept))
 
 
 def make_slim(model: nn.Module, cap: Capture, plan: PruningPlan) -> nn.Module:

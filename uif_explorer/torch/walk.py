@@ -55,6 +55,7 @@ class Walker:
         self.custom_inputs: dict[str, np.ndarray] = {}  # channel-wise layer -> its channels
         self.custom_sliced: set[tuple[str, int]] = set()  # weight axes of opaque layers
         self.size_attrs: list[SizeAttr] = []  # split sizes etc. the slim model rewrites
+        self.heads: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # module -> (heads, widths)
 
     def _custom_roots(self) -> dict[str, LayerRule]:
         """Modules whose type has an opaque rule (outermost ones: a rule covers its children)."""

@@ -19,8 +19,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from uif_explorer.core.channels import MacOp, Val, channel_list, varies
+from uif_explorer.core.channels import (
+    MacOp,
+    Val,
+    channel_list,
+    compress,
+    varies,
+    varying_dims,
+)
 from uif_explorer.core.rules import Barrier, fixed_val
+from uif_explorer.torch.rules import heads
 from uif_explorer.torch.rules.base import ParamVal, module_path, op_name, op_rule
 
 if TYPE_CHECKING:
@@ -31,15 +39,38 @@ DEFAULT_SCALE = ("fused attention's default scale reads the query width (pass sc
 NO_CHANNELS = "attention scores carry no channels"
 
 
-def _last_dim(x: object, what: str) -> np.ndarray:
-    """Classes along the last dim, which must be the only dim that carries channels."""
+def _positions(x: object, what: str) -> np.ndarray:
+    """Classes per (head, width) position, shape (H, E): the last dim and, for a tensor of
+    three dims or more, the heads dim (-3) may carry channels; nothing else may."""
     if not isinstance(x, Val):
         raise Barrier(f"attention on a weight or constant {what}")
-    lst = channel_list(x, -1)
-    if lst is None:
+    nd = len(x.shape)
+    allowed = {nd - 1, nd - 3} if nd >= 3 else {nd - 1}
+    if any(d not in allowed for d in varying_dims(x.cls)):
         raise Barrier(f"attention whose {what} carries channels outside its last dim "
                       "(e.g. heads split from channels)")
-    return lst
+    idx: list[object] = [0] * nd
+    idx[-1] = slice(None)
+    if nd >= 3:
+        idx[-3] = slice(None)
+    pos = np.broadcast_to(x.cls, x.shape)[tuple(idx)]
+    return pos if nd >= 3 else pos[None, :]
+
+
+def _tie_heads(w: Walker, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray | None:
+    """Head h of q, k and v goes together and q, k widths are contracted: tie their factors.
+    The widths of q (what the default scale reads), or None when q is not split into heads."""
+    fq, fk, fv = (heads.factors_of(w.b, p) for p in (q, k, v))
+    if fq is None and fk is None and fv is None:
+        if any(varies(p, 0) for p in (q, k, v)):
+            raise Barrier("attention heads split from channels the pruner cannot follow")
+        return None
+    if fq is None or fk is None or fv is None:
+        raise Barrier("attention whose query, key and value are not all split into heads")
+    w.b.unify(fq[0][:, :1], fk[0][:, :1])
+    w.b.unify(fq[0][:, :1], fv[0][:, :1])
+    w.b.unify(fq[1], fk[1])
+    return fq[1]
 
 
 def _as_last(out_shape: tuple[int, ...], lst: np.ndarray) -> np.ndarray:
@@ -56,22 +87,29 @@ def sdpa(w: Walker, node: torch.fx.Node) -> object:
     mask = w.arg(args[3]) if len(args) > 3 else w.arg(node.kwargs.get("attn_mask"))
     if isinstance(mask, Val) and any(varies(mask.cls, d) for d in range(mask.cls.ndim)):
         raise Barrier("attention mask that carries channels")
-    q_list, k_list, v_list = (_last_dim(t, n) for t, n in ((q, "query"), (k, "key"),
-                                                            (v, "value")))
-    w.b.unify(q_list, k_list)
+    q_pos, k_pos, v_pos = (_positions(t, n) for t, n in ((q, "query"), (k, "key"),
+                                                          (v, "value")))
+    if q_pos.shape != k_pos.shape or q_pos.shape[0] != v_pos.shape[0]:
+        raise Barrier("attention whose query, key and value have different head counts")
+    w.b.unify(q_pos, k_pos)
+    q_widths = _tie_heads(w, q_pos, k_pos, v_pos)
     scale = args[6] if op_name(node) == "scaled_dot_product_attention" and len(args) > 6 \
         else node.kwargs.get("scale")
     if scale is None:
-        w.b.fix(q_list, f"{DEFAULT_SCALE} ({op_name(node)} in {module_path(node)})")
+        w.b.fix(q_pos if q_widths is None else q_widths,
+                f"{DEFAULT_SCALE} ({op_name(node)} in {module_path(node)})")
     val = node.meta.get("val")
     out = val[0] if isinstance(val, (list, tuple)) else val
     out_shape = tuple(int(s) for s in out.shape)
-    batch = int(np.prod(q.shape[:-2]))
+    batch = int(np.prod(q.shape[:-3])) if len(q.shape) >= 3 else 1
     length, keys = q.shape[-2], k.shape[-2]
     where = module_path(node)
-    w.b.mac_ops.append(MacOp(where, batch * length * keys * len(q_list), q_list, None))
-    w.b.mac_ops.append(MacOp(where, batch * length * keys * len(v_list), None, v_list))
-    result = Val(out_shape, _as_last(out_shape, v_list))
+    # positions (head x width) are counted one by one: kept heads x kept widths
+    w.b.mac_ops.append(MacOp(where, batch * length * keys * q_pos.size, q_pos.ravel(), None))
+    w.b.mac_ops.append(MacOp(where, batch * length * keys * v_pos.size, None, v_pos.ravel()))
+    nd = len(out_shape)
+    lead = [1] * (nd - 3) + [v_pos.shape[0], 1] if nd >= 3 else [1] * (nd - 1)
+    result = Val(out_shape, compress(v_pos.reshape(lead + [v_pos.shape[1]])))
     if isinstance(val, (list, tuple)):  # (output, logsumexp, ...): the rest carry no channels
         return (result,) + tuple(
             fixed_val(w.b, tuple(t.shape), NO_CHANNELS) if isinstance(t, torch.Tensor) else None
