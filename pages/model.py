@@ -48,6 +48,7 @@ with errors.guard("showing the model"):
         model_view.layer_table(loaded.summary)
         try:
             model_view.groups_table(loaders.groups(loaded))
+            errors.nothing_to_prune(loaded)  # one line naming the frozen layers and why
         except Exception as exc:  # noqa: BLE001 - an unprunable model is still shown
             first = (str(exc).strip().splitlines() or ["no details"])[0][:400]
             errors.show(f"This model cannot be pruned: {type(exc).__name__}: {first}. Its "

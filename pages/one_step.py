@@ -23,6 +23,8 @@ with errors.guard("showing the one-step search"):
     registry = jobs.registry()
     st.caption(f"Model: **{loaded.title}** (`{name}`, chosen on the Model page), "
                f"{loaded.summary.macs / 1e6:.2f} M MACs at input {loaded.summary.input_label}.")
+    if errors.nothing_to_prune(loaded):
+        st.stop()
 
     c1, c2, c3, c4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
     num_subnet = int(c1.number_input("Candidates", 1, 500, 20, key="os_num",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import streamlit as st
 
@@ -38,3 +39,20 @@ def guard(what: str) -> Iterator[None]:
             "or picking another model usually helps.",
             exc,
         )
+
+
+def nothing_to_prune(loaded: Any) -> bool:
+    """Show the engine's one line when no channel group of the loaded model
+    (``loaders.LoadedModel``) can be pruned, naming the frozen layers and why, and return True:
+    saying so up front beats an analysis or a search that fails later. Uses the workspace's
+    cached runner, the capture the groups table shows."""
+    from uif_explorer.core.rules import nothing_prunable
+    from uif_explorer.ui import workspace
+
+    graph = workspace.runner(workspace.current_token(), loaded, "iterative").pruner.graph
+    if graph.prunable_groups:
+        return False
+    show(nothing_prunable(graph).replace(
+        "See groups_table() for every group.",
+        "The channel groups table on the **Model** page lists every group."))
+    return True
