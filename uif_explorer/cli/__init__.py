@@ -8,6 +8,7 @@ each checks its arguments before loading anything, and errors name the command t
     uif-explorer inspect --model resnet20
     uif-explorer ana     --model resnet20 --data bundled --limit 500
     uif-explorer prune   --model resnet20 --ratio 0.4 --mode slim --out slim.safetensors
+    uif-explorer finetune --model resnet20 --spec .vai/resnet20_ratio_0.4.spec --data imgs/
     uif-explorer search  --model resnet20 --ratio 0.5 --num-subnet 50 --executor process
     uif-explorer export  --model resnet20 --spec .vai/resnet20_ratio_0.4.spec --format onnx
     uif-explorer ofa-train  --model mobilenetv2_small --expand-ratio 0.5 0.75 1 --epochs 1
@@ -21,11 +22,21 @@ import argparse
 import sys
 from types import ModuleType
 
-from uif_explorer.cli import ana, app, export, inspect, ofa_search, ofa_train, prune, search
+from uif_explorer.cli import (
+    ana,
+    app,
+    export,
+    finetune,
+    inspect,
+    ofa_search,
+    ofa_train,
+    prune,
+    search,
+)
 from uif_explorer.cli.errors import CliError, translate
 
-COMMANDS: tuple[ModuleType, ...] = (inspect, ana, prune, search, export, ofa_train, ofa_search,
-                                    app)
+COMMANDS: tuple[ModuleType, ...] = (inspect, ana, prune, finetune, search, export, ofa_train,
+                                    ofa_search, app)
 
 
 def _name(module: ModuleType) -> str:
