@@ -32,11 +32,12 @@ class QKVAttention(nn.Module):
     ``back_to_input`` reshapes back to the input's width (as timm does)."""
 
     def __init__(self, scale: bool = True, literal: bool = False,
-                 back_to_input: bool = False) -> None:
+                 back_to_input: bool = False, fused: bool = True) -> None:
         super().__init__()
         self.num_heads, self.head_dim = HEADS, DIM // HEADS
+        self.attn_dim = DIM  # timm reshapes back to it: rewritten with the kept heads x width
         self.scale = self.head_dim ** -0.5 if scale else None
-        self.literal, self.back_to_input = literal, back_to_input
+        self.literal, self.back_to_input, self.fused = literal, back_to_input, fused
         self.qkv = nn.Linear(DIM, 3 * DIM)
         self.proj = nn.Linear(DIM, DIM)
 
@@ -45,8 +46,12 @@ class QKVAttention(nn.Module):
         heads = HEADS if self.literal else self.num_heads
         qkv = self.qkv(x).reshape(b, n, 3, heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        a = F.scaled_dot_product_attention(q, k, v, scale=self.scale).transpose(1, 2)
-        return self.proj(a.reshape(b, n, c if self.back_to_input else -1))
+        if self.fused:
+            a = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:  # timm's fused_attn=False path
+            a = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        a = a.transpose(1, 2)
+        return self.proj(a.reshape(b, n, c if self.back_to_input else self.attn_dim))
 
 
 class NoHeadAttr(QKVAttention):
@@ -139,7 +144,7 @@ def test_half_the_heads_removed(block):
         assert isinstance(slim.attn, HeadPrunedMultiheadAttention)
         assert slim.attn.out_proj.in_features == DIM // 2
     else:
-        assert slim.attn.proj.in_features == DIM // 2
+        assert slim.attn.proj.in_features == DIM // 2 == slim.attn.attn_dim
 
 
 def test_head_width_pruned_on_its_own():
@@ -147,6 +152,16 @@ def test_head_width_pruned_on_its_own():
     plan = pr.plan({_named(pr, "head width").id: 0.5}, channel_divisible=1)
     slim = _check_slim(pr, plan, x)
     assert (slim.attn.num_heads, slim.attn.head_dim) == (HEADS, DIM // HEADS // 2)
+    assert slim.attn.attn_dim == DIM // 2
+
+
+def test_explicit_matmul_attention_prunes_heads_and_width_together():
+    _, x, pr = _capture(QKVAttention(fused=False))
+    heads, width = _named(pr, "heads"), _named(pr, "head width")
+    assert heads.prunable and width.prunable  # the scale is a constant: width is free
+    plan = pr.plan({heads.id: 0.5, width.id: 0.5}, channel_divisible=1)
+    slim = _check_slim(pr, plan, x)
+    assert (slim.attn.num_heads, slim.attn.head_dim) == (HEADS // 2, DIM // HEADS // 2)
 
 
 def test_runners_agree_at_half_the_macs(block):

@@ -123,6 +123,49 @@ def _dim_list(x: Val, dim: int) -> np.ndarray | None:
     return channel_list(x, dim) if varies(x.cls, dim % len(x.shape)) else None
 
 
+def _head_positions(x: Val, axis: int) -> np.ndarray | None:
+    """Classes per (head, ``axis``) position, shape (H, n), when only the heads dim (-3) and
+    ``axis`` carry channels; None otherwise."""
+    nd = len(x.shape)
+    if nd < 3 or any(d not in (nd - 3, axis % nd) for d in varying_dims(x.cls)):
+        return None
+    idx: list[object] = [0] * nd
+    idx[-3], idx[axis] = slice(None), slice(None)
+    return np.broadcast_to(x.cls, x.shape)[tuple(idx)]
+
+
+def _heads_matmul(w: Walker, node: torch.fx.Node, a: Val, b: Val) -> Val:
+    """``q @ k^T`` and ``attn @ v`` per head (dim -3 carries heads): the contracted width ties
+    q's and k's composite channels, the heads of both sides are one head, and the output
+    carries the heads (scores) or v's composite channels. MACs: kept heads x kept widths."""
+    a_pos, b_k, b_cols = _head_positions(a, -1), _head_positions(b, -2), _head_positions(b, -1)
+    if a_pos is None:
+        raise Barrier("matmul whose batch dims carry channels")
+    contract = varies(a_pos, 1)
+    b_pos = b_k if contract else b_cols
+    if b_pos is None or (contract and not varies(b_pos, 1)):
+        raise Barrier("matmul whose batch dims carry channels, contracted with a tensor "
+                      "that carries none or carries them elsewhere")
+    fa, fb = heads.factors_of(w.b, a_pos), heads.factors_of(w.b, b_pos)
+    if fb is None:
+        raise Barrier("matmul of attention heads with a tensor not split into heads")
+    a_heads = fa[0][:, :1] if fa is not None else a_pos[:, :1]
+    w.b.unify(a_heads, fb[0][:, :1])
+    out_shape = w.shape(node)
+    batch = int(np.prod(out_shape[:-3])) * out_shape[-2]
+    nd = len(out_shape)
+    where = module_path(node)
+    if contract:  # q @ k^T: the scores carry the heads
+        if fa is None:
+            raise Barrier("matmul of attention heads with a tensor not split into heads")
+        w.b.unify(a_pos, b_pos)
+        w.b.unify(fa[1], fb[1])
+        w.b.mac_ops.append(MacOp(where, batch * out_shape[-1] * a_pos.size, a_pos.ravel(), None))
+        return Val(out_shape, a_heads.reshape([1] * (nd - 3) + [-1, 1, 1]))
+    w.b.mac_ops.append(MacOp(where, batch * a.shape[-1] * b_pos.size, None, b_pos.ravel()))
+    return Val(out_shape, compress(b_pos.reshape([1] * (nd - 3) + [b_pos.shape[0], 1, -1])))
+
+
 @op_rule("matmul", "bmm", "mm")
 def matmul(w: Walker, node: torch.fx.Node) -> object:
     """``a @ b`` of activations (attention scores, ``attn @ v``): the contracted dim ties the
@@ -133,9 +176,8 @@ def matmul(w: Walker, node: torch.fx.Node) -> object:
         return w.unknown(node, op_name(node))  # a weight: a layer without a rule
     if not isinstance(a, Val) or not isinstance(b, Val) or len(a.shape) < 2 or len(b.shape) < 2:
         raise Barrier("matmul of vectors or constants")
-    for t in (a, b):
-        if any(varies(t.cls, d) for d in range(t.cls.ndim - 2)):
-            raise Barrier("matmul whose batch dims carry channels")
+    if any(varies(t.cls, d) for t in (a, b) for d in range(t.cls.ndim - 2)):
+        return _heads_matmul(w, node, a, b)
     a_rows, a_k, b_k, b_cols = (_dim_list(a, -2), _dim_list(a, -1), _dim_list(b, -2),
                                 _dim_list(b, -1))
     if (a_rows is not None and a_k is not None) or (b_k is not None and b_cols is not None):

@@ -8,7 +8,8 @@ goes. The heads and the widths are two fresh groups (``<module> (heads)``, ``<mo
 width)``); the composite channels (the qkv rows, the output projection's columns) follow them
 (:meth:`~uif_explorer.core.channels.ChannelGraph.spread_removed`), so every head keeps the
 same width and the slim model is a plain narrower reshape. The slim model gets the kept counts
-in ``num_heads`` and ``head_dim`` (:class:`~uif_explorer.torch.rules.base.SizeAttr`);
+in ``num_heads``, ``head_dim`` and (timm) ``attn_dim``
+(:class:`~uif_explorer.torch.rules.base.SizeAttr`);
 ``nn.MultiheadAttention`` (whose own forward needs its inner width to equal its input width)
 becomes :class:`HeadPrunedMultiheadAttention`, the same arithmetic at any width.
 
@@ -111,9 +112,12 @@ def head_split(w: Walker, node: torch.fx.Node, x: Val, out: tuple[int, ...]) -> 
             or out[run[1][-1]] not in (width, heads * width)):
         raise Barrier(f"reshape that splits {c} channels other than into heads of "
                       f"num_heads={heads} x head width {width} ({path or '(model)'})")
+    new = path not in w.heads
     h, d = _head_classes(w, path, module, heads, width)
     idx = np.arange(c)
     w.b.add_factors(lst, h[(idx // width) % heads], d[idx % width])
+    if new and getattr(module, "attn_dim", None) == heads * width:  # timm: the inner width
+        w.size_attrs.append(SizeAttr(path, "attn_dim", [lst[: heads * width]]))
     return exact_reshape(x, out)
 
 
