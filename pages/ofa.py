@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from uif_explorer.present import charts
-from uif_explorer.services import analysis, eval_data, ofa_app
+from uif_explorer.services import analysis, eval_data, ofa_app, score_lines
 from uif_explorer.ui import errors, jobs, loaders, state, workspace
 
 st.title("OFA Pareto", anchor=False)
@@ -134,6 +134,7 @@ with errors.guard("showing the OFA search"):
                        f"millions at input {ofa_app.input_label(ref.sample)} (batch 1). Click a "
                        "point to add it to the comparison (again to remove it); drag a box to "
                        "compare every point inside.")
+            st.caption(f"{search.protocol}.")
             st.plotly_chart(charts.evolution_figure(evo, macs_range, highlight=picks),
                             key=plot_key, on_select="rerun", selection_mode=("points", "box"))
             metric = evo.get("metric", "acc1")
@@ -157,16 +158,23 @@ with errors.guard("showing the OFA search"):
                         "subnets and use one.", icon=":material/info:")
             else:
                 st.subheader(f"Comparing {len(picks)} subnet(s)", anchor=False)
-                st.dataframe(ofa_app.compare_table(evo, picks), hide_index=True,
-                             key="ofa_compare", column_config={
+                st.dataframe(ofa_app.compare_table(evo, picks, search.images),
+                             hide_index=True, key="ofa_compare", column_config={
                                  "net_id": "Subnet", "macs_m": "MACs (M)",
                                  "params_m": "Params (M)",
                                  "accuracy": st.column_config.NumberColumn(
                                      "Accuracy (%)", help=search.data_source),
+                                 "images": st.column_config.NumberColumn("Images"),
+                                 "interval": "95 % interval",
+                                 "vs_best": st.column_config.TextColumn(
+                                     "vs the most accurate", help="'within noise': the 95 % "
+                                     "intervals overlap, the difference may be chance."),
                                  "generation": "Generation", "origin": "Made by",
                                  "front": st.column_config.CheckboxColumn("Pareto front")})
                 st.caption(f"Accuracy as scored by the search: {search.data_source}. "
-                           "Widths per channel group (output channels kept):")
+                           f"{search.protocol}. Two subnets are 'within noise' when their "
+                           "95 % intervals overlap. Widths per channel group (output "
+                           "channels kept):")
                 st.dataframe(ofa_app.widths_table(evo, picks), hide_index=True,
                              key="ofa_widths", column_config={
                                  "group": "Channel group (leading layer)",
@@ -203,10 +211,10 @@ with errors.guard("showing the OFA search"):
                               help=eval_data.data_source(pruned.images), border=True)
                     st.caption(
                         f"Static subnet (plain layers), {pruned.macs_m:.3f} M MACs, "
-                        f"{pruned.params_m:.4f} M params; accuracy: "
-                        f"{eval_data.data_source(pruned.images)}, after BatchNorm "
-                        f"calibration on {eval_data.CALIB_BATCHES * 64} training images (no "
-                        f"fine-tuning). Its subnet_setting is saved as "
+                        f"{pruned.params_m:.4f} M params; accuracy "
+                        f"{score_lines.score_text(pruned.accuracy, pruned.images)}. "
+                        f"{ofa_app.subnet_protocol(pruned.images)} (no fine-tuning). Its "
+                        f"subnet_setting is saved as "
                         f"`{Path(pruned.spec_path).name}`; download the model on the "
                         "**Export** page.")
 

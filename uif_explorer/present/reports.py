@@ -299,7 +299,7 @@ __all__ = ["layer_widths", "load", "pareto_frame", "pareto_html", "pareto_metric
 
 def candidates_table(search: Mapping[str, Any]) -> pd.DataFrame:
     """The One-step page's table: one row per candidate (id, MACs (M), params (M), MACs
-    removed (%), score, whether it is the best)."""
+    removed (%), score, the images it was scored on, whether it is the best)."""
     best = search.get("ranking", [None])[0] if search.get("ranking") else None
     rows = [{
         "id": int(c["id"]),
@@ -307,10 +307,11 @@ def candidates_table(search: Mapping[str, Any]) -> pd.DataFrame:
         "params_m": round(float(c["params"]), 4),
         "removed_pct": round(100 * float(c.get("removal", 0.0)), 2),
         "score": None if c.get("score") is None else round(float(c["score"]), 3),
+        "images": c.get("images"),
         "best": c["id"] == best,
     } for c in search.get("candidates", [])]
     return pd.DataFrame(rows, columns=["id", "macs_m", "params_m", "removed_pct", "score",
-                                       "best"])
+                                       "images", "best"])
 
 
 def candidate_ratios_table(search: Mapping[str, Any], ids: Sequence[int]) -> pd.DataFrame:
@@ -327,3 +328,29 @@ def candidate_ratios_table(search: Mapping[str, Any], ids: Sequence[int]) -> pd.
                 row[f"candidate {cid}"] = float(c.get("ratios", {}).get(str(g["id"]), 0.0))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def refinement_table(search: Mapping[str, Any]) -> pd.DataFrame:
+    """The refinement stages of a ``.search`` file: one row per candidate that was fine-tuned,
+    its adaptive-BN score, then its score after each stage's fine-tune (None where it did not
+    get there), the last stage it reached, the image count of the scores, and the winner."""
+    state = search.get("refinement") or {}
+    stages = state.get("stages", [])
+    by_id = {int(c["id"]): c for c in search.get("candidates", [])}
+    columns = [f"stage {s['stage']} ({s['budget']} batches)" for s in stages]
+    winner = state.get("winner") if state.get("complete") else None
+    rows = []
+    for cid in (stages[0]["candidates"] if stages else []):
+        cand = by_id.get(int(cid), {})
+        row: dict[str, Any] = {"candidate": int(cid), "adaptive_bn": cand.get("score")}
+        reached = 0
+        for col, s in zip(columns, stages, strict=True):
+            value = s.get("scores", {}).get(str(cid))
+            row[col] = None if value is None else round(float(value), 3)
+            reached = s["stage"] if int(cid) in s["candidates"] else reached
+        images = [s.get("images") for s in stages if s.get("images")]
+        row.update(reached=reached, images=images[-1] if images else cand.get("images"),
+                   winner=winner is not None and int(cid) == int(winner))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["candidate", "adaptive_bn", *columns, "reached",
+                                       "images", "winner"])

@@ -26,6 +26,7 @@ from uif_explorer.services.ofa_searches import (  # noqa: F401 - the page's one 
     BUNDLED_SEARCH_DATA,
     EVOLUTION_KIND,
     META_KIND,
+    SEARCH_SCORE_FN,
     SearchRef,
     check_range,
     default_macs_step,
@@ -59,6 +60,7 @@ from uif_explorer.services.ofa_supernets import (  # noqa: F401
     workspace_supernets,
 )
 from uif_explorer.services.pruned import OFA_SUBNET, PrunedModel
+from uif_explorer.services.score_lines import measured, noise_verdict, protocol_line
 from uif_explorer.services.torch_backend import out_widths
 
 
@@ -165,20 +167,28 @@ def subnets_table(evo: Mapping[str, Any], macs_range: tuple[float, float] | None
     return df.sort_values("macs_m", kind="stable").reset_index(drop=True)
 
 
-def compare_table(evo: Mapping[str, Any], ids: Sequence[str]) -> pd.DataFrame:
-    """The chosen subnets side by side: MACs (M), params (M), accuracy (%), generation."""
+def compare_table(evo: Mapping[str, Any], ids: Sequence[str],
+                  images: int | None = None) -> pd.DataFrame:
+    """The chosen subnets side by side: MACs (M), params (M), accuracy (%), the images it was
+    measured on, its 95 % interval, how it compares with the most accurate of them ("within
+    noise" when the intervals overlap), generation, origin, whether on the Pareto front."""
     metric = evo.get("metric", "acc1")
     front = set(front_ids(evo))
+    scores = {nid: measured(float(record(evo, nid)[metric]), images) for nid in ids}
+    top = max(ids, key=lambda n: scores[n].score) if ids else None
     rows = []
     for nid in ids:
-        r = record(evo, nid)
+        r, m = record(evo, nid), scores[nid]
         rows.append({"net_id": nid, "macs_m": round(float(r["macs"]), 4),
                      "params_m": round(float(r.get("params", 0.0)), 4),
-                     "accuracy": round(float(r[metric]), 2),
+                     "accuracy": round(m.score, 2), "images": images,
+                     "interval": (f"{m.low:.1f}-{m.high:.1f}" if m.interval else "unknown"),
+                     "vs_best": ("the most accurate" if nid == top
+                                 else noise_verdict(m, scores[top])),
                      "generation": int(r.get("generation", -1)),
                      "origin": r.get("origin", ""), "front": nid in front})
-    return pd.DataFrame(rows, columns=["net_id", "macs_m", "params_m", "accuracy", "generation",
-                                       "origin", "front"])
+    return pd.DataFrame(rows, columns=["net_id", "macs_m", "params_m", "accuracy", "images",
+                                       "interval", "vs_best", "generation", "origin", "front"])
 
 
 def widths_table(evo: Mapping[str, Any], ids: Sequence[str]) -> pd.DataFrame:
@@ -268,6 +278,13 @@ def rebuild_subnet(sample: str, subnet_path: Path, state_dict: Mapping[str, Any]
     return static.eval()
 
 
+def subnet_protocol(images: int) -> str:
+    """The protocol line of a subnet built by **Use this subnet** (``build_subnet``)."""
+    return protocol_line(score_fn=SEARCH_SCORE_FN, images=int(images),
+                         data="bundled Fashion-MNIST test subset", calibrated=True,
+                         batches=eval_data.CALIB_BATCHES)
+
+
 def pruned_entry(built: Mapping[str, Any], *, sample: str, net_id: str, supernet: SupernetRef,
                  subnet_path: Path, search_source: str) -> PrunedModel:
     """The session's pruned model for an OFA subnet (a static subnet of a PyTorch sample)."""
@@ -295,6 +312,6 @@ __all__ = [
     "newest_search", "train_settings",
     "pruned_entry", "read_search", "read_search_meta", "rebuild_subnet", "run_search",
     "save_subnet", "search_data_source", "search_name", "search_settings", "selected_ids",
-    "slider_bounds", "subnets_table", "supernet_span", "train_supernet",
+    "slider_bounds", "subnet_protocol", "subnets_table", "supernet_span", "train_supernet",
     "widths_table", "workspace_supernets",
 ]

@@ -17,11 +17,16 @@ from uif_explorer.core.pareto import default_macs_step  # the search's own defau
 from uif_explorer.io.workspace import WorkspaceError, atomic_write_json, read_json, sanitize_name
 from uif_explorer.services import eval_data
 from uif_explorer.services.ofa_supernets import Progress, SupernetRef, settings_tag
+from uif_explorer.services.score_lines import protocol_line
 
 EVOLUTION_KIND = "uif-explorer-evolution"
 META_KIND = "uif-explorer-ofa-search-meta"
-BUNDLED_SEARCH_DATA = ("top-1 on the first 500 images of the bundled Fashion-MNIST test subset, "
-                       "after BatchNorm calibration on 8 fixed batches of 64 training images")
+BUNDLED_IMAGES = 500  # what the bundled searches were scored on (sample_models/)
+BUNDLED_CALIB_BATCHES = 8
+BUNDLED_SEARCH_DATA = (f"top-1 on the first {BUNDLED_IMAGES} images of the bundled Fashion-MNIST "
+                       f"test subset, after BatchNorm calibration on {BUNDLED_CALIB_BATCHES} "
+                       "fixed batches of 64 training images")
+SEARCH_SCORE_FN = "top1_accuracy"  # run_search's eval_fn
 
 
 # -- searches ------------------------------------------------------------------------------
@@ -35,6 +40,15 @@ class SearchRef:
     label: str
     complete: bool
     data_source: str
+    images: int | None = None  # images each subnet was scored on (None: not recorded)
+    calib_batches: int | None = None  # BatchNorm re-estimation batches of 64 images
+
+    @property
+    def protocol(self) -> str:
+        """The one-line scoring protocol shown beside every accuracy of this search."""
+        return protocol_line(score_fn=SEARCH_SCORE_FN, images=self.images,
+                             data="bundled Fashion-MNIST test subset" if self.images else None,
+                             calibrated=True, batches=self.calib_batches)
 
 
 def meta_path(evolution_path: Path) -> Path:
@@ -95,16 +109,19 @@ def list_searches(ref: SupernetRef, folder: Path | None) -> list[SearchRef]:
         evo = read_search(path)
         if evo is not None:
             out.append(SearchRef(f"bundled:{ref.sample}", path, True, _search_label(evo, True),
-                                 bool(evo.get("complete")), BUNDLED_SEARCH_DATA))
+                                 bool(evo.get("complete")), BUNDLED_SEARCH_DATA,
+                                 BUNDLED_IMAGES, BUNDLED_CALIB_BATCHES))
     if folder is not None:
         for path in sorted(Path(folder).glob("*_evolution.json")):
             evo = read_search(path)
             if evo is None or evo.get("graph_digest") != ref.info.get("graph_digest") \
                     or evo.get("weights_digest") != ref.info.get("weights_digest"):
                 continue
+            meta = read_search_meta(path)
             out.append(SearchRef(f"workspace:{path.name}", path, False,
                                  _search_label(evo, False), bool(evo.get("complete")),
-                                 search_data_source(read_search_meta(path))))
+                                 search_data_source(meta), meta.get("images"),
+                                 meta.get("calib_batches")))
     return out
 
 
