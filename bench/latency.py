@@ -9,7 +9,9 @@ alike, and the median of ``--repeats`` timed runs is reported after warm-up.
 
 ``--compare`` instead measures, interleaved per model (batch 1, eager): the original; ours at
 50 % MACs with defaults; ours latency-targeted at 50 % of the predicted latency (this
-machine's table, :mod:`uif_explorer.torch.latency`); and, when ``torch-pruning`` is installed
+machine's table, :mod:`uif_explorer.torch.latency`); with ``--calibrate N`` that plan
+corrected in up to N rounds on whole-model timings of its slim model
+(:func:`~uif_explorer.torch.latency.plan_to_measured`); and, when ``torch-pruning`` is installed
 (``requirements-bench.txt``), Torch-Pruning uniform L1 at 50 % MACs, default and round_to=8.
 
     .venv/bin/python bench/latency.py --compare --models resnet18 mobilenet_v2 --threads 1
@@ -74,6 +76,8 @@ def main() -> None:
     ap.add_argument("--no-onnx", action="store_true")
     ap.add_argument("--compare", action="store_true", help="ours (MACs, latency) vs TP")
     ap.add_argument("--points", type=int, default=6, help="channel counts timed per layer")
+    ap.add_argument("--calibrate", type=int, default=0, metavar="ROUNDS",
+                    help="--compare: also a latency plan corrected on measured slim models")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -151,7 +155,7 @@ def tp_slim(model: torch.nn.Module, x: torch.Tensor, keep_macs: float, round_to:
 
 def compare(args) -> None:
     """Original vs ours (50 % MACs, 50 % latency) vs Torch-Pruning, interleaved, batch 1."""
-    from uif_explorer.torch.latency import latency_model
+    from uif_explorer.torch.latency import latency_model, plan_to_measured
 
     try:
         import torch_pruning  # noqa: F401
@@ -181,6 +185,17 @@ def compare(args) -> None:
                              pr.original_macs / pr.macs(lat_plan), lat.latency(lat_plan)))
         except PlanError as exc:
             notes.append(f"{name}: target='latency' at {args.ratio}: {exc}")
+        if args.calibrate:
+            t0 = time.perf_counter()
+            cal_plan, steps = plan_to_measured(pr, lat, model, x, args.ratio,
+                                               threads=args.threads, rounds=args.calibrate)
+            variants.append(("ours, 50 % latency, calibrated on measured slim models",
+                             pr.slim_model(cal_plan).eval(),
+                             pr.original_macs / pr.macs(cal_plan), lat.latency(cal_plan)))
+            took = time.perf_counter() - t0
+            notes.append(f"{name}: calibration rounds ({took:.0f} s): " + "; ".join(
+                f"asked {s.asked:.3f} -> predicted {1 / (1 - s.predicted):.2f}x, measured "
+                f"{1 / (1 - s.measured):.2f}x" for s in steps))
         if peer:
             for label, rt in (("Torch-Pruning L1, default", None),
                               ("Torch-Pruning L1, round_to=8", 8)):

@@ -17,10 +17,18 @@ from typing import Any
 import keras
 import numpy as np
 
+from uif_explorer.core.latency import DEFAULT_POINTS, LatencyModel
 from uif_explorer.core.plan import PruningPlan
 from uif_explorer.core.pruner import BasePruner
 from uif_explorer.core.refinement import Refinement, refine_after_search
-from uif_explorer.core.runner import AnalysisError, PlanPreview, Progress, RunnerBase, ScoreItem
+from uif_explorer.core.runner import (
+    AnalysisError,
+    PlanPreview,
+    Progress,
+    RunnerBase,
+    ScoreItem,
+    say,
+)
 from uif_explorer.core.scores import ScoreJob
 from uif_explorer.core.sensitivity import DEFAULT_RATIOS
 from uif_explorer.keras.apply import MaskedCopy, make_slim, make_sparse
@@ -129,6 +137,25 @@ class IterativePruningRunner(RunnerBase):
     def _make_pruner(self, excludes: list) -> KerasPruner:
         return KerasPruner(self.model, self.input_spec, excludes)
 
+    latency_runtime = "keras"  # the runtime target='latency' is timed in (eager calls)
+    latency_points = DEFAULT_POINTS  # channel counts timed per layer and side
+
+    def _latency_model(self, pr: KerasPruner) -> LatencyModel:
+        """Measured on first use (seconds to a minute), then read from the workspace."""
+        from uif_explorer.keras.latency import keras_latency_model
+
+        cache = self.__dict__.setdefault("_latency_models", {})
+        key = (id(pr), self.latency_runtime)
+        if key not in cache:
+            path = self.workspace.latency(self.name, self.latency_runtime)
+            if not path.exists():
+                say(f"measuring {self.name}'s layers in {self.latency_runtime} on this machine "
+                    f"for target='latency' (once; saved in {path})")
+            cache[key] = keras_latency_model(pr, self.model, self.input_spec, path,
+                                             self.latency_runtime,
+                                             max_points=self.latency_points)
+        return cache[key]
+
     def _score_plans(self, pr: KerasPruner, items: Sequence[ScoreItem], job: ScoreJob,
                      executor: object = None) -> Iterator[tuple[int, float, int | None]]:
         """In this process, on one masked copy (the same outputs as sparse and slim models)."""
@@ -158,15 +185,17 @@ class IterativePruningRunner(RunnerBase):
                              calib_args, progress=progress)
 
     def plan(self, ratio: float, channel_divisible: int = 2,
-             excludes: Iterable[object] | None = None, *, strict: bool = True) -> PlanPreview:
-        """Preview ``prune(ratio)``: MACs, params and predicted score, building nothing."""
-        return self._plan_preview(ratio, "ratio", channel_divisible, excludes, strict)
+             excludes: Iterable[object] | None = None, *, strict: bool = True,
+             target: str = "macs") -> PlanPreview:
+        """Preview ``prune(ratio)``: MACs, params and predicted score, building nothing;
+        ``target='latency'`` adds the predicted latency."""
+        return self._plan_preview(ratio, "ratio", channel_divisible, excludes, strict, target)
 
     def prune(self, ratio: float | None = None, threshold: float | None = None,
               spec_path: str | os.PathLike | None = None,
               excludes: Iterable[object] | None = None, mode: str = "sparse",
               channel_divisible: int = 2, *, removal_ratio: float | None = None,
-              strict: bool = False) -> keras.Model:
+              strict: bool = False, target: str = "macs") -> keras.Model:
         """A copy with ``ratio`` of the original MACs removed (sparse: same shapes, pruned
         channels zero and kept at zero through ``fit()``; ``mode='slim'``: smaller layers).
 
@@ -174,7 +203,10 @@ class IterativePruningRunner(RunnerBase):
         per group) or ``spec_path``. Writes ``<model>_ratio_<r>.spec`` (or
         ``_threshold_<t>``) and ``latest_spec``. The ratio is an approximate target: when
         channel rounding cannot land within 1 point, the closest plan is returned with a
-        warning (``strict=True``: an error).
+        warning (``strict=True``: an error). ``target='latency'``: the ratio is a fraction of
+        this machine's predicted latency (``latency_runtime``, Keras eager calls; the table
+        is measured once per machine and model and saved in the workspace), kept counts
+        rounded up to the widths the table says are fast.
         """
         if removal_ratio is not None:
             if ratio is not None:
@@ -182,7 +214,7 @@ class IterativePruningRunner(RunnerBase):
                                  f"ratio={ratio!r}, removal_ratio={removal_ratio!r}")
             ratio = removal_ratio
         return self._prune(ratio, threshold, spec_path, excludes, mode, channel_divisible,
-                           strict, "ratio")
+                           strict, "ratio", target)
 
     def get_slim_model(self, spec_path: str | os.PathLike | None = None) -> keras.Model:
         """The runner's model rebuilt with fewer filters per the spec (``latest_spec`` by
@@ -197,7 +229,7 @@ class IterativePruningRunner(RunnerBase):
                num_subnet: int = 10, ratio: float = 0.5,
                excludes: Iterable[object] | None = None, forced: bool = False, *,
                seed: int = 0, channel_divisible: int = 2,
-               progress: Progress | None = None,
+               progress: Progress | None = None, target: str = "macs",
                refine: Refinement | None = None) -> dict[str, Any]:
         """One-step pruning: sample ``num_subnet`` EagleEye candidates that each remove
         ``ratio`` of the MACs (within 1 point), score each after ``calibration_fn`` (e.g.
@@ -208,15 +240,15 @@ class IterativePruningRunner(RunnerBase):
         job = ScoreJob.of(eval_fn, eval_args, calibration_fn, calib_args,
                           args_name="eval_args")
         data = self._search(ratio, "ratio", job, num_subnet, excludes, forced, seed,
-                            channel_divisible, progress)
+                            channel_divisible, progress, None, target)
         return refine_after_search(self, data, job, refine, excludes, progress)
 
-    def search_result(self, ratio: float) -> dict[str, Any]:
-        return self._search_result(ratio, "ratio")
+    def search_result(self, ratio: float, target: str = "macs") -> dict[str, Any]:
+        return self._search_result(ratio, "ratio", target)
 
     def prune_candidate(self, ratio: float, index: int | None = None,
                         excludes: Iterable[object] | None = None,
-                        mode: str = "slim") -> keras.Model:
+                        mode: str = "slim", *, target: str = "macs") -> keras.Model:
         """The best searched candidate (``index=None``) or candidate id ``index`` as a slim
         (default) or sparse model; writes ``<model>_ratio_<r>_<best|id>.spec``."""
-        return self._prune_candidate(ratio, "ratio", index, excludes, mode)
+        return self._prune_candidate(ratio, "ratio", index, excludes, mode, target)

@@ -26,16 +26,18 @@ from uif_explorer.core.latency import (
     RUNTIMES,
     LatencyModel,
     LatencyTable,
-    OpCurve,
+    OpShape,
+    Progress,
+    add_probe,
     cached_table,
-    count_grid,
+    calibrate_to_measured,
     machine_fingerprint,
+    measure_curves,
 )
 from uif_explorer.core.pruner import BasePruner
 
-LatencyProgress = Callable[[int, int, str], None]  # (done, total, op name)
+LatencyProgress = Progress  # (done, total, op name)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-PROBE_RATIO = 0.5
 
 
 def runtime_fingerprint(runtime: str, threads: int) -> dict[str, Any]:
@@ -181,49 +183,32 @@ def measure_latency_table(pruner: BasePruner, model: nn.Module, inputs: Any,
     check_runtime(runtime)
     threads = int(threads or torch.get_num_threads())
     model = model.eval()
-    cost = pruner.cost
-    full_in, full_out = cost.op_counts_of_vector(cost.full_counts)
-    ops = pruner.graph.mac_ops
     modules = dict(model.named_modules())
-    shapes, sizes = _input_shapes(model, [op.name for op in ops], inputs)
-    curves: list[OpCurve | None] = []
-    for done, (op, fi, fo) in enumerate(zip(ops, full_in, full_out, strict=True)):
+    shapes, sizes = _input_shapes(model, [op.name for op in pruner.graph.mac_ops], inputs)
+
+    def shape_of(op) -> OpShape | None:
         mod, shape = modules.get(op.name), shapes.get(op.name)
         if mod is None or shape is None or not isinstance(mod, (*_CONVS, nn.Linear)):
-            curves.append(None)
-            continue
-        c_in = shape[-1] if isinstance(mod, nn.Linear) else shape[1]
-        c_out = mod.out_features if isinstance(mod, nn.Linear) else mod.out_channels
-        groups = 1 if isinstance(mod, nn.Linear) else mod.groups
+            return None
+        linear = isinstance(mod, nn.Linear)
 
-        def timed(i: int, o: int, g: int, mod=mod, shape=shape) -> float:
+        def timed(i: int, o: int, g: int) -> float:
             return seconds(_caller(_layer(mod, i, o, g), shape, i, runtime, threads),
                            threads, min_time)
 
-        curve = OpCurve(op.name, int(fi), int(fo), timed(c_in, c_out, groups),
-                        out_elems=sizes.get(op.name, 0))
-        if op.depthwise:  # in = out = groups = count
-            curve.out_counts = count_grid(int(fo), max_points)
-            curve.out_times = [timed(c, c, c) for c in curve.out_counts]
-        else:
-            if fi > 1 and fi * groups == c_in:
-                curve.in_counts = count_grid(int(fi), max_points)
-                curve.in_times = [timed(c * groups, c_out, groups) for c in curve.in_counts]
-            curve.out_counts = count_grid(int(fo), max_points, multiple=groups)
-            curve.out_times = [timed(c_in, c, groups) for c in curve.out_counts]
-        curves.append(curve)
-        if progress is not None:
-            progress(done + 1, len(ops), op.name)
-    total = seconds(_whole_model(model, inputs, runtime, threads), threads, min_time * 5)
+        return OpShape(shape[-1] if linear else shape[1],
+                       mod.out_features if linear else mod.out_channels,
+                       1 if linear else mod.groups, sizes.get(op.name, 0), timed)
+
+    curves = measure_curves(pruner.graph, pruner.cost, shape_of, max_points, progress)
+
+    def time_model(m: nn.Module) -> float:
+        return seconds(_whole_model(m.eval(), inputs, runtime, threads), threads, min_time * 5)
+
     batch = int(shapes[next(iter(shapes))][0]) if shapes else 1
     table = LatencyTable(runtime, runtime_fingerprint(runtime, threads),
-                         pruner.graph.graph_digest(), total, curves, batch)
-    if pruner.graph.prunable_groups:  # the overhead's activation-proportional part
-        probe = pruner.plan(PROBE_RATIO)
-        slim = pruner.slim_model(probe).eval()
-        table.probe_total = seconds(_whole_model(slim, inputs, runtime, threads), threads,
-                                    min_time * 5)
-        table.probe_counts = {str(gid): len(k) for gid, k in probe.kept.items()}
+                         pruner.graph.graph_digest(), time_model(model), curves, batch)
+    add_probe(table, pruner, time_model)
     return table
 
 
@@ -238,3 +223,34 @@ def latency_model(pruner: BasePruner, model: nn.Module, inputs: Any, path: str |
         lambda: measure_latency_table(pruner, model, inputs, runtime, threads,
                                       progress=progress, **measure))
     return LatencyModel(table, pruner.cost)
+
+
+def measured_removal(model: nn.Module, slim: nn.Module, inputs: Any, runtime: str = "eager",
+                     threads: int | None = None, repeats: int = 5) -> float:
+    """``1 - t_slim / t_original``: both whole models timed interleaved (original, slim,
+    original, ...) so machine load hits them alike; the fastest of ``repeats`` blocks each."""
+    threads = int(threads or torch.get_num_threads())
+    calls = [_whole_model(m.eval(), inputs, runtime, threads) for m in (model, slim)]
+    best = [float("inf"), float("inf")]
+    for _ in range(repeats):
+        for i, call in enumerate(calls):
+            best[i] = min(best[i], seconds(call, threads, 0.02))
+    return 1.0 - best[1] / best[0]
+
+
+def plan_to_measured(pruner: BasePruner, lat: LatencyModel, model: nn.Module, inputs: Any,
+                     ratio: float, *, runtime: str = "eager", threads: int | None = None,
+                     rounds: int = 4, repeats: int = 3, criterion: str = "l1",
+                     channel_divisible: int = 2):
+    """A latency-targeted plan corrected on whole-model timings of its slim model
+    (:func:`~uif_explorer.core.latency.calibrate_to_measured`): ``(plan, steps)``. Each round
+    builds and times one slim model, so this costs ``rounds`` times a few model runs."""
+    def plan_at(r: float):
+        return pruner.plan_for_removal(r, criterion, channel_divisible, latency=lat,
+                                       strict=False)
+
+    def measure(plan) -> float:
+        return measured_removal(model, pruner.slim_model(plan), inputs, runtime, threads,
+                                repeats)
+
+    return calibrate_to_measured(plan_at, lat.removal, measure, ratio, rounds=rounds)
