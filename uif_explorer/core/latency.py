@@ -431,13 +431,23 @@ def calibrate_to_measured(plan_at: Callable[[float], PruningPlan],
     roughly constant factor over nearby plans. The first round asks for ``target``; later
     rounds use the secant through the last two (asked, measured) points (the first
     correction scales the ask by target / measured). Stops when the measured speed-up is
-    within ``tolerance`` of ``1 / (1 - target)``. ``measure(plan)`` returns the measured
-    removal ``1 - t_slim / t_original`` (timed against the original in the same run).
+    within ``tolerance`` of ``1 / (1 - target)``; an ask the allocation cannot reach
+    (:class:`PlanError`) lowers the ceiling and backs off halfway. ``measure(plan)`` returns
+    the measured removal ``1 - t_slim / t_original`` (timed against the original in the same
+    run). Raises :class:`PlanError` when not even ``target`` itself can be planned.
     """
     goal = 1.0 / (1.0 - target)
-    asked, steps, best = target, [], None
-    for _ in range(max(1, rounds)):
-        plan = plan_at(asked)
+    asked, steps, best, misses = target, [], None, 0
+    while len(steps) < max(1, rounds):
+        try:
+            plan = plan_at(asked)
+        except PlanError:  # beyond what the allocation can remove: back off halfway
+            misses += 1
+            if misses > 6:
+                break
+            ceiling = asked - 1e-3
+            asked = (asked + (steps[-1].asked if steps else 0.0)) / 2
+            continue
         step = CalibrationStep(asked, predicted(plan), measure(plan))
         steps.append(step)
         off = abs((1.0 / max(1e-9, 1.0 - step.measured)) / goal - 1.0)
@@ -453,4 +463,7 @@ def calibrate_to_measured(plan_at: Callable[[float], PruningPlan],
         asked = float(min(ceiling, max(0.01, nxt)))
         if any(abs(s.asked - asked) < 1e-4 for s in steps):
             break
+    if best is None:
+        raise PlanError(f"Cannot plan {target:.1%} of the predicted latency removed; choose a "
+                        f"smaller ratio. Received: ratio={target}")
     return best[1], steps
