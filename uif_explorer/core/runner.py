@@ -17,6 +17,7 @@ from typing import Any
 
 from uif_explorer.core.allocation import check_removal_ratio
 from uif_explorer.core.estimate import WHOLE_MODEL_RATIOS, new_whole_model, pending_whole_model
+from uif_explorer.core.eta import TimeLeft
 from uif_explorer.core.measure import measure_whole_model
 from uif_explorer.core.plan import PlanError, PruningPlan
 from uif_explorer.core.pruner import BasePruner
@@ -79,12 +80,14 @@ class RunnerBase(RunnerFiles):
         """Score ``items``; ``record(index, score, pid)`` saves one result, returns its info."""
         step, bar = self._progress(len(items), progress)
         start = time.monotonic()
+        scores = self._score_plans(pr, items, job, executor)
+        # ETA weighted by each step's cost where the scorer knows it (core/eta.py)
+        left = TimeLeft(len(items), getattr(scores, "costs", None), start)
         try:
-            for done, (index, score, pid) in enumerate(
-                    self._score_plans(pr, items, job, executor), start=1):
-                elapsed = time.monotonic() - start  # ETA: the mean time per step so far
-                step(done, {**record(index, score, pid), "elapsed_s": elapsed,
-                            "eta_s": elapsed / done * (len(items) - done)})
+            for done, (index, score, pid) in enumerate(scores, start=1):
+                now = time.monotonic()
+                step(done, {**record(index, score, pid), "elapsed_s": now - start,
+                            "eta_s": left.step(index, now)})
         finally:
             if bar is not None:
                 bar.close()

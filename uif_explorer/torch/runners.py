@@ -113,12 +113,14 @@ class _Runner(RunnerBase):
     def _score_plans(self, pr: ChannelPruner, items: Sequence[ScoreItem], job: ScoreJob,
                      executor: object = None) -> Iterator[tuple[int, float, int | None]]:
         """The baseline here, on a copy; pruned models through the executor's workers
-        (or, for a built-in scorer, reusing unchanged activations: torch/fastscore)."""
+        (or, for a built-in scorer, reusing unchanged activations: torch/fastscore, whose
+        ``costs`` weight the time estimate)."""
         fast = fast_scores(self.model, pr.capture, items, job, executor=executor,
                            enabled=self.reuse_activations)
-        if fast is not None:
-            yield from fast
-            return
+        return fast if fast is not None else self._score_full(pr, items, job, executor)
+
+    def _score_full(self, pr: ChannelPruner, items: Sequence[ScoreItem], job: ScoreJob,
+                    executor: object = None) -> Iterator[tuple[int, float, int | None]]:
         ctx = _EvalContext(self.model, pr.capture, job)
         todo = []
         for index, (plan, what) in enumerate(items):

@@ -58,6 +58,7 @@ class Job:
             self._first_done = done
         self.done, self.total = int(done), total
         self.info = dict(info or {})
+        self._info_at = time.monotonic()
 
     # -- read by pages ---------------------------------------------------------------------
     @property
@@ -76,9 +77,12 @@ class Job:
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds left, from the mean time per step so far (None until two steps)."""
+        """Seconds left: the engine's estimate (core/eta.py) counted down since it came, else
+        the mean time per step since the first (None until two steps)."""
         if not self.total or self.first_step_at is None or not self.running:
             return None
+        if isinstance(self.info.get("eta_s"), (int, float)):  # the engine's, cost-weighted
+            return max(0.0, self.info["eta_s"] - (time.monotonic() - self._info_at))
         steps = self.done - getattr(self, "_first_done", 0)
         if steps <= 0:
             return None

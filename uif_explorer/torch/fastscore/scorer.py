@@ -48,6 +48,7 @@ from uif_explorer.torch.fastscore.graph import (
     fetch,
     hooked,
     mutation_safe,
+    node_costs,
     program_of,
     seeds,
     trace,
@@ -66,6 +67,17 @@ class _Step:
     frontier: set[fx.Node]
     modules: dict[str, nn.Module]
     attrs: dict[str, Any]
+
+
+class Scores:
+    """Scores as they finish, with each item's relative ``costs`` (core/eta.py reads them)."""
+
+    def __init__(self, scores: Iterator[tuple[int, float, None]],
+                 costs: dict[int, float]) -> None:
+        self._scores, self.costs = scores, costs
+
+    def __iter__(self) -> Iterator[tuple[int, float, None]]:
+        return self._scores
 
 
 # -- the scorer --------------------------------------------------------------------------------
@@ -174,8 +186,7 @@ class ReuseScorer:
             n = sum(1 for _ in self._batches())
         return n if self.max_batches is None else min(n, self.max_batches)
 
-    def score(self, items: Sequence[tuple[PruningPlan | None, str]]
-              ) -> Iterator[tuple[int, float, None]] | None:
+    def score(self, items: Sequence[tuple[PruningPlan | None, str]]) -> Scores | None:
         """Scores per item index (any order), or None: use full evaluation instead."""
         if iter(self.loader) is self.loader:  # a one-shot iterator cannot be read twice
             return None
@@ -198,7 +209,23 @@ class ReuseScorer:
             return None
         parts = self.chunks(steps, sizes, n_batches)
         self.n_chunks = len(parts)  # how often the original model runs over the data
-        return _as_analysis_errors(self._scores(baseline, steps, parts))
+        return Scores(_as_analysis_errors(self._scores(baseline, steps, parts)),
+                      self.costs(baseline, parts))
+
+    def costs(self, baseline: list[int], parts: list[list[_Step]]) -> dict[int, float]:
+        """Each item's work for the time estimate: its changed nodes, plus its chunk's
+        recording run for the step that runs first in the chunk (the baseline: everything)."""
+        work = node_costs(self.program, self.sizes)
+        out = {i: sum(work.values()) for i in baseline}
+        for k, part in enumerate(parts):
+            ordered = _spread(part)
+            for s in ordered:
+                out[s.index] = sum(work[n] for n in s.order)
+            if ordered and not (baseline and k == 0):
+                keep = set().union(*(s.frontier for s in part))
+                out[ordered[0].index] += sum(work[n] for n in ancestors(self.program.nodes,
+                                                                        keep))
+        return out
 
     def _scores(self, baseline: list[int], steps: list[_Step], parts: list[list[_Step]]
                 ) -> Iterator[tuple[int, float, None]]:
@@ -276,7 +303,7 @@ def reuse_scorer(model: nn.Module, capture: Capture, job: ScoreJob,
 
 def fast_scores(model: nn.Module, capture: Capture, items: Sequence[tuple[PruningPlan | None, str]],
                 job: ScoreJob, *, enabled: bool = True, executor: object = None,
-                budget_bytes: int | None = None) -> Iterator[tuple[int, float, None]] | None:
+                budget_bytes: int | None = None) -> Scores | None:
     """The runner's hook: scores reusing activations, or None for the usual full evaluation
     (switched off, another executor, or a job :func:`reuse_scorer` cannot run exactly)."""
     if not enabled or executor is not None:
