@@ -174,6 +174,10 @@ def test_runners_agree_at_half_the_macs(block):
     assert abs(cand["removal"] - 0.5) <= 0.01
     assert runner.pruner.removal(plan) == pytest.approx(cand["removal"])
     _check_slim(runner.pruner, plan, x)
+    # kept heads x kept widths is a product term of the count model: still exact
+    assert pr.cost.count_model_exact
+    for p in (iterative, plan, pr.plan({_named(pr, "heads").id: 0.5}, channel_divisible=1)):
+        assert pr.cost.macs_of_counts({g: len(k) for g, k in p.kept.items()}) == pr.macs(p)
 
 
 def test_split_without_num_heads_is_a_barrier_with_its_reason():

@@ -159,6 +159,27 @@ class ChannelGraph:
             np.add.at(root_score, width, root_score[comp])
         return root_score
 
+    def product_terms(self, comp_roots: np.ndarray, gid_of_root: np.ndarray,
+                      sizes: np.ndarray) -> list[tuple[int, int, int]] | None:
+        """Composite positions of one op as (multiplicity, head group, width group) terms: they
+        keep ``multiplicity * kept heads * kept widths``. None when they are not whole
+        products (then MACs are not a function of kept counts alone)."""
+        if not len(comp_roots):
+            return []
+        comp, head, width = self.factors
+        at = np.searchsorted(comp, comp_roots)
+        h, w = head[at], width[at]
+        hg, wg = gid_of_root[h], gid_of_root[w]
+        terms = []
+        for gh, gw in set(zip(hg.tolist(), wg.tolist(), strict=True)):
+            sel = (hg == gh) & (wg == gw)
+            _, cnt = np.unique(h[sel] * len(gid_of_root) + w[sel], return_counts=True)
+            if (min(gh, gw) < 0 or gh == gw or len(cnt) != sizes[gh] * sizes[gw]
+                    or cnt.min() != cnt.max()):
+                return None
+            terms.append((int(cnt[0]), gh, gw))
+        return terms
+
     @property
     def prunable_groups(self) -> list[Group]:
         return [g for g in self.groups if g.prunable]
@@ -396,9 +417,10 @@ def resolve_factors(b: ChannelGraphBuilder) -> tuple[np.ndarray, np.ndarray, np.
         if r in fixed_root:
             b.fix(np.array(pair), fixed_root[r])
     comp = np.fromiter(pair_of, np.int64, len(pair_of))
+    order = np.argsort(comp)  # sorted: looked up with searchsorted
     heads = np.array([p[0] for p in pair_of.values()], dtype=np.int64)
     widths = np.array([p[1] for p in pair_of.values()], dtype=np.int64)
-    return comp, heads, widths
+    return comp[order], heads[order], widths[order]
 
 
 def _same_blocks(a: np.ndarray, b: np.ndarray, blocks: int) -> bool:

@@ -187,20 +187,29 @@ class CostModel:
         a_out = np.zeros((n_ops, n_groups), dtype=np.int64)
         c_in = np.ones(n_ops, dtype=np.int64)
         c_out = np.ones(n_ops, dtype=np.int64)
-        self.count_model_exact = self.graph.factors is None  # heads x width: a product
+        self.count_model_exact = True
+        # composite channels (attention heads x head width): kept = m * heads * widths
+        is_comp = np.zeros(len(gid_of_root), dtype=bool)
+        is_comp[self.graph.factors[0] if self.graph.factors is not None else []] = True
+        prods: list[tuple[int, ...]] = []
         for row, (op, in_roots, out_roots, _f, _d) in enumerate(self._ops):
-            for roots, a, c, use in ((in_roots, a_in, c_in, not op.depthwise),
-                                     (out_roots, a_out, c_out, True)):
+            for side, (roots, a, c, use) in enumerate(((in_roots, a_in, c_in, not op.depthwise),
+                                                       (out_roots, a_out, c_out, True))):
                 if roots is None or not use:
                     continue
-                gids = gid_of_root[roots]
-                c[row] = int((gids < 0).sum())
+                comp = is_comp[roots]
+                gids = np.where(comp, -2, gid_of_root[roots])
+                c[row] = int((gids == -1).sum())
+                terms = self.graph.product_terms(roots[comp], gid_of_root, self.full_counts)
+                self.count_model_exact &= terms is not None
+                prods.extend((side, row, *t) for t in terms or ())
                 for gi in np.unique(gids[gids >= 0]):
                     _, per_root = np.unique(roots[gids == gi], return_counts=True)
                     if len(per_root) != groups[gi].num_channels or per_root.min() != per_root.max():
                         self.count_model_exact = False
                     a[row, gi] = int(per_root[0])
         self._a_in, self._a_out, self._c_in, self._c_out = a_in, a_out, c_in, c_out
+        self._prods = np.array(prods, dtype=np.int64).reshape(-1, 5)
         self._factor = np.array([f for *_, f, _d in self._ops], dtype=np.int64)
         self._denom = np.array([d for *_, d in self._ops], dtype=np.int64)
         self._full = np.array([op.full_macs for op, *_ in self._ops], dtype=np.int64)
@@ -220,8 +229,11 @@ class CostModel:
     def op_counts_of_vector(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per counted op (``graph.mac_ops`` order): kept inputs per conv group (1 where the
         op's input cannot change or it is depthwise) and kept outputs, from group counts."""
-        inn = np.where(self._has_in, (self._a_in @ k + self._c_in) // self._groups, 1)
-        return inn, self._a_out @ k + self._c_out
+        prod = np.zeros((2, len(self._ops)), dtype=np.int64)
+        side, row, m, gh, gw = self._prods.T
+        np.add.at(prod, (side, row), m * k[gh] * k[gw])
+        inn = np.where(self._has_in, (self._a_in @ k + self._c_in + prod[0]) // self._groups, 1)
+        return inn, self._a_out @ k + self._c_out + prod[1]
 
     def op_counts(self, plan: PruningPlan | None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`op_counts_of_vector` for a plan (exact on any graph, not only count-exact)."""
