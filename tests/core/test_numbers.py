@@ -13,12 +13,14 @@ from uif_explorer.core.estimate import (
     record_whole_model,
     sens_points,
 )
+from uif_explorer.core.measure import data_key, point_protocol
 from uif_explorer.core.refinement import Refinement
-from uif_explorer.core.scores import score_model
+from uif_explorer.core.scores import ScoreJob, score_model
 from uif_explorer.core.uncertainty import (
     Measured,
     note_images,
     take_images,
+    versus,
     wilson_interval,
     within_noise,
 )
@@ -90,3 +92,27 @@ def test_refinement_halves_and_doubles_the_budget():
         Refinement(keep=0)
     with pytest.raises(TypeError, match="finetune_args"):
         Refinement(finetune_args="loader")
+
+
+def test_the_interval_follows_the_score_scale_0_1_or_0_100():
+    pct, frac = Measured.of(90.0, 100), Measured.of(0.9, 100)
+    assert pct.percent and not frac.percent
+    assert frac.low == pytest.approx(pct.low / 100) and frac.high == pytest.approx(pct.high / 100)
+    assert "0.900 on 100 images" in frac.text() and "90.00 % on 100 images" in pct.text()
+    assert Measured.of(0.9, 100, percent=True).percent  # the caller's word wins
+    assert "within noise" in versus(pct, Measured.of(88.0, 100), "the original")
+    assert "beyond noise" in versus(Measured.of(90.0, 10_000), Measured.of(80.0, 10_000), "x")
+
+
+def test_measured_points_are_keyed_on_the_images_not_only_the_function_names():
+    import numpy as np
+
+    def top1(model, x):
+        return 50.0
+
+    x = np.zeros((8, 1, 4, 4), np.float32)
+    same = point_protocol(ScoreJob.of(top1, (x,)))
+    assert same == point_protocol(ScoreJob.of(top1, (x.copy(),)))
+    assert same != point_protocol(ScoreJob.of(top1, (x[:4],)))  # fewer images
+    assert same != point_protocol(ScoreJob.of(top1, (x + 1,)))  # other images
+    assert data_key([1, 2]) != data_key([1, 3])

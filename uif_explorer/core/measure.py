@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from uif_explorer.core.estimate import pending_whole_model, record_whole_model
 from uif_explorer.core.plan import PlanError, PruningPlan
 from uif_explorer.core.scores import ScoreJob
@@ -50,6 +52,45 @@ def plan_digest(plan: PruningPlan) -> str:
     return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def data_key(*args: Any) -> str:
+    """Which images a score was measured on, as 12 hex digits: arrays and tensors by shape and
+    contents (first and last 256 kB, also inside a loader's dataset), loaders by batch size,
+    other objects by type and length. Two calls on other images (or other calibration
+    batches) get other keys, so a cached point is never shown for data it was not made on."""
+    h = hashlib.sha1()
+
+    def feed(obj: Any, depth: int = 0) -> None:
+        if hasattr(obj, "detach"):  # a torch tensor
+            obj = obj.detach().cpu().numpy()
+        elif hasattr(obj, "numpy") and not isinstance(obj, np.ndarray):  # a tf tensor
+            obj = np.asarray(obj.numpy())
+        if isinstance(obj, np.ndarray):
+            raw = np.ascontiguousarray(obj).view(np.uint8).reshape(-1)
+            h.update(f"{obj.shape}{obj.dtype}".encode() + raw[:1 << 18].tobytes()
+                     + raw[-(1 << 18):].tobytes())
+            return
+        if isinstance(obj, (str, int, float, bool, type(None))):
+            h.update(repr(obj).encode())
+            return
+        size = obj.__len__() if hasattr(obj, "__len__") else None
+        h.update(f"{type(obj).__name__}:{size}:{getattr(obj, 'batch_size', '')}".encode())
+        inner = [getattr(obj, a) for a in ("dataset", "tensors") if hasattr(obj, a)]
+        if isinstance(obj, (tuple, list)) and len(obj) <= 16:
+            inner += list(obj)
+        for item in inner if depth < 4 else ():
+            feed(item, depth + 1)
+
+    feed(args)
+    return h.hexdigest()[:12]
+
+
+def point_protocol(job: ScoreJob) -> dict[str, Any]:
+    """A measured point's protocol: the functions (``job.protocol``) and the images they ran
+    on (:func:`data_key` of the evaluation and calibration arguments)."""
+    calib = job.calib_args if job.calibration_fn is not None else ()
+    return {**job.protocol, "data": data_key(job.eval_args, calib)}
+
+
 def _same(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
     return a is not None and json.loads(json.dumps(a)) == json.loads(json.dumps(b))
 
@@ -73,7 +114,8 @@ class MeasuredPreview:
 
     @property
     def interval(self) -> tuple[float, float] | None:
-        """The Wilson 95 % interval (accuracy in percent on a known number of images)."""
+        """The Wilson 95 % interval on a known number of images, in the score's scale
+        (0..100 or 0..1, :func:`uncertainty.is_percent`)."""
         return self.measured.interval
 
     def text(self) -> str:
@@ -92,6 +134,15 @@ def matching_points(path: Path, weights: str, protocol: Mapping[str, Any] | None
     """Points made on ``weights`` (and with ``protocol`` when given): comparable scores."""
     return [p for p in read_points(path) if p.get("weights_digest") == weights
             and (protocol is None or _same(p.get("protocol"), protocol))]
+
+
+def find_point(path: Path, weights: str, protocol: Mapping[str, Any], removal_ratio: float,
+               digest: str) -> dict[str, Any] | None:
+    """The saved point of this plan (ratio and kept channels), weights and protocol, if any:
+    what a page shows at once instead of measuring again."""
+    key = format_ratio(removal_ratio)
+    return next((p for p in matching_points(path, weights, protocol)
+                 if p.get("ratio_key") == key and p.get("plan_digest") == digest), None)
 
 
 def _save_point(path: Path, model: str, point: dict[str, Any]) -> None:
@@ -114,11 +165,11 @@ def measure_plan(runner: RunnerBase, pr: BasePruner, preview: PlanPreview, job: 
     achieved_removal, estimate = preview.achieved_removal, preview.estimate
     path = measured_path(runner.workspace, runner.name)
     weights, digest = pr.weights_digest(), plan_digest(plan)
-    protocol = job.protocol
-    for p in matching_points(path, weights, protocol):
-        if p.get("ratio_key") == format_ratio(removal_ratio) and p.get("plan_digest") == digest:
-            return MeasuredPreview(removal_ratio, p["achieved_removal"], p["score"],
-                                   p.get("images"), protocol, estimate, True, path)
+    protocol = point_protocol(job)
+    found = find_point(path, weights, protocol, removal_ratio, digest)
+    if found is not None:
+        return MeasuredPreview(removal_ratio, found["achieved_removal"], found["score"],
+                               found.get("images"), protocol, estimate, True, path)
     what = f"the plan at {removal_ratio:.0%} removed"
     take_images()
     score = next(s for _, s, _ in runner._score_plans(pr, [(plan, what)], job))

@@ -1,22 +1,30 @@
-"""The Sensitivity page's numbers with what they mean, without streamlit: the instant estimate
-labelled as one, the measured preview of a plan scored with the Prune button's protocol, and
-the one line (images, 95 % interval, BatchNorm re-estimation or not) shown beside each score.
+"""The app's scoring protocol and the Sensitivity page's numbers with what they mean, without
+streamlit: the instant estimate labelled as one, the measured preview of a plan, and the one
+line (images, 95 % interval, BatchNorm re-estimation or not) shown beside each score.
 
-The Prune button scores the sparse model with ``ev.score`` and no BatchNorm re-estimation
-(``pruning_jobs.prune_from_analysis``); :func:`measure` uses the same evaluator and no
-calibration, so a measured preview and the score after Prune at the same ratio are equal.
+One protocol (:class:`Protocol`) scores the analysis, the measured previews, the model made by
+Prune and the Export page's rows: BatchNorm statistics re-estimated on the evaluator's
+calibration batches (on by default when the model has BatchNorm and calibration images exist;
+the page can turn it off), then the evaluator's score function on its images. So a measured
+preview at ratio r and the score after Prune at r are the same number.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from uif_explorer.core.measure import MeasuredPreview, matching_points, measured_path
-from uif_explorer.core.scores import ScoreJob
-from uif_explorer.core.uncertainty import Measured
-
-PRUNE_CALIBRATES = False  # what prune_from_analysis does: score without BN re-estimation
+from uif_explorer.core.measure import (
+    MeasuredPreview,
+    find_point,
+    matching_points,
+    measured_path,
+    plan_digest,
+    point_protocol,
+)
+from uif_explorer.core.scores import ScoreJob, score_model
+from uif_explorer.core.uncertainty import Measured, versus
 
 
 def _batches(calib_args: tuple) -> int | None:
@@ -33,36 +41,82 @@ def protocol_text(calibrated: bool, batches: int | None = None) -> str:
     return "after BN re-estimation" + (f" on {batches} batches" if batches else "")
 
 
-def page_job(ev: Any) -> ScoreJob:
-    """The page's scoring protocol: the Prune button's evaluator, calibrated as it is."""
-    if PRUNE_CALIBRATES and ev.calib_fn is not None:
+def has_batchnorm(model: Any) -> bool:
+    """Whether a PyTorch module or Keras model holds a BatchNorm layer (by class name: no
+    framework import here), i.e. whether re-estimating its statistics can change a score."""
+    if hasattr(model, "modules"):  # torch.nn.Module
+        layers = model.modules()
+    else:  # keras.Model: nested layers too
+        flat = getattr(model, "_flatten_layers", None)
+        layers = flat() if callable(flat) else getattr(model, "layers", [])
+    return any("BatchNorm" in type(m).__name__ for m in layers)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How the app scores a pruned model: BN re-estimation (on ``batches``) or not, then the
+    evaluator's score function on its images."""
+
+    calibrate: bool
+    batches: int | None = None
+
+    def text(self) -> str:
+        return protocol_text(self.calibrate, self.batches)
+
+
+def app_protocol(model: Any, ev: Any, enabled: bool = True) -> Protocol:
+    """The app's default: BN re-estimation when ``enabled``, the model has BatchNorm and the
+    evaluator has calibration images (it needs no labels)."""
+    calibrate = bool(enabled and ev is not None and ev.calib_fn is not None
+                     and has_batchnorm(model))
+    return Protocol(calibrate, _batches(ev.calib_args) if calibrate else None)
+
+
+def page_job(ev: Any, proto: Protocol) -> ScoreJob:
+    """``proto`` with ``ev``'s functions, as the engine takes it (``ana``, ``measure``)."""
+    if proto.calibrate:
         return ScoreJob.of(ev.eval_fn, ev.eval_args, ev.calib_fn, ev.calib_args)
     return ScoreJob.of(ev.eval_fn, ev.eval_args, None, ())
 
 
-def measure(preview: Any, ev: Any) -> MeasuredPreview:
-    """Score ``preview``'s plan on a private sparse copy with the page's protocol (cached in
-    ``<model>.measured.json`` per ratio)."""
-    job = page_job(ev)
+def score(model: Any, ev: Any, proto: Protocol, what: str = "the pruned model") -> float:
+    """Score ``model`` (a private one: re-estimation changes its BN statistics in place,
+    which is what the user then gets) with ``proto``."""
+    job = page_job(ev, proto)
+    return score_model(model, job.eval_fn, job.eval_args, calibration_fn=job.calibration_fn,
+                       calib_args=job.calib_args, what=what)
+
+
+def measure(preview: Any, ev: Any, proto: Protocol) -> MeasuredPreview:
+    """Score ``preview``'s plan on a private sparse copy with ``proto`` (cached in
+    ``<model>.measured.json`` per ratio, plan, weights, protocol and images)."""
+    job = page_job(ev, proto)
     return preview.measure(job.eval_fn, args=tuple(job.eval_args),
                            calibration_fn=job.calibration_fn, calib_args=tuple(job.calib_args))
 
 
-def score_line(word: str, score: float, images: int | None, ev: Any,
+def score_line(word: str, value: float, images: int | None, proto_text: str,
                label_free: bool = False) -> str:
-    """One line: ``'Measured 62.50 % on 200 images (95 % interval 55.6-68.9), without BN
-    re-estimation'`` (a label-free score has no interval: it is not a proportion)."""
-    measured = Measured.of(score, None if label_free else images)
-    text = measured.text() if not label_free else f"{score:.2f} on {images} images"
-    calibrated = PRUNE_CALIBRATES and ev is not None and ev.calib_fn is not None
-    batches = _batches(ev.calib_args) if calibrated else None
-    return f"{word} {text}, {protocol_text(calibrated, batches)}"
+    """One line: ``'Measured 62.50 % on 200 images (95 % interval 55.6-68.9), after BN
+    re-estimation on 4 batches'`` (a label-free score has no interval: not a proportion)."""
+    if label_free:
+        text = f"{value:.2f} on {images} images"
+    else:
+        text = Measured.of(value, images, percent=True).text()
+    return f"{word} {text}, {proto_text}"
 
 
-def measured_line(mp: MeasuredPreview, ev: Any) -> str:
-    """The measured preview's line (image count from the scorer, else the evaluator's)."""
-    return score_line("Measured", mp.score, mp.images or ev.images, ev,
-                      label_free=ev.label_free)
+def versus_line(score: float, images: int | None, other: float, other_images: int | None,
+                what: str) -> str:
+    """``'-2.31 points vs the unpruned model, within noise (the 95 % intervals overlap)'``."""
+    return versus(Measured.of(score, images, percent=True),
+                  Measured.of(other, other_images, percent=True), what)
+
+
+def measured_line(point: Mapping[str, Any], ev: Any, proto: Protocol) -> str:
+    """A measured point's line (image count from the scorer, else the evaluator's)."""
+    return score_line("Measured", float(point["score"]), point.get("images") or ev.images,
+                      proto.text(), label_free=ev.label_free)
 
 
 def estimate_line(preview: Any, label_free: bool = False) -> str:
@@ -74,10 +128,22 @@ def estimate_line(preview: Any, label_free: bool = False) -> str:
     return f"{word} {value:.1f} % — {preview.estimate_label}"
 
 
-def page_points(runner: Any, sens: Mapping[str, Any], ev: Any) -> list[dict[str, Any]]:
-    """The measured points of this model made on the analysed weights with the page's
-    protocol, for the "MACs removed vs score" chart."""
+def page_points(runner: Any, sens: Mapping[str, Any], ev: Any, proto: Protocol
+                ) -> list[dict[str, Any]]:
+    """The measured points of this model made on the analysed weights with ``proto`` on
+    ``ev``'s images, for the "MACs removed vs score" chart."""
     path = measured_path(runner.workspace, runner.name)
     weights = sens.get("weights_digest")
-    points = matching_points(path, weights, page_job(ev).protocol) if weights else []
+    points = matching_points(path, weights, point_protocol(page_job(ev, proto))) if weights else []
     return sorted(points, key=lambda p: float(p["achieved_removal"]))
+
+
+def cached_point(runner: Any, sens: Mapping[str, Any], preview: Any, ev: Any, proto: Protocol
+                 ) -> dict[str, Any] | None:
+    """The saved measurement of ``preview``'s very plan with ``proto``, or None (measure it)."""
+    weights = sens.get("weights_digest")
+    if not weights:
+        return None
+    return find_point(measured_path(runner.workspace, runner.name), weights,
+                      point_protocol(page_job(ev, proto)), preview.removal_ratio,
+                      plan_digest(preview.plan))

@@ -10,26 +10,34 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from uif_explorer.services import previews
 from uif_explorer.services.model_source import PT2, ModelSource
 from uif_explorer.services.pruned import SLIM, SPARSE, PrunedModel
 
 log = logging.getLogger("uif_explorer.app")
 
 
-def _scored(ev: Any) -> dict[str, Any]:
-    return {"images": ev.images, "score_source": ev.describe(), "label_free": ev.label_free}
+def _scored(model: Any, ev: Any, proto: previews.Protocol) -> dict[str, Any]:
+    """The score of a freshly made (private) ``model`` with the app's protocol, and the words
+    for it: the protocol is part of ``score_source``, so every page and report says it."""
+    return {"accuracy": previews.score(model, ev, proto), "images": ev.images,
+            "score_source": f"{ev.describe()}, {proto.text()}", "label_free": ev.label_free}
 
 
 def prune_from_analysis(runner: Any, source: ModelSource, ev: Any, ratio: float,
-                        channel_divisible: int, preview: Any) -> PrunedModel:
+                        channel_divisible: int, preview: Any, calibrate: bool = True
+                        ) -> PrunedModel:
     """**Prune** on the Sensitivity page: the sparse model at ``ratio`` (the rounding the
-    preview used), scored on ``ev``; its spec is written by the runner."""
+    preview used), scored on ``ev`` with the app's protocol (BN re-estimation unless
+    ``calibrate`` is False or the model has no BatchNorm), the protocol of the page's measured
+    preview; its spec is written by the runner."""
     model = source.backend.prune(runner, ratio, SPARSE, channel_divisible)
     return PrunedModel(
         model=model, kind=SPARSE, model_name=source.name, framework=source.framework,
-        source=f"Sensitivity, {round(ratio * 100)} % of MACs removed", accuracy=ev.score(model),
+        source=f"Sensitivity, {round(ratio * 100)} % of MACs removed",
         spec_path=str(runner.workspace.spec(source.name, ratio=ratio)), removal_ratio=ratio,
-        macs_m=preview.macs, params_m=preview.params, **_scored(ev))
+        macs_m=preview.macs, params_m=preview.params,
+        **_scored(model, ev, previews.app_protocol(model, ev, calibrate)))
 
 
 def build_candidate(runner: Any, source: ModelSource, ev: Any, ratio: float, index: int,
@@ -45,28 +53,29 @@ def build_candidate(runner: Any, source: ModelSource, ev: Any, ratio: float, ind
             raise
         log.warning("slim build failed, using the sparse model", exc_info=exc)
         model, kind = source.backend.build_candidate(runner, ratio, index, mode=SPARSE), SPARSE
-    if ev.calib_fn is not None:
-        ev.calib_fn(model, *ev.calib_args)
     cand = next(c for c in search["candidates"] if c["id"] == index)
+    proto = previews.app_protocol(model, ev)  # as in the search (a no-op without BatchNorm)
     return PrunedModel(
         model=model, kind=kind, model_name=source.name, framework=source.framework,
         source=f"One-step candidate {index} at {round(ratio * 100)} % MACs removed",
-        removal_ratio=ratio, candidate=index, accuracy=ev.score(model),
+        removal_ratio=ratio, candidate=index,
         spec_path=str(runner.workspace.spec(source.name, ratio=ratio, candidate=str(index))),
-        macs_m=cand["macs"], params_m=cand["params"], **_scored(ev))
+        macs_m=cand["macs"], params_m=cand["params"], **_scored(model, ev, proto))
 
 
 def rebuild_from_spec(runner: Any, source: ModelSource, ev: Any, spec_file: Path,
-                      spec: Mapping[str, Any]) -> PrunedModel:
+                      spec: Mapping[str, Any], calibrate: bool = True) -> PrunedModel:
     """**Rebuild from the saved spec** on the Export page (after a reload): the slim model from
-    the original weights (fine-tuning done before the reload is not in it)."""
+    the original weights (fine-tuning done before the reload is not in it), scored with the
+    app's protocol like the model Prune made."""
     model = runner.prune(spec_path=spec_file, mode=SLIM)
     return PrunedModel(
         model=model, kind=SLIM, model_name=source.name, framework=source.framework,
         source=f"Rebuilt from {Path(spec_file).name} (original weights)",
         removal_ratio=spec.get("removal_ratio"), spec_path=str(spec_file),
-        accuracy=ev.score(model), macs_m=(spec.get("macs") or {}).get("pruned"),
-        params_m=(spec.get("params") or {}).get("pruned"), **_scored(ev))
+        macs_m=(spec.get("macs") or {}).get("pruned"),
+        params_m=(spec.get("params") or {}).get("pruned"),
+        **_scored(model, ev, previews.app_protocol(model, ev, calibrate)))
 
 
 # -- fine-tuning ----------------------------------------------------------------------------------
