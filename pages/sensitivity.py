@@ -23,6 +23,7 @@ st.markdown(
 )
 
 PRESETS = {p.label: p for p in analysis.SENS_PRESETS}
+BN_KEY = "sens_bn"  # the protocol switch: BN re-estimation before every score of this page
 
 
 def _curves(sens: dict | None, score_source: str) -> None:
@@ -35,6 +36,46 @@ def _curves(sens: dict | None, score_source: str) -> None:
     st.caption(f"{done} of {total} evaluations saved ({status}). Score: {score_source}. "
                "x: fraction of the group's channels removed.")
     st.plotly_chart(charts.sensitivity_figure(sens), key="sens_curves")
+
+
+def _measured(token: str, runner, sens: dict, preview, pct: int, ev,
+              proto: previews.Protocol, busy: bool) -> None:
+    """The measured preview of the slider's plan: shown from the workspace when this plan was
+    measured before, else measured in the background as soon as the slider settles (one job
+    per model: a newer ratio waits for the current one, then the page asks again)."""
+    job_name, label = f"measure:{runner.name}", f"Measuring the plan at {pct} % removed"
+    registry = jobs.registry()
+    point = previews.cached_point(runner, sens, preview, ev, proto)
+    mjob = registry.get(token, job_name)
+    ours = mjob is not None and mjob.label == label and not mjob.running
+    if point is None and ours and mjob.status == jobs.DONE:  # saved under other weights
+        point = {"score": mjob.result.score, "images": mjob.result.images}
+    failed = ours and mjob.status == jobs.FAILED
+    if point is None and not busy and not failed and (mjob is None or not mjob.running):
+        mjob = registry.start(token, job_name,
+                              lambda job, p=preview: previews.measure(p, ev, proto), label=label)
+
+    def live() -> None:
+        job = registry.get(token, job_name)
+        if point is not None:
+            st.markdown(f"**{previews.measured_line(point, ev, proto)}**")
+        elif failed:
+            jobs.progress_block(job, label)
+            if st.button("Measure again", key="sens_measure", icon=":material/straighten:"):
+                registry.forget(token, job_name)
+                st.rerun()
+        elif busy:
+            st.caption("The measured preview starts when the analysis has finished.")
+        else:
+            st.caption(f":material/hourglass_top: Measuring this plan on {ev.images} images "
+                       f"({proto.text()}) in the background: the measured number appears here.")
+        jobs.rerun_when_finished(job)
+
+    jobs.poll(mjob, live)
+    points = previews.page_points(runner, sens, ev, proto)
+    if points:
+        st.plotly_chart(charts.measured_figure(points, sens.get("baseline")),
+                        key="sens_measured_chart")
 
 
 with errors.guard("showing the sensitivity analysis"):
@@ -57,16 +98,29 @@ with errors.guard("showing the sensitivity analysis"):
     except LoadError as exc:
         run_ev = None
         st.warning(f"{exc}", icon=":material/dataset:")
+    can_bn = previews.app_protocol(loaded.model, run_ev).calibrate
+    bn_on = st.toggle(
+        "Re-estimate BatchNorm statistics before each score", value=True, key=BN_KEY,
+        disabled=not can_bn,
+        help="Pruning shifts the statistics BatchNorm layers learned; re-estimating them on a "
+        "few calibration batches (no labels needed) scores the pruned model as it will "
+        "behave. Used by the analysis, the measured previews, Prune and Export alike "
+        "(docs/app.md, 'How the app scores a model')." if can_bn else
+        "This model has no BatchNorm layer (or no calibration images): nothing to re-estimate.")
     job = registry.get(token, job_name)
     if c2.button("Run analysis", type="primary", key="sens_run",
                  disabled=run_ev is None or (job is not None and job.running)):
+        run_proto = previews.app_protocol(loaded.model, run_ev, bn_on)
+        described = f"{run_ev.describe()}, {run_proto.text()}"  # a protocol change restarts
         forced = analysis.analysis_needs_restart(sens_path, preset.ratios, preset.images,
-                                                 run_ev.describe())
-        analysis.write_settings(sens_path, preset.images, preset.ratios, run_ev.describe())
+                                                 described)
+        analysis.write_settings(sens_path, preset.images, preset.ratios, described)
+        run_job = previews.page_job(run_ev, run_proto)
 
-        def work(job: jobs.Job, ev=run_ev, ratios=preset.ratios, forced=forced):
-            return runner.ana(ev.eval_fn, args=ev.eval_args, ratios=ratios,
-                              forced=bool(forced), progress=job.progress)
+        def work(job: jobs.Job, sj=run_job, ratios=preset.ratios, forced=forced):
+            return runner.ana(sj.eval_fn, args=sj.eval_args, ratios=ratios,
+                              forced=bool(forced), calibration_fn=sj.calibration_fn,
+                              calib_args=sj.calib_args, progress=job.progress)
 
         job = registry.start(token, job_name, work, label="Sensitivity analysis")
 
@@ -86,6 +140,7 @@ with errors.guard("showing the sensitivity analysis"):
     except LoadError:
         ev = None
     label_free = ev is not None and ev.label_free
+    proto = previews.app_protocol(loaded.model, ev, bn_on)
     word = "score" if label_free else "accuracy"
     if sens and sens.get("complete"):
         st.subheader("Choose how much to prune", anchor=False)
@@ -110,20 +165,14 @@ with errors.guard("showing the sensitivity analysis"):
             f"({analysis.score_source(sens_path)}). Original: "
             f"{preview.original_macs:.3f} M MACs, {preview.original_params:.4f} M params."
         )
+        made_with = (sens.get("protocol") or {}).get("bn_reestimation")
+        if made_with is not None and bool(made_with) != proto.calibrate:
+            st.info(f"The analysis was scored {previews.protocol_text(bool(made_with))}, the "
+                    f"measured previews and Prune score {proto.text()}: run the analysis again "
+                    "for an estimate made the same way.", icon=":material/info:")
         if ev is not None:
-            if st.button("Measure this plan", key="sens_measure", icon=":material/straighten:",
-                         help="Apply this plan to a private copy and score it the way Prune "
-                         "does (same images, same protocol); saved per ratio."):
-                with st.spinner("Measuring the plan..."):
-                    st.session_state["sens_measured"] = (
-                        name, pct, previews.measured_line(previews.measure(preview, ev), ev))
-            shown_measure = st.session_state.get("sens_measured")
-            if shown_measure and shown_measure[:2] == (name, pct):
-                st.markdown(f"**{shown_measure[2]}**")
-            points = previews.page_points(runner, sens, ev)
-            if points:
-                st.plotly_chart(charts.measured_figure(points, sens.get("baseline")),
-                                key="sens_measured_chart")
+            _measured(token, runner, sens, preview, pct, ev, proto,
+                      busy=job is not None and job.running)
         st.dataframe(preview.groups, hide_index=True, key="sens_plan_table",
                      column_config={"ratio": st.column_config.NumberColumn(
                          "Ratio removed", format="%.3f")})
@@ -133,7 +182,7 @@ with errors.guard("showing the sensitivity analysis"):
         elif st.button("Prune", type="primary", key="sens_prune", icon=":material/content_cut:"):
             with st.spinner("Pruning and scoring..."):
                 made = pruning_jobs.prune_from_analysis(runner, loaded.source, ev, pct / 100,
-                                                        divisible, preview)
+                                                        divisible, preview, proto.calibrate)
             registry.forget(token, f"finetune:{name}")  # its result belongs to the old prune
             workspace.set_pruned(made)
         pruned = workspace.pruned()
@@ -143,8 +192,12 @@ with errors.guard("showing the sensitivity analysis"):
             st.metric(f"{title} ({pruned.source})", f"{pruned.accuracy:.2f} %",
                       delta=f"{pruned.accuracy - sens['baseline']:.2f} points vs unpruned",
                       border=True)
-            st.markdown(previews.score_line(title, pruned.accuracy, pruned.images, ev,
+            st.markdown(previews.score_line(title, pruned.accuracy, pruned.images, shown,
                                             label_free=pruned.label_free))
+            if not pruned.label_free:
+                st.markdown(previews.versus_line(pruned.accuracy, pruned.images,
+                                                 sens["baseline"], sens.get("images"),
+                                                 "the unpruned model (analysis baseline)"))
             st.caption(f"Measured on the pruned (sparse) model: {shown}. Spec saved as "
                        f"`{Path(pruned.spec_path).name}`.")
 
