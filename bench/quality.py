@@ -107,8 +107,8 @@ class Log:
         row["elapsed_s"] = round(time.time() - self.start)
         self.rows.append(row)
         with self.path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
+            fh.write(json.dumps(row, default=str) + "\n")
+        print(json.dumps(row, default=str), flush=True)
 
 
 def final_accuracy(model: torch.nn.Module, data: Data, steps: int, seed: int) -> float:
