@@ -361,6 +361,36 @@ def load_exported_program(data: bytes) -> Any:
     return copy.deepcopy(module).eval()
 
 
+def exported_inputs(module: Any) -> list[tuple[tuple[int, ...], str]] | None:
+    """``(shape, dtype)`` of each input of a program from :func:`load_exported_program`, in
+    call order, read from the example inputs it was exported with (its graph's placeholders);
+    None when a size is symbolic (dynamic shapes). Inputs other than positional tensors
+    (keyword arguments, dicts, lists) are refused: the app calls ``model(*inputs)``."""
+    spec = getattr(module, "_in_spec", None)
+    if spec is not None:
+        from torch.utils import _pytree
+
+        args, kwargs = _pytree.tree_unflatten(list(range(spec.num_leaves)), spec)
+        if kwargs or any(not isinstance(a, int) for a in args):
+            raise LoadError("Expected a program exported with positional tensor inputs "
+                            "(torch.export.export(model, (x1, x2))). Received one whose inputs "
+                            "hold keyword arguments, dicts or lists; export it with plain "
+                            "tensors in a tuple and upload it again.")
+    graph = getattr(module, "graph", None)
+    if graph is None:
+        return None
+    out = []
+    for node in graph.nodes:
+        if node.op != "placeholder":
+            continue
+        val = node.meta.get("val")
+        try:
+            out.append((tuple(int(d) for d in val.shape), str(val.dtype).removeprefix("torch.")))
+        except (AttributeError, TypeError):  # symbolic (dynamic) sizes, or not a tensor
+            return None
+    return out or None
+
+
 # -- Keras .keras files ------------------------------------------------------------------------
 KERAS_LAYERS = frozenset("""
 Activation ActivityRegularization AdaptiveAveragePooling1D AdaptiveAveragePooling2D

@@ -52,6 +52,8 @@ class ModelSource:
         input_shape: the input signature, batch first (NCHW for torch, NHWC for Keras).
         file: the upload, relative to the workspace folder (``uploads/<sha256>.<ext>``).
         sha256: digest of the uploaded bytes.
+        inputs: ``(shape, dtype)`` of every input of a program that takes several (batch 1),
+            from its example inputs; empty for one float input of ``input_shape``.
     """
 
     kind: str
@@ -65,6 +67,7 @@ class ModelSource:
     sha256: str | None = None
     notes: tuple[str, ...] = field(default=())
     batch_fixed: bool = False  # an exported program that only runs at batch 1
+    inputs: tuple[tuple[tuple[int, ...], str], ...] = field(default=())
 
     @property
     def is_sample(self) -> bool:
@@ -80,6 +83,12 @@ class ModelSource:
         return "x".join(str(int(d)) for d in self.input_shape)
 
     @property
+    def signature(self) -> Any:
+        """What the backends build example inputs from: the input shape, or for several
+        inputs their ``((shape, dtype), ...)``."""
+        return self.inputs or self.input_shape
+
+    @property
     def backend(self) -> Backend:
         """The framework's backend: runners, widths, export, fine-tuning (never branch on
         ``framework`` outside the backends)."""
@@ -93,6 +102,7 @@ class ModelSource:
         out = asdict(self)
         out["input_shape"] = list(self.input_shape)
         out["notes"] = list(self.notes)
+        out["inputs"] = [[list(shape), dtype] for shape, dtype in self.inputs]
         return out
 
     @classmethod
@@ -106,7 +116,9 @@ class ModelSource:
                       input_shape=tuple(int(d) for d in data.get("input_shape") or ()),
                       file=data.get("file"), sha256=data.get("sha256"),
                       notes=tuple(str(n) for n in data.get("notes") or ()),
-                      batch_fixed=bool(data.get("batch_fixed", False)))
+                      batch_fixed=bool(data.get("batch_fixed", False)),
+                      inputs=tuple((tuple(int(d) for d in shape), str(dtype))
+                                   for shape, dtype in data.get("inputs") or ()))
         except (KeyError, TypeError, ValueError) as exc:
             raise LoadError(f"Not a model description: {exc}") from exc
         if src.kind not in KINDS or src.framework not in ("torch", "keras"):
@@ -248,26 +260,27 @@ def load_model(source: ModelSource, folder: str | Path) -> Any:
 
 
 def example_input(source: ModelSource) -> Any:
-    """Zeros of the input signature: a torch tensor, or a float32 array for Keras."""
-    return source.backend.example_input(source.input_shape)
+    """Zeros of the input signature: a torch tensor (a tuple of them for several inputs), or a
+    float32 array for Keras."""
+    return source.backend.example_input(source.signature)
 
 
 def summarize(source: ModelSource, model: Any) -> Any:
     """Params, MACs and the layer table (a ``summary.ModelSummary``) of a private copy."""
-    return source.backend.summarize(model, source.input_shape)
+    return source.backend.summarize(model, source.signature)
 
 
 def make_runner(source: ModelSource, model: Any, method: str, workdir: str | Path, *,
                 name: str | None = None, excludes: list[str] | None = None) -> Any:
     """The pruning runner of ``source`` in ``workdir`` (named ``name``, default the source's
     name), on a private copy: the caller's model is never changed."""
-    return source.backend.make_runner(model, source.input_shape, method, Path(workdir),
+    return source.backend.make_runner(model, source.signature, method, Path(workdir),
                                       name or source.name, excludes)
 
 
 def groups_table(source: ModelSource, model: Any, excludes: list[str] | None = None) -> Any:
     """The channel groups (which layers are tied, their channels, why fixed) of the model."""
-    return source.backend.groups_table(model, source.input_shape, excludes)
+    return source.backend.groups_table(model, source.signature, excludes)
 
 
 # -- the session's current model, persisted in its workspace ----------------------------------

@@ -110,7 +110,10 @@ class TorchBackend:
     finetune_lr = 0.01
     finetune_help = "SGD with distillation from the unpruned model"
 
-    def example_input(self, shape: Sequence[int]) -> torch.Tensor:
+    def example_input(self, shape: Sequence[Any]) -> Any:
+        """Zeros of ``shape``; of each ``(shape, dtype)`` for a program with several inputs."""
+        if shape and not isinstance(shape[0], int):
+            return tuple(torch.zeros(tuple(s), dtype=getattr(torch, d)) for s, d in shape)
         return torch.zeros(tuple(shape))
 
     def private_copy(self, model: nn.Module) -> nn.Module:

@@ -57,53 +57,45 @@ def from_weights(folder: str | Path, data: bytes, arch: str, num_classes: int,
     return src, model.eval()
 
 
-def _pt2_input_shape(module: Any) -> tuple[int, ...] | None:
-    """The first tensor input's shape recorded in an exported program's graph."""
-    graph = getattr(module, "graph", None)
-    if graph is None:
-        return None
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            val = node.meta.get("val")
-            shape = getattr(val, "shape", None)
-            if shape is not None:
-                try:
-                    return tuple(int(d) for d in shape)
-                except TypeError:  # symbolic (dynamic) dimensions
-                    return None
-    return None
-
-
 def from_pt2(folder: str | Path, data: bytes,
              input_shape: tuple[int, ...] | None = None) -> tuple[ModelSource, Any]:
-    """A ``torch.export`` program (``ep.module()``); the input shape comes from the program."""
+    """A ``torch.export`` program (``ep.module()``); its inputs (one or several tensors) come
+    from the example inputs it was exported with, at batch 1 (``input_shape``: the shape
+    of a one-input program whose sizes are dynamic)."""
     module = loading.load_exported_program(data)
+    found = loading.exported_inputs(module)
     sha, rel = store_upload(folder, data, "pt2")
-    shape = input_shape or _pt2_input_shape(module)
-    if shape is None:
+    if found is None and input_shape is None:
         raise LoadError("The program's input shape could not be read (dynamic shapes?). Enter "
                         "the input shape, e.g. 1x3x224x224, and upload it again.")
-    shape = tuple(shape)
-    if shape[0] != 1:
-        shape = (1, *shape[1:])
-    shape = _check_shape(shape)
-    fixed = not _runs_at_batch(module, shape, 2)
+    specs = [(tuple(input_shape), "float32")] if found is None or (
+        input_shape and len(found) == 1) else found
+    specs = [(_check_shape((1, *shape[1:])), dtype) for shape, dtype in specs]
+    several = tuple(specs) if len(specs) > 1 else ()
+    fixed = not _runs_at_batch(module, specs, 2)
     notes = (("The program was exported with a fixed batch of 1, so it is scored one image "
               "at a time (slower) and not fine-tuned here. Export it with dynamic_shapes="
               "{'x': {0: torch.export.Dim('batch')}} for batched scoring.",) if fixed else ())
+    if several:
+        notes += (f"The program takes {len(specs)} inputs; its size, MACs and channel groups "
+                  "are measured on zeros of each. The app's evaluation data feeds one image "
+                  "tensor, so score and prune it from Python: get_pruning_runner(model, "
+                  "(x1, x2, ...)) with your own eval_fn.",)
     src = ModelSource(kind=PT2, name=_upload_name("exported", sha),
                       title=f"Exported program {sha[:10]} (.pt2)", framework="torch",
-                      input_shape=shape, file=rel, sha256=sha, notes=notes, batch_fixed=fixed)
+                      input_shape=specs[0][0], file=rel, sha256=sha, notes=notes,
+                      batch_fixed=fixed, inputs=several)
     return src, module
 
 
-def _runs_at_batch(module: Any, shape: tuple[int, ...], batch: int) -> bool:
+def _runs_at_batch(module: Any, specs: list[tuple[tuple[int, ...], str]], batch: int) -> bool:
     """Whether an exported program accepts ``batch`` inputs (its guards may fix batch 1)."""
     import torch
 
     try:
         with torch.no_grad():
-            module(torch.zeros((batch, *shape[1:])))
+            module(*(torch.zeros((batch, *shape[1:]), dtype=getattr(torch, dtype))
+                     for shape, dtype in specs))
     except Exception:  # noqa: BLE001 - a failed guard or a baked-in reshape
         return False
     return True
