@@ -85,6 +85,8 @@ with errors.guard("showing the sensitivity analysis"):
     job_name = f"sensitivity:{name}"
     st.caption(f"Model: **{loaded.title}** (`{name}`, chosen on the Model page), "
                f"{loaded.summary.macs / 1e6:.2f} M MACs at input {loaded.summary.input_label}.")
+    if errors.nothing_to_prune(loaded):
+        st.stop()
 
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     preset = PRESETS[c1.selectbox("Analysis setting", list(PRESETS), key="sens_preset",
