@@ -12,6 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from uif_explorer import zoo
+from uif_explorer.io.loading import LoadError
 from uif_explorer.present import charts
 from uif_explorer.services import (
     analysis,
@@ -19,6 +20,7 @@ from uif_explorer.services import (
     eval_data,
     export_report,
     model_source,
+    previews,
     pruning_jobs,
 )
 from uif_explorer.ui import errors, loaders, state, workspace
@@ -26,6 +28,7 @@ from uif_explorer.ui import errors, loaders, state, workspace
 st.title("Export", anchor=False)
 INT8_KEY = "export_int8"  # the int8 file made for the session's pruned model, and its report
 INT8_IMAGES = (64, 200)
+ORIGINAL_KEY = "export_original"  # the unpruned model's score per (model, images, protocol)
 
 
 def _original(name: str):
@@ -36,6 +39,24 @@ def _original(name: str):
     if name in zoo.SAMPLE_MODELS:
         return loaders.load_sample(name)
     return None
+
+
+def _original_score(token: str, loaded, images: int, calibrated: bool
+                    ) -> tuple[float, int, str] | None:
+    """(score, images, protocol in words) of the unpruned model, scored like the pruned one
+    (same images, same protocol); once per session. None when no data scores the model."""
+    try:
+        ev = loaders.evaluator(loaded, images)
+    except LoadError:
+        return None
+    proto = previews.app_protocol(loaded.model, ev, calibrated)
+    cache = st.session_state.setdefault(ORIGINAL_KEY, {})
+    key = (loaded.name, int(images), proto)
+    if key not in cache:
+        with st.spinner("Scoring the original model the same way..."):
+            cache[key] = previews.score_original(
+                workspace.runner(token, loaded, "iterative"), ev, proto)
+    return cache[key], ev.images, f"{ev.describe()}, {proto.text()}"
 
 
 with errors.guard("preparing the export"):
@@ -58,7 +79,8 @@ with errors.guard("preparing the export"):
                 with st.spinner("Rebuilding and scoring..."):
                     workspace.set_pruned(pruning_jobs.rebuild_from_spec(
                         workspace.runner(token, current, "iterative"), current.source,
-                        loaders.evaluator(current, 200), spec_file, spec))
+                        loaders.evaluator(current, 200), spec_file, spec,
+                        calibrate=st.session_state.get("sens_bn", True)))
                 st.rerun()
         st.stop()
     name = pruned.model_name
@@ -105,8 +127,22 @@ with errors.guard("preparing the export"):
     cols[2].metric("Params", f"{slim_params:.4f} M",
                    delta=f"{loaded.summary.params / 1e6:.4f} M before", delta_color="off",
                    delta_arrow="off", border=True)
-    st.caption(f"{pruned.score_title}: {score_source}. MACs and params in millions, counted on "
-               f"the slim model at input {loaded.summary.input_label} (batch 1).")
+    st.markdown(previews.score_line(pruned.score_title, pruned.accuracy, pruned.images,
+                                    export_report.pruned_protocol(pruned),
+                                    label_free=pruned.label_free))
+    original = _original_score(token, loaded, pruned.images,
+                               export_report.calibrated_in(score_source))
+    original_facts = None
+    if original is not None:
+        o_score, o_images, o_protocol = original
+        original_facts = export_report.original_facts(o_score, o_images, o_protocol)
+        st.markdown(previews.score_line(f"Original {pruned.score_title.lower()}", o_score,
+                                        o_images, o_protocol, label_free=pruned.label_free))
+        if not pruned.label_free:
+            st.markdown("Pruned " + previews.versus_line(pruned.accuracy, pruned.images,
+                                                         o_score, o_images, "the original"))
+    st.caption("MACs and params in millions, counted on the slim model at input "
+               f"{loaded.summary.input_label} (batch 1).")
 
     st.subheader("Downloads", anchor=False)
     ofa_subnet = pruned.kind == "ofa_subnet"
@@ -179,12 +215,15 @@ with errors.guard("preparing the export"):
                            mime=q8.mime, key=f"dl_{q8.fmt}", icon=":material/download:",
                            on_click="ignore")
         st.dataframe(export_report.int8_table(made["report"]), hide_index=True)
+        for line in export_report.int8_lines(made["report"]):
+            st.markdown(line)
         st.caption(f"{export_report.int8_tolerance(made['report'])} Evaluation images from "
                    f"{(data or eval_data.DataSource()).title}.")
 
     st.subheader("Report", anchor=False)
     before, after = backend.out_widths(loaded.model), backend.out_widths(slim)
-    report_json, report_csv = export_report.table_reports(pruned, before, after, score_source)
+    report_json, report_csv = export_report.table_reports(pruned, before, after, score_source,
+                                                          original_facts)
     st.plotly_chart(charts.width_figure(before, after), key="export_widths")
     r1, r2, r3 = st.columns(3)
     r1.download_button("Report (.json)", data=report_json, file_name=f"{base}_report.json",
@@ -193,7 +232,7 @@ with errors.guard("preparing the export"):
                        mime="text/csv", key="dl_report_csv", on_click="ignore")
     r3.download_button("Report with charts (.html)",
                        data=lambda: export_report.html_of(pruned, before, after, folder,
-                                                          score_source),
+                                                          score_source, original_facts),
                        file_name=f"{base}_report.html", mime="text/html",
                        key="dl_report_html", on_click="ignore")
 

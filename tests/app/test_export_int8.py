@@ -1,9 +1,11 @@
-"""The Export page's int8 handoff, through Streamlit's AppTest.
+"""The Export page's int8 handoff and its numbers, through Streamlit's AppTest.
 
 A slim ResNet-20 (30 % of MACs removed, L1 plan, BatchNorm re-estimated) is the session's
-pruned model; the Export page offers "int8 (ONNX Runtime QDQ)", quantizes it calibrated on
-the workspace's calibration images, shows fp32 and int8 side by side with the tolerance, and
-offers a file that loads in ONNX Runtime and follows the slim model.
+pruned model; the Export page shows its score and the original's with their protocol (same
+images, BN re-estimation) and says whether they differ beyond noise; it offers "int8 (ONNX
+Runtime QDQ)", quantizes it calibrated on the workspace's calibration images, shows fp32 and
+int8 side by side with the tolerance, the protocol and the noise verdict, and offers a file
+that loads in ONNX Runtime and follows the slim model.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ TIMEOUT = 300
 TOKEN = "int8-export-token-" + "e" * 14
 IMAGES = 64
 LABEL = "int8 (ONNX Runtime QDQ)"
+BN_LINE = "after BN re-estimation on 4 batches"
 
 pytestmark = pytest.mark.skipif(not zoo.get_sample("resnet20").weights_path.exists(),
                                 reason="resnet20's weights are not trained yet")
@@ -42,8 +45,8 @@ def _slim_resnet20() -> PrunedModel:
     slim.eval()
     return PrunedModel(model=slim, kind="slim", model_name="resnet20", framework="torch",
                        source="L1 plan, 30 % of MACs removed, adaptive BN", spec_path="",
-                       accuracy=0.0,
-                       images=IMAGES, score_source=eval_data.data_source(IMAGES),
+                       accuracy=eval_data.accuracy(slim, IMAGES), images=IMAGES,
+                       score_source=f"{eval_data.data_source(IMAGES)}, {BN_LINE}",
                        removal_ratio=0.3, slim=slim)
 
 
@@ -65,6 +68,15 @@ def test_export_page_quantizes_to_int8_onnx(tmp_path: Path, monkeypatch: pytest.
     at.session_state[workspace.PRUNED_KEY] = pruned
     at.switch_page("pages/export.py").run()
     _no_errors(at)
+    lines = [m.value for m in at.markdown]
+    pruned_line = next(t for t in lines if t.startswith("Accuracy "))
+    original_line = next(t for t in lines if t.startswith("Original accuracy "))
+    for line in (pruned_line, original_line):  # same images, same protocol, said beside each
+        assert f"on {IMAGES} images (95 % interval" in line and BN_LINE in line, line
+    assert any(t.startswith("Pruned ") and "vs the original" in t and "noise" in t
+               for t in lines), lines
+    report = at.session_state["export_original"]
+    assert len(report) == 1  # scored once per session, kept
     make = at.button(key="export_int8_make")
     assert make.label == "Make int8 (ONNX Runtime QDQ)"
     assert LABEL not in downloads  # made on a press, not on every run
@@ -79,6 +91,9 @@ def test_export_page_quantizes_to_int8_onnx(tmp_path: Path, monkeypatch: pytest.
     assert f"top-1 accuracy on {IMAGES} evaluation images" in set(table[""])
     assert "file size (MB)" in set(table[""])
     assert any("at least 95%" in c.value and "(passed)" in c.value for c in at.caption)
+    lines = [m.value for m in at.markdown]
+    assert any(t.startswith("Protocol: both files scored as they are") for t in lines), lines
+    assert any(t.startswith("int8 top-1 ") and "vs fp32, within noise" in t for t in lines)
 
     path = tmp_path / "m.int8.onnx"
     path.write_bytes(bytes(offer["data"]))

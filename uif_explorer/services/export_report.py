@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from uif_explorer.core.uncertainty import Measured, versus
 from uif_explorer.services.pruned import OFA_SUBNET, PrunedModel
 
 
@@ -96,10 +97,13 @@ def subnet_search(folder: Path, pruned: PrunedModel) -> dict[str, Any] | None:
 
 
 def table_reports(pruned: PrunedModel, before: Mapping[str, int], after: Mapping[str, int],
-                  score_source: str) -> tuple[str, str]:
+                  score_source: str, original: Mapping[str, Any] | None = None
+                  ) -> tuple[str, str]:
     """The (JSON, CSV) reports of a pruned model whose layers went from ``before`` to
-    ``after`` output channels (OFA subnets: with their setting)."""
-    report_json, report_csv = report({**pruned.facts(), "data": score_source}, before, after)
+    ``after`` output channels (OFA subnets: with their setting); ``original``: the unpruned
+    model's score with the same protocol (:func:`original_facts`)."""
+    report_json, report_csv = report({**pruned.facts(), "data": score_source, **(original or {})},
+                                     before, after)
     if pruned.kind == OFA_SUBNET:
         report_json, report_csv = with_subnet_setting(
             report_json, report_csv, list(pruned.subnet_setting or []),
@@ -108,7 +112,7 @@ def table_reports(pruned: PrunedModel, before: Mapping[str, int], after: Mapping
 
 
 def html_of(pruned: PrunedModel, before: Mapping[str, int], after: Mapping[str, int],
-            folder: Path, score_source: str) -> str:
+            folder: Path, score_source: str, original: Mapping[str, Any] | None = None) -> str:
     """The HTML report: facts, the widths chart, and the analysis / search behind the model."""
     from uif_explorer.io.workspace import Workspace
     from uif_explorer.present import charts
@@ -130,7 +134,42 @@ def html_of(pruned: PrunedModel, before: Mapping[str, int], after: Mapping[str, 
             figures.append(charts.evolution_figure(evo, highlight=[pruned.net_id]))
         facts["subnet_setting"] = json.dumps(pruned.subnet_setting)
     facts["score data"] = score_source
+    facts.update(original or {})
     return html_report(f"UIF Explorer report: {name}", facts, figures)
+
+
+# -- the protocol beside every score -------------------------------------------------------------
+def calibrated_in(score_source: str) -> bool:
+    """Whether a pruned model was scored after BatchNorm re-estimation: its protocol ends its
+    ``score_source`` (``services.pruning_jobs``, the OFA page's calibration likewise)."""
+    return any(w in score_source for w in ("after BN re-estimation", "after BatchNorm calib"))
+
+
+def pruned_protocol(pruned: PrunedModel) -> str:
+    """What the pruned model's score means, in words: its ``score_source`` and, after a
+    fine-tune in the app, that the tuned model was scored as it is (its statistics trained)."""
+    if pruned.accuracy_before_ft is None:
+        return pruned.score_source
+    return f"{pruned.score_source}; then fine-tuned and scored as it is"
+
+
+def original_facts(score: float, images: int, protocol: str) -> dict[str, Any]:
+    """The unpruned model's score for the reports, with its protocol."""
+    return {"original_accuracy": round(float(score), 4), "original_images": int(images),
+            "original_protocol": protocol}
+
+
+def int8_lines(report: Any) -> list[str]:
+    """The int8 table's protocol, and fp32 vs int8 with what the noise says of it (when the
+    check images have labels)."""
+    a = report.agreement
+    lines = [f"Protocol: both files scored as they are (no BN re-estimation: the statistics "
+             f"are in the files) on the first {a.images} evaluation images."]
+    if a.fp32_accuracy is not None and a.int8_accuracy is not None:
+        int8 = Measured.of(a.int8_accuracy, a.images, percent=True)
+        fp32 = Measured.of(a.fp32_accuracy, a.images, percent=True)
+        lines.append(f"int8 top-1 {int8.text()}: {versus(int8, fp32, 'fp32')}.")
+    return lines
 
 
 def make_int8(backend: Any, model: Any, source: Any, ds: Any, folder: Path, images: int,

@@ -87,6 +87,15 @@ def score(model: Any, ev: Any, proto: Protocol, what: str = "the pruned model") 
                        calib_args=job.calib_args, what=what)
 
 
+def score_original(runner: Any, ev: Any, proto: Protocol) -> float:
+    """The unpruned model scored with ``proto``, as the analysis scores its baseline: on the
+    runner's private copy (a Keras model is never copied by the app, so never calibrated in
+    place here)."""
+    job = page_job(ev, proto)
+    items = [(None, "the original model")]
+    return next(s for _, s, _ in runner._score_plans(runner.pruner, items, job))
+
+
 def measure(preview: Any, ev: Any, proto: Protocol) -> MeasuredPreview:
     """Score ``preview``'s plan on a private sparse copy with ``proto`` (cached in
     ``<model>.measured.json`` per ratio, plan, weights, protocol and images)."""
