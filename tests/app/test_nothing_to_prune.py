@@ -1,7 +1,7 @@
 """A model with nothing to prune gets the engine's one line in the app (issue 18 item 5): the
-Model page shows it beside the channel groups, the One-step page shows it instead of a search
-that would fail. The model is one convolution whose output is the network's output, uploaded
-as a ``torch.export`` program."""
+Model page shows it beside the channel groups, the Sensitivity and One-step pages show it
+instead of an analysis or a search that would fail. The model is one convolution whose
+output is the network's output, uploaded as a ``torch.export`` program."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def test_an_unprunable_upload_says_why_in_one_line(root: Path) -> None:
     assert "(feeds a model output)" in errors[0] and "\n" not in errors[0]
     assert "Model** page lists every group" in errors[0]
     assert [df.value for df in at.dataframe if "layers" in df.value.columns]  # table still shown
-    at.switch_page("pages/one_step.py").run()
-    assert not at.exception
-    assert [e.value for e in at.error] == errors
-    assert not at.button  # no search to start
+    for page in ("pages/sensitivity.py", "pages/one_step.py"):
+        at.switch_page(page).run()
+        assert not at.exception
+        assert [e.value for e in at.error] == errors
+        assert not at.button  # no analysis or search to start
