@@ -28,10 +28,18 @@ from uif_explorer.core.uncertainty import Measured, versus
 
 
 def _batches(calib_args: tuple) -> int | None:
+    """Calibration batches: a loader's (or list's) length; None for an array of images."""
     try:
-        return len(calib_args[0])
+        first = calib_args[0]
+        return None if hasattr(first, "shape") else len(first)
     except (IndexError, TypeError):
         return None
+
+
+def _calib_images(calib_args: tuple) -> int | None:
+    """Images of a calibration array (Keras calibrates on one array), else None."""
+    shape = getattr(calib_args[0], "shape", None) if calib_args else None
+    return int(shape[0]) if shape else None
 
 
 def protocol_text(calibrated: bool, batches: int | None = None) -> str:
@@ -59,9 +67,11 @@ class Protocol:
 
     calibrate: bool
     batches: int | None = None
+    images: int | None = None  # calibration images, when they come as one array (Keras)
 
     def text(self) -> str:
-        return protocol_text(self.calibrate, self.batches)
+        text = protocol_text(self.calibrate, self.batches)
+        return f"{text} on {self.images} images" if self.calibrate and self.images else text
 
 
 def app_protocol(model: Any, ev: Any, enabled: bool = True) -> Protocol:
@@ -69,7 +79,10 @@ def app_protocol(model: Any, ev: Any, enabled: bool = True) -> Protocol:
     evaluator has calibration images (it needs no labels)."""
     calibrate = bool(enabled and ev is not None and ev.calib_fn is not None
                      and has_batchnorm(model))
-    return Protocol(calibrate, _batches(ev.calib_args) if calibrate else None)
+    if not calibrate:
+        return Protocol(False)
+    batches = _batches(ev.calib_args)
+    return Protocol(True, batches, None if batches else _calib_images(ev.calib_args))
 
 
 def page_job(ev: Any, proto: Protocol) -> ScoreJob:
