@@ -64,7 +64,7 @@ with errors.guard("showing the one-step search"):
                             help="After the search, fine-tune the best candidates briefly on "
                             "the bundled training images, score them again and keep the better "
                             "half, with twice the budget, until one is left.")
-    keep = int(r2.number_input("Candidates to refine", 2, 16, refinement_jobs.DEFAULT_KEEP,
+    keep = int(r2.number_input("How many to refine", 2, 16, refinement_jobs.DEFAULT_KEEP,
                                key="os_keep", disabled=not refine_on))
     steps = int(r3.number_input("Fine-tuning batches (stage 1)", 1, 500,
                                 refinement_jobs.DEFAULT_STEPS, key="os_steps",
