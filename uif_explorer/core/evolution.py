@@ -51,7 +51,9 @@ from uif_explorer.core.pareto import (
 # evaluate(list of (net_id, genome)) -> yields (index in that list, score)
 EvaluateFn = Callable[[list[tuple[str, Genome]]], Iterable[tuple[int, float]]]
 RESERVED_KEYS = frozenset({"net_id", "mode", "macs", "params", "subnet_setting", "generation",
-                           "origin", "genome", "flops"})
+                           "origin", "genome", "flops", "latency_ms"})
+LatencyFn = Callable[[Genome], float]  # predicted milliseconds of a subnet (target='latency')
+TARGET_AXIS = {"macs": "macs", "latency": "latency_ms"}  # the record key each target ranks on
 
 
 class SearchRangeError(ValueError):
@@ -87,6 +89,9 @@ class SearchConfig:
     seed: int = 0
     max_attempts: int = 200  # per child / per sampled candidate
     num_subnets: int | None = None  # a random search of this many subnets instead
+    # 'latency': range, bins and Pareto front on predicted latency; min_macs / max_macs /
+    # macs_step are then milliseconds of this machine's latency table, not M MACs
+    target: str = "macs"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -132,6 +137,9 @@ class SearchConfig:
 
     def check(self) -> SearchConfig:
         self.mode = check_mode(self.mode)
+        if self.target not in TARGET_AXIS:
+            raise ValueError(f"Expected target in {tuple(TARGET_AXIS)}. Received: "
+                             f"target={self.target!r}")
         self.macs_step = check_step(self.macs_step)
         if not isinstance(self.metric, str) or not self.metric or self.metric in RESERVED_KEYS:
             raise ValueError(f"Expected metric to be a name for the score (e.g. 'acc1'), not "
@@ -158,7 +166,10 @@ class SearchConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """The settings a saved search is compared on (``num_subnets`` is saved apart)."""
-        return {k: getattr(self, k) for k in self.names() if k != "num_subnets"}
+        out = {k: getattr(self, k) for k in self.names() if k != "num_subnets"}
+        if out["target"] == "macs":  # files saved before latency targets stay comparable
+            del out["target"]
+        return out
 
 
 class _Cost:
@@ -175,25 +186,64 @@ class _Cost:
         return self.cache[g]
 
 
-def check_reachable(space: ChoiceSpace, cost: CostFn, lo: float, hi: float) -> tuple[float, float]:
-    """MACs of the smallest and largest subnets; raise when ``[lo, hi]`` misses them all."""
+def check_reachable(space: ChoiceSpace, cost: CostFn, lo: float, hi: float,
+                    key: str = "macs") -> tuple[float, float]:
+    """Cost (MACs, or latency for ``key='latency_ms'``) of the smallest and largest subnets;
+    raise when ``[lo, hi]`` misses them all."""
     small, large = cost(space.smallest())[0], cost(space.largest())[0]
+    unit = "M MACs" if key == "macs" else "ms of predicted latency"
     if hi < small or lo > large:
         raise SearchRangeError(
-            f"No subnet has between {lo:g} and {hi:g} M MACs: subnets of this supernet span "
-            f"{small:.4g} to {large:.4g} M MACs (min and max subnets). Choose a range inside it."
+            f"No subnet has between {lo:g} and {hi:g} {unit}: subnets of this supernet span "
+            f"{small:.4g} to {large:.4g} {unit} (min and max subnets). Choose a range inside it."
         )
     return small, large
+
+
+def on_axis(records: Sequence[Mapping[str, Any]], key: str) -> list[Mapping[str, Any]]:
+    """``records`` as the Pareto helpers see them: with ``key`` (``latency_ms`` for a latency
+    search) in the ``macs`` slot they bin and rank on."""
+    if key == "macs":
+        return list(records)
+    return [{**r, "macs": r[key]} for r in records]
+
+
+def pareto_set_on(records: Sequence[Mapping[str, Any]], metric: str, mode: str, step: float,
+                  key: str = "macs") -> dict[str, dict[str, Any]]:
+    """:func:`pareto_set` binned on ``key``; a latency search's entries carry ``latency_ms``
+    and the subnet's real ``macs`` / ``flops``."""
+    out = pareto_set(on_axis(records, key), metric, mode, step)
+    if key != "macs":
+        by_id = {r["net_id"]: r for r in records}
+        for entry in out.values():
+            entry[key] = entry["macs"]
+            entry["macs"] = entry["flops"] = by_id[entry["net_id"]]["macs"]
+    return out
+
+
+def pareto_front_on(records: Sequence[Mapping[str, Any]], metric: str, mode: str = "max",
+                    key: str = "macs") -> list[Mapping[str, Any]]:
+    """The non-dominated records on (``key``, score): the original records."""
+    by_id = {r["net_id"]: r for r in records}
+    return [by_id[r["net_id"]] for r in pareto_front(on_axis(records, key), metric, mode)]
 
 
 class EvolutionarySearch:
     """One search run; ``history`` holds every evaluated candidate in evaluation order."""
 
     def __init__(self, space: ChoiceSpace, cost: CostFn, config: SearchConfig,
-                 memo: Mapping[Genome, Mapping[str, Any]] | None = None) -> None:
+                 memo: Mapping[Genome, Mapping[str, Any]] | None = None,
+                 latency: LatencyFn | None = None) -> None:
         self.space = space
         self.cost = _Cost(cost)
         self.cfg = config.check()
+        self.key = TARGET_AXIS[self.cfg.target]
+        if self.key != "macs" and latency is None:
+            raise ValueError("Expected a latency function (genome -> ms) for target='latency'. "
+                             "Received: latency=None")
+        # the axis the range, bins and parents use: MACs, or predicted latency in ms
+        self.axis = self.cost if self.key == "macs" else _Cost(
+            lambda g: (latency(g), self.cost(g)[1]))
         self.rng = np.random.default_rng(self.cfg.seed)
         self.memo = dict(memo or {})
         self.history: list[dict[str, Any]] = []
@@ -202,7 +252,7 @@ class EvolutionarySearch:
 
     # -- helpers ---------------------------------------------------------------------------
     def in_range(self, g: Genome) -> bool:
-        m = self.cost(g)[0]
+        m = self.axis(g)[0]
         return self.cfg.min_macs <= m <= self.cfg.max_macs
 
     def _fresh(self, g: Genome, batch: set[Genome]) -> bool:
@@ -211,7 +261,7 @@ class EvolutionarySearch:
     def sample_in_range(self, batch: set[Genome]) -> Genome | None:
         lo, hi = self.cfg.min_macs, self.cfg.max_macs
         for _ in range(self.cfg.max_attempts):
-            g = self.space.repair(self.space.random(self.rng), self.cost, lo, hi, self.rng)
+            g = self.space.repair(self.space.random(self.rng), self.axis, lo, hi, self.rng)
             if self._fresh(g, batch):
                 return g
         return None
@@ -219,8 +269,11 @@ class EvolutionarySearch:
     def _record(self, net_id: str, g: Genome, generation: int, origin: str,
                 score: float) -> dict[str, Any]:
         macs, params = self.cost(g)
-        return {"net_id": net_id, "generation": generation, "origin": origin,
-                "genome": list(g), "macs": macs, "params": params, self.cfg.metric: score}
+        rec = {"net_id": net_id, "generation": generation, "origin": origin,
+               "genome": list(g), "macs": macs, "params": params, self.cfg.metric: score}
+        if self.key != "macs":
+            rec[self.key] = self.axis(g)[0]
+        return rec
 
     def _run_batch(self, batch: list[tuple[str, Genome, str]], generation: int,
                    evaluate: EvaluateFn, on_result: Callable[[dict], None] | None) -> None:
@@ -251,7 +304,7 @@ class EvolutionarySearch:
     def parents(self) -> list[Genome]:
         """Best of each MACs bin first, then by Pareto rank and score."""
         cfg = self.cfg
-        recs = self.history
+        recs = on_axis(self.history, self.key)
         if not recs:
             return []
         best_of_bin = {r["net_id"] for r in
@@ -295,7 +348,7 @@ class EvolutionarySearch:
             for _ in range(self.cfg.max_attempts):
                 child = make()
                 if not self.in_range(child):
-                    child = self.space.repair(child, self.cost, lo, hi, self.rng)
+                    child = self.space.repair(child, self.axis, lo, hi, self.rng)
                 if self._fresh(child, taken):
                     batch.append((f"{name}_{origin}_{i}", child, origin))
                     taken.add(child)
@@ -325,7 +378,7 @@ class EvolutionarySearch:
             on_generation: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
         """Initial population, then ``iteration`` generations; every generation is evaluated."""
         cfg = self.cfg
-        check_reachable(self.space, self.cost, cfg.min_macs, cfg.max_macs)
+        check_reachable(self.space, self.axis, cfg.min_macs, cfg.max_macs, self.key)
         self._run_batch(self.initial_population(), -1, evaluate, on_result)
         if on_generation is not None:
             on_generation(-1)
@@ -340,7 +393,7 @@ class EvolutionarySearch:
                    on_result: Callable[[dict], None] | None = None) -> list[dict[str, Any]]:
         """``num`` (default: ``num_subnets``) distinct random in-range subnets (a baseline)."""
         num = self.cfg.num_subnets if num is None else num
-        check_reachable(self.space, self.cost, self.cfg.min_macs, self.cfg.max_macs)
+        check_reachable(self.space, self.axis, self.cfg.min_macs, self.cfg.max_macs, self.key)
         batch: list[tuple[str, Genome, str]] = []
         taken: set[Genome] = set()
         for i in range(num):
@@ -375,8 +428,9 @@ def random_search(space: ChoiceSpace, cost: CostFn, config: SearchConfig, num: i
 
 
 __all__ = [
-    "GUIDE_NAMES", "ChoiceSpace", "EvolutionarySearch", "Genome", "SearchConfig",
-    "SearchRangeError", "bin_key", "bin_value", "check_mode", "check_reachable", "check_step",
-    "default_macs_step", "dominates", "front_ranks", "hypervolume", "pareto_front", "pareto_set",
-    "random_search", "step_decimals",
+    "GUIDE_NAMES", "TARGET_AXIS", "ChoiceSpace", "EvolutionarySearch", "Genome", "LatencyFn",
+    "SearchConfig", "SearchRangeError", "bin_key", "bin_value", "check_mode", "check_reachable",
+    "check_step", "default_macs_step", "dominates", "front_ranks", "hypervolume", "on_axis",
+    "pareto_front", "pareto_front_on", "pareto_set", "pareto_set_on", "random_search",
+    "step_decimals",
 ]

@@ -229,7 +229,7 @@ def best_seconds(fn: Callable[[], object], min_time: float = 0.01, min_calls: in
     """Seconds of the fastest of at least ``min_calls`` calls of ``fn`` lasting ``min_time``
     in all, after ``warmup`` calls. The minimum because on a shared machine other work only
     ever adds time, and single calls because a preempted call then spoils one sample, not a
-    block (the torch backend uses ``torch.utils.benchmark``'s blocks instead)."""
+    block (both backends time with this)."""
     import time
 
     for _ in range(warmup):
@@ -309,9 +309,16 @@ class LatencyModel:
         return float((self._act * out / self._full_out).sum()) if self._act.any() else 1.0
 
     def _of_ops(self, inn: np.ndarray, out: np.ndarray) -> float:
-        rel = self._in[self._o_in + inn] * self._out[self._o_out + out]
         return float(self.overhead + self.scaled_overhead * self._activation(out)
-                     + (self._t * rel).sum())
+                     + self._op_times(inn, out).sum())
+
+    def _op_times(self, inn: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return self._t * self._in[self._o_in + inn] * self._out[self._o_out + out]
+
+    def op_times(self, plan: PruningPlan | None) -> np.ndarray:
+        """Predicted seconds of each counted op (``graph.mac_ops`` order) in ``plan``'s slim
+        model; 0 for ops the table left to the overhead."""
+        return self._op_times(*self.cost.op_counts(plan))
 
     def latency_of_vector(self, k: np.ndarray) -> float:
         """Seconds with ``k`` kept channels per group (``graph.groups`` order)."""

@@ -2,8 +2,8 @@
 
 Each counted op of the captured graph is rebuilt as a single layer with the same kernel,
 stride, padding, dilation, groups and input size, then timed at the input and output counts
-of :func:`~uif_explorer.core.latency.count_grid` with ``torch.utils.benchmark`` (median of
-blocked runs, fixed threads): in PyTorch eager, or in ONNX Runtime as a one-node ONNX graph
+of :func:`~uif_explorer.core.latency.count_grid` (the fastest of at least 10 single calls,
+fixed threads): in PyTorch eager, or in ONNX Runtime as a one-node ONNX graph
 (no export per width). The whole model is timed the same way, at full width and as a
 uniformly half-width slim model; what the ops do not explain is the overhead. Tables are
 cached in the workspace per machine and model.
@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.utils.benchmark as benchmark
 from torch import nn
 
 from uif_explorer.core.latency import (
@@ -29,6 +28,7 @@ from uif_explorer.core.latency import (
     OpShape,
     Progress,
     add_probe,
+    best_seconds,
     cached_table,
     calibrate_to_measured,
     machine_fingerprint,
@@ -57,12 +57,18 @@ def check_runtime(runtime: str) -> str:
     return runtime
 
 
-def seconds(fn: Callable[[], object], threads: int, min_time: float) -> float:
-    """Seconds per call: the fastest block of ``torch.utils.benchmark``'s blocked runs
-    (after its warm-up). The minimum, not the median, because on a shared machine other
-    work only ever adds time; the fastest block is the closest to what the layer costs."""
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
-    return float(min(timer.blocked_autorange(min_run_time=min_time).times))
+def seconds(fn: Callable[[], object], threads: int, min_time: float,
+            min_calls: int = 10) -> float:
+    """Seconds per call with ``threads`` intra-op threads: the fastest of at least
+    ``min_calls`` single calls (:func:`~uif_explorer.core.latency.best_seconds`). Single calls,
+    not ``torch.utils.benchmark`` blocks, because on a loaded machine a block of one slow call
+    spoils the minimum: per-layer times differed by up to 1000x between sweeps that way."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return best_seconds(fn, min_time, min_calls)
+    finally:
+        torch.set_num_threads(old)
 
 
 def _input_shapes(model: nn.Module, names: list[str], inputs: Any
@@ -234,7 +240,7 @@ def measured_removal(model: nn.Module, slim: nn.Module, inputs: Any, runtime: st
     best = [float("inf"), float("inf")]
     for _ in range(repeats):
         for i, call in enumerate(calls):
-            best[i] = min(best[i], seconds(call, threads, 0.02))
+            best[i] = min(best[i], seconds(call, threads, 0.0, min_calls=1))
     return 1.0 - best[1] / best[0]
 
 

@@ -270,7 +270,7 @@ class OFAPruner:
 
     def _in_workspace(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Search files go to this pruner's ``workdir`` under its ``name`` unless given."""
-        return {"workdir": self.workdir, "name": self.name, **kwargs}
+        return {"workdir": self.workdir, "name": self.name, "inputs": self.inputs, **kwargs}
 
     def run_evolutionary_search(self, ofa_model: nn.Module, *args: Any, **kwargs: Any):
         """:func:`~uif_explorer.torch.ofa.search.run_evolutionary_search` in this workspace."""

@@ -31,8 +31,8 @@ from uif_explorer.core.evolution import (
     EvolutionarySearch,
     SearchConfig,
     check_reachable,
-    pareto_front,
-    pareto_set,
+    pareto_front_on,
+    pareto_set_on,
 )
 from uif_explorer.core.pareto import pareto_with_flops
 from uif_explorer.core.runner import check_callable, say
@@ -61,6 +61,9 @@ class RunOptions:
     name: str | None = None  # file names; default: the OFA model's name
     forced: bool = False  # replace a saved search instead of resuming it
     progress: Progress | None = None  # progress(done, total, info); else tqdm on a terminal
+    inputs: Any = None  # an example input: what target='latency' times the subnets at
+    latency_runtime: str = "eager"  # or "onnxruntime" (target='latency')
+    latency_threads: int | None = None  # intra-op threads it is timed with (default: torch's)
 
 
 class ParetoSet(dict):
@@ -148,7 +151,7 @@ def _bind(func: str, order: Sequence[str], settings: Sequence[Any], config: Sear
           options: Mapping[str, Any]) -> tuple[SearchConfig, RunOptions]:
     """The call's settings (positional in ``order``, keywords, guide spellings) as objects."""
     run_names = [f.name for f in fields(RunOptions)]
-    allowed = {*order, "seed", "max_attempts", *run_names}
+    allowed = {*order, "seed", "max_attempts", "target", *run_names}
     bound = SearchConfig.bind(func, order, settings, options, allowed)
     run = RunOptions(**{k: bound.pop(k) for k in run_names if k in bound})
     if config is not None and not isinstance(config, SearchConfig):
@@ -189,12 +192,14 @@ def _search(ofa_model: nn.Module, calibration_fn: Callable | None, calib_args: S
         check_callable(calibration_fn, "calibration_fn")
     inner = unwrap(ofa_model)
     space = space_of(inner)
-    smallest, largest = space.cost_m(space.choice.smallest()), space.cost_m(
-        space.choice.largest())
-    config = config.with_span(smallest[0], largest[0]).check()
-    check_reachable(space.choice, space.cost_m, config.min_macs, config.max_macs)
-    kind = "evolution" if config.num_subnets is None else "random"
     model_name = run.name or space.model_name
+    latency = _subnet_latency(ofa_model, config, run, model_name)
+    axis = space.cost_m if latency is None else (lambda g: (latency(g), 0.0))
+    smallest, largest = axis(space.choice.smallest()), axis(space.choice.largest())
+    config = config.with_span(smallest[0], largest[0]).check()
+    key = "macs" if latency is None else "latency_ms"
+    check_reachable(space.choice, axis, config.min_macs, config.max_macs, key)
+    kind = "evolution" if config.num_subnets is None else "random"
     path = Workspace(run.workdir).evolution(model_name)
     if kind == "random":
         path = path.with_name(path.name.replace("_evolution.json", "_random_search.json"))
@@ -202,12 +207,13 @@ def _search(ofa_model: nn.Module, calibration_fn: Callable | None, calib_args: S
     weights = digest_weights(inner)
     settings = {**config.as_dict(), "kind": kind, "num_random": config.num_subnets}
     memo = {} if run.forced else _saved_results(path, graph_digest, weights, settings)
-    search = EvolutionarySearch(space.choice, space.cost_m, config, memo)
+    search = EvolutionarySearch(space.choice, space.cost_m, config, memo, latency)
     total = search.planned_evaluations()
     data: dict[str, Any] = {
         "format_version": 1, "kind": EVOLUTION_KIND, "model": model_name,
         "graph_digest": graph_digest, "weights_digest": weights, "metric": config.metric,
         "mode": config.mode, "settings": settings, "macs_unit": "millions",
+        "target": config.target, "range_unit": "M MACs" if latency is None else "ms",
         "range": {"min_macs": config.min_macs, "max_macs": config.max_macs,
                   "min_subnet_macs": smallest[0], "max_subnet_macs": largest[0]},
         "space": _space_summary(space), "history": [], "generations_done": None,
@@ -220,9 +226,10 @@ def _search(ofa_model: nn.Module, calibration_fn: Callable | None, calib_args: S
         data["history"] = scored
         data["evaluations"] = len(scored)
         data["seconds"] = round(time.perf_counter() - start, 3)
-        data["pareto_set"] = pareto_set(scored, config.metric, config.mode, config.macs_step)
+        data["pareto_set"] = pareto_set_on(scored, config.metric, config.mode,
+                                           config.macs_step, key)
         data["pareto_front"] = [r["net_id"] for r in
-                                pareto_front(scored, config.metric, config.mode)]
+                                pareto_front_on(scored, config.metric, config.mode, key)]
         atomic_write_json(path, data)
 
     bar = _progress_bar(total, run.progress, model_name)
@@ -270,6 +277,23 @@ def _search(ofa_model: nn.Module, calibration_fn: Callable | None, calib_args: S
     return result
 
 
+def _subnet_latency(ofa_model: nn.Module, config: SearchConfig, run: RunOptions,
+                    model_name: str) -> Callable | None:
+    """``genome -> predicted ms`` for ``target='latency'`` (the table measured once per
+    machine and saved as ``<name>-ofa_<runtime>.latency``); None for a MACs search."""
+    if config.target != "latency":
+        return None
+    if run.inputs is None:
+        raise ValueError("Expected inputs= (an example input, e.g. torch.randn(1, 3, 224, 224))"
+                         " for target='latency': the subnets' layers are timed at it. "
+                         "OFAPruner.run_evolutionary_search passes its own. Received: "
+                         "inputs=None")
+    from uif_explorer.torch.ofa.latency import subnet_latency
+
+    path = Workspace(run.workdir).latency(f"{model_name}-ofa", run.latency_runtime)
+    return subnet_latency(ofa_model, run.inputs, path, run.latency_runtime, run.latency_threads)
+
+
 def run_evolutionary_search(ofa_model: nn.Module, calibration_fn: Callable | None = None,
                             calib_args: Sequence = (), eval_fn: Callable | None = None,
                             eval_args: Sequence = (), *settings: Any,
@@ -290,7 +314,10 @@ def run_evolutionary_search(ofa_model: nn.Module, calibration_fn: Callable | Non
     default: a readable step giving ~20 bins over that span), ``parent_popu_size=16``,
     ``iteration=10``, ``mutate_size=8``, ``mutate_prob=0.2``, ``crossover_size=4``,
     ``executor=None`` ('process', 'ray'), and keyword only ``seed=0``, ``max_attempts=200``,
-    ``workdir='.vai'``, ``name=None``, ``forced=False``, ``progress=None``. A
+    ``workdir='.vai'``, ``name=None``, ``forced=False``, ``progress=None``,
+    ``target='macs'`` (``'latency'``: range, bins and front on this machine's predicted
+    latency, the range in ms; needs ``inputs=`` an example input, ``latency_runtime=``
+    'eager' or 'onnxruntime', ``latency_threads=``; entries then carry ``latency_ms`` too). A
     :class:`~uif_explorer.core.evolution.SearchConfig` given as ``config=`` supplies defaults.
 
     The result maps MACs bins (``round(macs / macs_step) * macs_step``, printed with
