@@ -129,11 +129,20 @@ def read_points(path: Path) -> list[dict[str, Any]]:
     return list(read_json(path, kind=MEASURED_KIND).get("points", []))
 
 
+def _covers(point: Mapping[str, Any] | None, protocol: Mapping[str, Any]) -> bool:
+    """Whether a point's protocol agrees with every entry of ``protocol`` (an analysis'
+    protocol names the functions only; a point's also names its images)."""
+    if point is None:
+        return False
+    point, protocol = json.loads(json.dumps(point)), json.loads(json.dumps(protocol))
+    return all(point.get(k) == v for k, v in protocol.items())
+
+
 def matching_points(path: Path, weights: str, protocol: Mapping[str, Any] | None = None
                     ) -> list[dict[str, Any]]:
     """Points made on ``weights`` (and with ``protocol`` when given): comparable scores."""
     return [p for p in read_points(path) if p.get("weights_digest") == weights
-            and (protocol is None or _same(p.get("protocol"), protocol))]
+            and (protocol is None or _covers(p.get("protocol"), protocol))]
 
 
 def find_point(path: Path, weights: str, protocol: Mapping[str, Any], removal_ratio: float,
