@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from uif_explorer.cli import common
+from uif_explorer.services.latency_target import default_divisible
 
 HELP = "prune to a MACs ratio from the finished analysis"
 
@@ -14,14 +15,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     common.model_args(p)
     p.add_argument("--ratio", type=float, required=True, help="fraction of MACs to remove")
     p.add_argument("--mode", choices=["sparse", "slim"], default="slim")
-    p.add_argument("--divisible", type=int, default=2,
-                   help="keep channel counts divisible by this (default 2)")
+    p.add_argument("--divisible", type=int, default=None,
+                   help="keep channel counts divisible by this (default: this CPU's vector "
+                        "width, e.g. 8 with AVX2)")
     p.add_argument("--out", help="write the slim state dict (.safetensors or .pth)")
 
 
 def check(args: argparse.Namespace) -> None:
     common.check_ratio(args.ratio)
-    common.check_positive(args.divisible, "--divisible")
+    if args.divisible is not None:
+        common.check_positive(args.divisible, "--divisible")
+    args.divisible = default_divisible(args.divisible)
     common.check_model_args(args)
 
 

@@ -95,6 +95,27 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def simd_lanes() -> int:
+    """float32 lanes of this CPU's widest vector unit (AVX-512: 16, AVX/AVX2: 8, NEON or
+    SSE: 4), from ``/proc/cpuinfo`` flags; 2 when unknown. Channel counts that are multiples
+    of it fill the vector registers of the conv kernels (``docs/latency.md``, Defaults)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text().lower()
+    except OSError:
+        text = ""
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "features")):
+            flags.update(line.split(":", 1)[1].split())
+    if "avx512f" in flags:
+        return 16
+    if flags & {"avx2", "avx"}:
+        return 8
+    if flags & {"asimd", "neon", "sse2", "sse4_1"} or platform.machine() in ("arm64", "aarch64"):
+        return 4
+    return 2
+
+
 def machine_fingerprint(**runtime: object) -> dict[str, Any]:
     """What makes a latency table valid: CPU, cores, OS/arch and the runtime's versions and
     threads (passed by the backend, e.g. ``torch='2.9', threads=2``)."""
