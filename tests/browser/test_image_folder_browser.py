@@ -1,0 +1,118 @@
+"""Your own model on your own images, in a real browser against ./run.sh (Debian's Chromium).
+
+A registry architecture (vgg_small, 3 classes, random weights) gets a generated zip of class
+folders (3 x 10 images of 32x32): its score shows with the number of evaluation images; the
+quick analysis runs, Prune, a background fine-tune on the fine-tuning split, then the slim
+state dict downloads from the Export page. Tiny on purpose: it checks the wiring, not speed.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from image_files import class_members, zip_bytes
+from playwright.sync_api import Page, expect
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
+LOAD_MS = 90_000
+JOB_MS = 300_000
+OCTET = "application/octet-stream"
+
+
+def _no_trouble(page: Page) -> None:
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
+
+
+def _go(page: Page, title: str) -> None:
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+    expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(timeout=LOAD_MS)
+
+
+def _upload(page: Page, label: str, name: str, data: bytes, button: str) -> None:
+    uploader = page.get_by_test_id("stFileUploader").filter(has_text=label)
+    uploader.locator("input[type=file]").set_input_files(
+        {"name": name, "mimeType": OCTET, "buffer": data})
+    expect(uploader.get_by_text(name)).to_be_visible(timeout=LOAD_MS)
+    go = page.get_by_role("button", name=button)
+    expect(go).to_be_enabled(timeout=LOAD_MS)
+    go.click()
+
+
+def _weights() -> bytes:
+    import torch
+
+    from uif_explorer.services.model_source import build_architecture
+
+    torch.manual_seed(0)
+    buf = io.BytesIO()
+    torch.save(build_architecture("vgg_small", 3).state_dict(), buf)
+    return buf.getvalue()
+
+
+def test_own_images_score_analyse_fine_tune_export(
+    page: Page, app_url: str, app_health: Callable[[], str], tmp_path: Path
+) -> None:
+    page.goto(app_url)
+    expect(page.get_by_role("heading", name="ResNet-20")).to_be_visible(timeout=LOAD_MS)
+
+    # -- the model: vgg_small with 3 outputs, uploaded weights ------------------------------
+    page.get_by_role("tab", name="PyTorch weights").click()
+    arch = page.get_by_role("combobox", name="Architecture")
+    arch.click()
+    page.get_by_role("option", name="vgg_small", exact=True).click()
+    classes = page.get_by_role("spinbutton", name="Number of classes")
+    classes.fill("3")
+    classes.press("Enter")
+    _upload(page, "Weights (.pth", "bugs.pth", _weights(), "Load weights")
+    title = "(3 classes, uploaded weights)"
+    expect(page.get_by_role("heading", name=title)).to_be_visible(timeout=LOAD_MS)
+    expect(page.get_by_role("heading", name="Channel groups")).to_be_visible(timeout=LOAD_MS)
+    page.wait_for_timeout(1500)  # let the rerun after the upload settle
+
+    # -- the images: a zip of class folders, scored on upload ---------------------------------
+    page.get_by_role("tab", name="Image folders (.zip)").click()
+    data = zip_bytes(class_members({"ant": 10, "bee": 10, "cat": 10}, size=(32, 32)))
+    _upload(page, "Image folders (.zip)", "bugs.zip", data, "Use these images")
+    expect(page.get_by_text("9 evaluation images")).to_be_visible(timeout=LOAD_MS)
+    score = page.get_by_test_id("stMetric").filter(has_text="Score on this data")
+    expect(score).to_contain_text("%", timeout=LOAD_MS)
+    expect(page.get_by_text("on the first 9 images of the image folders").first).to_be_visible()
+    _no_trouble(page)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "image_folder_upload.png"), full_page=True)
+
+    # -- Sensitivity: quick analysis, Prune, background fine-tune ---------------------------
+    _go(page, "Sensitivity")
+    page.get_by_role("button", name="Run analysis").click()
+    expect(page.get_by_role("slider")).to_be_visible(timeout=JOB_MS)
+    page.get_by_role("button", name="Prune", exact=True).click()
+    expect(page.get_by_test_id("stMetric").filter(has_text="Pruned accuracy")).to_be_visible(
+        timeout=LOAD_MS)
+    batches = page.get_by_role("spinbutton", name="Batches of 128 per epoch")
+    batches.fill("1")
+    batches.press("Enter")
+    page.get_by_role("button", name="Fine-tune", exact=True).click()
+    expect(page.get_by_text("Accuracy after fine-tuning")).to_be_visible(timeout=JOB_MS)
+    _no_trouble(page)
+
+    # -- Export: the slim state dict downloads --------------------------------------------------
+    _go(page, "Export")
+    button = page.get_by_role("button", name="Slim state dict (.safetensors)")
+    expect(button).to_be_visible(timeout=LOAD_MS)
+    with page.expect_download(timeout=LOAD_MS) as info:
+        button.click()
+    target = tmp_path / "slim.safetensors"
+    info.value.save_as(target)
+    from safetensors.torch import load_file
+
+    state = load_file(str(target))
+    assert state["classifier.3.weight"].shape[0] == 3  # the 3-class head, slimmer inside
+    _no_trouble(page)
+    assert app_health() == "ok"
