@@ -143,6 +143,8 @@ def test_half_the_heads_removed(block):
     if name == "mha":
         assert isinstance(slim.attn, HeadPrunedMultiheadAttention)
         assert slim.attn.out_proj.in_features == DIM // 2
+        again = ChannelPruner(slim, x)  # the slim model captures and prunes again
+        assert _named(again, "heads").num_channels == HEADS // 2 and _named(again, "heads").prunable
     else:
         assert slim.attn.proj.in_features == DIM // 2 == slim.attn.attn_dim
 

@@ -184,16 +184,20 @@ class HeadPrunedMultiheadAttention(nn.MultiheadAttention):
                 attn_mask=None, average_attn_weights=True, is_causal=False):
         if self.bias_k is not None or self.add_zero_attn:
             raise NotImplementedError("add_bias_kv / add_zero_attn after pruning heads")
+        packed = query is key and key is value  # one packed projection: capturable again
         if self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         length, batch, _ = query.shape
         heads, width = self.num_heads, self.head_dim
         inner = heads * width
-        b = self.in_proj_bias
-        q, k, v = (F.linear(t, wt, bt).reshape(t.shape[0], batch, heads, width).permute(1, 2, 0, 3)
-                   for t, wt, bt in zip((query, key, value), self.in_proj_weight.split(inner),
-                                        (None,) * 3 if b is None else b.split(inner),
-                                        strict=True))
+        w, b = self.in_proj_weight, self.in_proj_bias
+        if packed:
+            qkv = F.linear(query, w, b).unflatten(-1, (3, inner)).unbind(-2)
+        else:
+            qkv = (F.linear(t, wt, bt) for t, wt, bt in zip(
+                (query, key, value), w.split(inner), (None,) * 3 if b is None else b.split(inner),
+                strict=True))
+        q, k, v = (t.reshape(t.shape[0], batch, heads, width).permute(1, 2, 0, 3) for t in qkv)
         mask = None
         if attn_mask is not None:
             if attn_mask.dim() != 2:
