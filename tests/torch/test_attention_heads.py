@@ -96,11 +96,16 @@ def _capture(attn: nn.Module) -> tuple[nn.Module, torch.Tensor, ChannelPruner]:
     return model, x, ChannelPruner(model, x)
 
 
+@pytest.fixture(scope="module")
+def qkv_block():
+    return ("qkv", *_capture(QKVAttention()))
+
+
 @pytest.fixture(scope="module", params=["mha", "qkv"])
-def block(request):
-    attn = (nn.MultiheadAttention(DIM, HEADS, batch_first=True) if request.param == "mha"
-            else QKVAttention())
-    return (request.param, *_capture(attn))
+def block(request, qkv_block):
+    if request.param == "qkv":
+        return qkv_block
+    return ("mha", *_capture(nn.MultiheadAttention(DIM, HEADS, batch_first=True)))
 
 
 def _named(pr: ChannelPruner, suffix: str):
@@ -149,8 +154,8 @@ def test_half_the_heads_removed(block):
         assert slim.attn.proj.in_features == DIM // 2 == slim.attn.attn_dim
 
 
-def test_head_width_pruned_on_its_own():
-    _, x, pr = _capture(QKVAttention())
+def test_head_width_pruned_on_its_own(qkv_block):
+    _, _, x, pr = qkv_block
     plan = pr.plan({_named(pr, "head width").id: 0.5}, channel_divisible=1)
     slim = _check_slim(pr, plan, x)
     assert (slim.attn.num_heads, slim.attn.head_dim) == (HEADS, DIM // HEADS // 2)
