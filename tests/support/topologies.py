@@ -328,7 +328,8 @@ class TokenAttention(nn.Module):
 
 class HeadsAttention(nn.Module):
     """Multi-head fused attention as timm and torchvision write it: qkv split into heads by a
-    reshape, the default scale. Only the MLP and the residual stream can be pruned."""
+    reshape, the default scale. Whole heads, the MLP and the residual stream can be pruned;
+    the head width is fixed by the default scale."""
 
     def __init__(self, dim: int = 16, heads: int = 4) -> None:
         super().__init__()

@@ -10,6 +10,11 @@ for the CPU fused kernel the counter needs a formula for).
 Fused attention's default scale is ``1 / sqrt(E)`` of the query width ``E`` it receives: a
 narrower slim model would scale differently from the sparse one, so query/key channels are
 fixed there unless the model passes ``scale=`` itself. Value channels are free either way.
+
+Heads split from channels (:mod:`.heads`) reach these rules as composite channels on the heads
+dim (-3) and the last dim: head ``h`` of q, k and v is tied (one head), q's and k's widths are
+tied (contracted), and the products count kept heads x kept widths; with the default scale only
+the head *width* is fixed, whole heads stay prunable.
 """
 
 from __future__ import annotations
