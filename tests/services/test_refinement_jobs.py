@@ -1,6 +1,6 @@
 """services.refinement_jobs and services.score_lines on a real tiny search of the sample
-ResNet-20 (3 candidates, 32 images, 2 fine-tuning batches): the job runs the search and its
-successive halving, an interrupted refinement resumes where it stopped, the stages read back
+ResNet-20 (3 candidates, 32 images, 1 then 2 fine-tuning batches): the job runs the search and
+its successive halving, an interrupted refinement resumes where it stopped, the stages read back
 as the page shows them, and the lines beside a score say what it means."""
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
 
 def test_an_interrupted_refinement_resumes_and_picks_the_winner(setup) -> None:
     source, ev, runner = setup
-    choice = RefineChoice(keep=3, steps=2)
-    assert choice.stages(3) == [(3, 2), (2, 4)] and choice.fine_tunes(3) == 5
+    choice = RefineChoice(keep=3, steps=1)
+    assert choice.stages(3) == [(3, 1), (2, 2)] and choice.fine_tunes(3) == 5
     first = FakeJob(stop_after_refined=2)
     with pytest.raises(Stop):
         refinement_jobs.search_job(runner, source, ev, 3, RATIO, False, choice)(first)
@@ -63,7 +63,7 @@ def test_an_interrupted_refinement_resumes_and_picks_the_winner(setup) -> None:
     refined = [c for c in again.calls if "budget" in c]
     assert len(refined) == 3  # only what was missing: one of stage 1, both of stage 2
     view = refinement_jobs.refinement_view(data)
-    assert view.complete and view.winner is not None and view.budgets == [2, 4]
+    assert view.complete and view.winner is not None and view.budgets == [1, 2]
     last = data["refinement"]["stages"][-1]
     assert view.winner in last["candidates"] and len(last["candidates"]) == 2
     on = refinement_jobs.went_on(view)
@@ -73,12 +73,12 @@ def test_an_interrupted_refinement_resumes_and_picks_the_winner(setup) -> None:
 
     table = reports.refinement_table(data)
     assert sorted(table["candidate"]) == sorted(data["refinement"]["stages"][0]["candidates"])
-    assert list(table.columns[2:4]) == ["stage 1 (2 batches)", "stage 2 (4 batches)"]
+    assert list(table.columns[2:4]) == ["stage 1 (1 batches)", "stage 2 (2 batches)"]
     assert table["winner"].sum() == 1
     assert int(table.loc[table["winner"], "candidate"].iloc[0]) == view.winner
     assert (table["images"] == IMAGES).all()
     dropped = table[table["reached"] == 1]
-    assert len(dropped) == 1 and dropped["stage 2 (4 batches)"].isna().all()
+    assert len(dropped) == 1 and dropped["stage 2 (2 batches)"].isna().all()
 
     fig = refinement_charts.refinement_figure(data)
     assert len(fig.data) == 3
