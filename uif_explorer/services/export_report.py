@@ -146,11 +146,12 @@ def calibrated_in(score_source: str) -> bool:
 
 
 def pruned_protocol(pruned: PrunedModel) -> str:
-    """What the pruned model's score means, in words: its ``score_source`` and, after a
-    fine-tune in the app, that the tuned model was scored as it is (its statistics trained)."""
+    """What the pruned model's score means, in words: its ``score_source`` (data and protocol;
+    a fine-tune in the app scores the tuned model with the same protocol) and whether it was
+    measured after that fine-tune."""
     if pruned.accuracy_before_ft is None:
         return pruned.score_source
-    return f"{pruned.score_source}; then fine-tuned and scored as it is"
+    return f"{pruned.score_source}, measured after fine-tuning"
 
 
 def original_facts(score: float, images: int, protocol: str) -> dict[str, Any]:
