@@ -32,7 +32,7 @@ class QKVAttention(nn.Module):
     ``back_to_input`` reshapes back to the input's width (as timm does)."""
 
     def __init__(self, scale: bool = True, literal: bool = False,
-                 back_to_input: bool = False, fused: bool = True) -> None:
+                 back_to_input: bool = False, fused: bool = True, qk_norm: bool = False) -> None:
         super().__init__()
         self.num_heads, self.head_dim = HEADS, DIM // HEADS
         self.attn_dim = DIM  # timm reshapes back to it: rewritten with the kept heads x width
@@ -40,12 +40,15 @@ class QKVAttention(nn.Module):
         self.literal, self.back_to_input, self.fused = literal, back_to_input, fused
         self.qkv = nn.Linear(DIM, 3 * DIM)
         self.proj = nn.Linear(DIM, DIM)
+        norm = nn.LayerNorm if qk_norm else nn.Identity
+        self.q_norm, self.k_norm = norm(self.head_dim), norm(self.head_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         heads = HEADS if self.literal else self.num_heads
         qkv = self.qkv(x).reshape(b, n, 3, heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
         if self.fused:
             a = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         else:  # timm's fused_attn=False path
@@ -163,12 +166,14 @@ def test_head_width_pruned_on_its_own(qkv_block):
 
 
 def test_explicit_matmul_attention_prunes_heads_and_width_together():
-    _, x, pr = _capture(QKVAttention(fused=False))
+    """timm's non-fused path with qk_norm: a LayerNorm over the head width follows it."""
+    _, x, pr = _capture(QKVAttention(fused=False, qk_norm=True))
     heads, width = _named(pr, "heads"), _named(pr, "head width")
     assert heads.prunable and width.prunable  # the scale is a constant: width is free
     plan = pr.plan({heads.id: 0.5, width.id: 0.5}, channel_divisible=1)
     slim = _check_slim(pr, plan, x)
     assert (slim.attn.num_heads, slim.attn.head_dim) == (HEADS // 2, DIM // HEADS // 2)
+    assert slim.attn.q_norm.normalized_shape == (DIM // HEADS // 2,)
 
 
 def test_runners_agree_at_half_the_macs(block):

@@ -13,7 +13,8 @@ in ``num_heads``, ``head_dim`` and (timm) ``attn_dim``
 ``nn.MultiheadAttention`` (whose own forward needs its inner width to equal its input width)
 becomes :class:`HeadPrunedMultiheadAttention`, the same arithmetic at any width.
 
-Reshapes, ``select`` and ``unbind`` of composite channels are followed exactly (positions are
+Reshapes, ``select``, ``unbind`` and a norm over the head width of composite channels are
+followed exactly (positions are
 tracked one by one); where the model's code then reads a width from elsewhere (a reshape back
 to the input's width, a literal head count), the capture's probe freezes the group with the
 error (:mod:`uif_explorer.torch.probe`). A split in a module without ``num_heads`` stays a
@@ -31,8 +32,15 @@ from torch import nn
 
 from uif_explorer.core.channels import Val, channel_list, compress, varies, varying_dims
 from uif_explorer.core.rules import Barrier, LayerRule, reshape_groups
-from uif_explorer.torch.rules import shape
-from uif_explorer.torch.rules.base import SizeAttr, module_path, op_rule, register_builtin
+from uif_explorer.torch.rules import shape, weighted
+from uif_explorer.torch.rules.base import (
+    ParamVal,
+    SizeAttr,
+    SpanningNorm,
+    module_path,
+    op_rule,
+    register_builtin,
+)
 
 if TYPE_CHECKING:
     from uif_explorer.core.channels import ChannelGraphBuilder
@@ -164,6 +172,28 @@ def unbind(w: Walker, node: torch.fx.Node) -> tuple:
         return tuple(Val(tuple(t.shape), compress(np.take(x.cls, i, axis=d)))
                      for i, t in enumerate(node.meta.get("val")))
     return shape.unbind(w, node)
+
+
+@op_rule("layer_norm")
+def layer_norm(w: Walker, node: torch.fx.Node) -> Val:
+    """:func:`.weighted.layer_norm`, plus a norm over the head width (timm's ``qk_norm``):
+    its weights follow the width classes, and it spans them (the sparse model normalises the
+    kept widths only, like any channel-spanning norm)."""
+    x = w.arg(node.args[0])
+    f = factors_of(w.b, x.cls) if isinstance(x, Val) and len(node.args[1]) == 1 else None
+    if f is None:
+        return weighted.layer_norm(w, node)
+    nd = len(x.shape)
+    if varies(f[0], nd - 1) or any(varies(f[1], d) for d in range(nd - 1)):
+        raise Barrier("layer norm over heads and head width together")
+    lst = np.broadcast_to(f[1], x.shape)[(0,) * (nd - 1)].copy()
+    weight, bias, eps = weighted._norm_args(w, node)
+    if not isinstance(weight, ParamVal):
+        raise Barrier("layer norm over the head width without weights")
+    module = weighted._norm_params(w, [weight], lst, "norm")
+    weighted._norm_params(w, [bias], lst, "stat")
+    w.spanning.append(SpanningNorm(module or "", "layer_norm", lst, 1, eps))
+    return Val(x.shape, x.cls)
 
 
 # -- nn.MultiheadAttention --------------------------------------------------------------------
