@@ -227,7 +227,8 @@ with errors.guard("showing the sensitivity analysis"):
                 if f4.button("Fine-tune", key="ft_run",
                              disabled=ft_job is not None and ft_job.running):
                     work = pruning_jobs.fine_tune_job(pruned, loaded.source, loaded.model,
-                                                      runner, ev, epochs, lr, batches)
+                                                      runner, ev, epochs, lr, batches,
+                                                      proto.calibrate)
                     ft_job = registry.start(token, ft_name, work, label="Fine-tuning")
 
                 def ft_live() -> None:
@@ -239,7 +240,8 @@ with errors.guard("showing the sensitivity analysis"):
                         if cur is not None:
                             workspace.set_pruned(pruning_jobs.fine_tuned(cur, res, job.serial))
                         st.success(f"Accuracy after fine-tuning: {res['accuracy']:.2f} % "
-                                   f"({shown}).", icon=":material/check:")
+                                   f"({res.get('score_source', shown)}).",
+                                   icon=":material/check:")
                     jobs.rerun_when_finished(job)
 
                 jobs.poll(ft_job, ft_live)

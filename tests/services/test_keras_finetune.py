@@ -10,10 +10,9 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
 from uif_explorer import zoo  # noqa: E402
-from uif_explorer.data import numpy_dataset  # noqa: E402
 from uif_explorer.keras import IterativePruningRunner  # noqa: E402
 from uif_explorer.keras.finetune import fine_tune  # noqa: E402
-from uif_explorer.services import pruning_jobs  # noqa: E402
+from uif_explorer.services import eval_data, pruning_jobs  # noqa: E402
 from uif_explorer.services.model_source import sample_source  # noqa: E402
 from uif_explorer.services.pruned import PrunedModel  # noqa: E402
 
@@ -28,15 +27,6 @@ class _Job:
         self.steps.append((done, total))
 
 
-class _Eval:
-    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
-        self.x, self.y = x, y
-
-    def score(self, model) -> float:
-        pred = np.argmax(keras.ops.convert_to_numpy(model(self.x, training=False)), axis=1)
-        return float((pred == self.y).mean() * 100)
-
-
 def _zero_columns(model) -> dict[str, set[int]]:
     out = {}
     for layer in model.layers:
@@ -49,9 +39,9 @@ def _zero_columns(model) -> dict[str, set[int]]:
 
 def test_keras_finetune_job_trains_a_private_sparse_copy(tmp_path) -> None:
     model = zoo.load_keras_sample("keras_convnet")
-    x, y = numpy_dataset("test", limit=128)
+    source = sample_source("keras_convnet")
+    ev = eval_data.make_evaluator(source, model, None, 128, tmp_path)  # the app's evaluator
     runner = IterativePruningRunner(model, (1, 28, 28, 1), workdir=tmp_path)
-    ev = _Eval(x, y)
     runner.ana(lambda m: ev.score(m), ratios=(0.5,))
     pruned = runner.prune(ratio=0.2)
     spec_path = str(runner.workspace.spec(runner.name, ratio=0.2))  # as the page stores it
@@ -60,9 +50,9 @@ def test_keras_finetune_job_trains_a_private_sparse_copy(tmp_path) -> None:
     job = _Job()
     session = PrunedModel(model=pruned, kind="sparse", model_name=runner.name,
                           framework="keras", source="test", spec_path=spec_path,
-                          accuracy=ev.score(pruned), images=len(x), score_source="test")
-    work = pruning_jobs.fine_tune_job(session, sample_source("keras_convnet"), model, runner,
-                                      ev, epochs=1, lr=1e-3, batches=3)
+                          accuracy=ev.score(pruned), images=ev.images, score_source="test")
+    work = pruning_jobs.fine_tune_job(session, source, model, runner, ev, epochs=1, lr=1e-3,
+                                      batches=3)
     result = work(job)
     assert job.steps[-1] == (3, 3)
     tuned = result["model"]
@@ -71,6 +61,7 @@ def test_keras_finetune_job_trains_a_private_sparse_copy(tmp_path) -> None:
                                                       strict=True))  # the original untouched
     assert _zero_columns(tuned) == before and any(before.values())  # zeros kept through fit
     assert 0.0 <= result["accuracy"] <= 100.0 and len(result["history"]) == 1
+    assert "on the first 128 images" in result["score_source"]  # with the app's protocol
 
 
 def test_fine_tune_picks_the_loss_for_logits_and_stops_on_request() -> None:

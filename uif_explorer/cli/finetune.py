@@ -98,11 +98,10 @@ def run(args: argparse.Namespace) -> int:
           f"most {args.batches} batches, lr {lr:g} ({backend.finetune_help})")
     work = pruning_jobs.fine_tune_job(pruned, opened.source, opened.model, runner, ev,
                                       args.epochs, lr, args.batches)
-    tuned = work(_Job())["model"]
-    proto = previews.app_protocol(tuned, ev)
-    after = previews.score(tuned, ev, proto, what="the fine-tuned model")
-    print(f"{ev.short} before {before:.2f} %, after {after:.2f} % "
-          f"({ev.describe()}, {proto.text()})")
+    result = work(_Job())
+    tuned = result["model"]
+    print(f"{ev.short} before {before:.2f} %, after {result['accuracy']:.2f} % "
+          f"({result['score_source']})")
     if args.out:
         _save(backend, tuned, Path(args.out))
         print(f"fine-tuned weights written to {args.out}")

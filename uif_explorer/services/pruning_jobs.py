@@ -95,18 +95,21 @@ def fine_tune_data(ev: Any) -> str:
 
 
 def fine_tune_job(pruned: PrunedModel, source: ModelSource, original: Any, runner: Any,
-                  ev: Any, epochs: int, lr: float, batches: int
+                  ev: Any, epochs: int, lr: float, batches: int, calibrate: bool = True
                   ) -> Callable[[Any], dict[str, Any]]:
     """The background job of **Fine-tune**: the backend trains a private copy (the pruned
     model is not changed) on the user's fine-tuning split when ``ev`` has one (bundled
-    training images otherwise); the result holds the tuned model and its score on ``ev``."""
+    training images otherwise); the result holds the tuned model and its score on ``ev`` with
+    the app's protocol (as Prune's score: BN re-estimation unless ``calibrate`` is False)."""
     train = source.backend.finetune(pruned, original, runner, epochs=int(epochs),
                                     lr=float(lr), batches=int(batches),
                                     data=getattr(ev, "finetune_data", None))
 
     def work(job: Any) -> dict[str, Any]:
         model, history = train(job.progress)
-        return {"model": model, "accuracy": ev.score(model), "history": history,
+        scored = _scored(model, ev, previews.app_protocol(model, ev, calibrate))
+        return {"model": model, "accuracy": scored["accuracy"],
+                "score_source": scored["score_source"], "history": history,
                 "epochs": int(epochs), "lr": float(lr)}
 
     return work
@@ -118,7 +121,7 @@ def fine_tuned(pruned: PrunedModel, result: Mapping[str, Any], serial: int) -> P
         return pruned
     return pruned.with_model(
         result["model"], accuracy_before_ft=pruned.accuracy, accuracy=result["accuracy"],
-        finetune_serial=serial,
+        score_source=result.get("score_source", pruned.score_source), finetune_serial=serial,
         source=f"{pruned.source}, fine-tuned {result['epochs']} epoch(s)")
 
 
