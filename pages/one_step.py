@@ -99,7 +99,7 @@ with errors.guard("showing the one-step search"):
 
     def live() -> None:
         job = registry.get(token, job_name)
-        jobs.progress_block(job, "Search")
+        jobs.progress_block(job, job.label if job is not None else "Search")
         search = analysis.read_search(search_path)
         if search and job is not None and job.running:
             scored = len(charts.scored_candidates(search))
