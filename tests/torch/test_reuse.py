@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 import torchvision
+from fastscore_cases import full_scores, one_group_items
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -20,17 +21,7 @@ from uif_explorer.torch.pruner import ChannelPruner
 from uif_explorer.torch.runners import get_pruning_runner
 from uif_explorer.zoo import load_torch_sample
 
-
-def _items(pr: ChannelPruner, ratios=(0.3, 0.6), every: int = 1) -> list:
-    groups = [g for g in pr.graph.groups if g.prunable][::every]
-    return [(None, "the unpruned model")] + [
-        (pr.plan({g.id: r}, "l1", channel_divisible=1), f"group {g.id} at {r}")
-        for g in groups for r in ratios]
-
-
-def _full(model: nn.Module, pr: ChannelPruner, items: list, loader) -> dict[int, float]:
-    return {i: top1_accuracy(model if plan is None else make_sparse(model, pr.capture, plan),
-                             loader) for i, (plan, _) in enumerate(items)}
+_items, _full = one_group_items, full_scores
 
 
 def _reused(model: nn.Module, pr: ChannelPruner, items: list, loader, **kw) -> dict:

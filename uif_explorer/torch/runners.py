@@ -150,7 +150,7 @@ class IterativePruningRunner(_Runner):
         executor: object = None,
         gpus: Sequence[str | int] | None = None,
         progress: Progress | None = None,
-        reuse_activations: bool = True,
+        reuse_activations: bool | str = True,
     ) -> dict[str, Any]:
         """Score the model with each group pruned alone at each ratio; resumable ``.sens``.
 
@@ -158,7 +158,8 @@ class IterativePruningRunner(_Runner):
         when given, re-estimates BatchNorm statistics of every scored model first (recorded
         as the file's ``protocol``). ``executor``: None (here), 'process', 'ray' or an object.
         With the built-in ``top1_accuracy`` and no executor, each step runs only the layers
-        its group changes (same scores; ``reuse_activations=False`` evaluates in full).
+        its group changes (same scores; ``reuse_activations=False`` evaluates in full;
+        ``"fused"`` also folds those layers, docs/analysis-speed.md).
         """
         self.reuse_activations = reuse_activations
         return self._analyse(eval_fn, args, excludes, forced, ratios, calibration_fn,

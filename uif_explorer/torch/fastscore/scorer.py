@@ -40,6 +40,8 @@ from uif_explorer.torch.evaluation import (
     model_device,
     top1_accuracy,
 )
+from uif_explorer.torch.fastscore import fused as fold
+from uif_explorer.torch.fastscore.fused import Folder, channels_last
 from uif_explorer.torch.fastscore.graph import (
     ancestors,
     as_tuple,
@@ -102,7 +104,7 @@ class ReuseScorer:
 
     def __init__(self, model: nn.Module, capture: Capture, gm: fx.GraphModule,
                  loader: Iterable, device: torch.device, max_batches: int | None,
-                 budget_bytes: int) -> None:
+                 budget_bytes: int, fused: bool = False) -> None:
         self.original = copy.deepcopy(model).eval()
         self.capture = capture
         self.program = program_of(gm, self.original)
@@ -111,6 +113,8 @@ class ReuseScorer:
         self._base_hooks = hooked(self.original)
         self.sizes: dict[fx.Node, int] = {}
         self.n_chunks = 0
+        # attempt 2 (fused.py): changed layers folded and channels-last; None: exact
+        self.folder = Folder(self.program.modules) if fused else None
 
     def step(self, index: int, plan: PruningPlan) -> _Step:
         sparse = make_sparse(self.original, self.capture, plan).eval()
@@ -125,6 +129,8 @@ class ReuseScorer:
                         for n in first if n.op == "call_module"})
         attrs = {str(n.target): fetch(sparse, str(n.target)) for n in first if n.op == "get_attr"}
         group = tuple(sorted(plan.kept))
+        if self.folder is not None:
+            modules = self.folder.modules(order, modules)
         return _Step(index, group, order, frontier, modules, attrs)
 
     def _batches(self) -> Iterator[tuple[Any, Any]]:
@@ -144,7 +150,8 @@ class ReuseScorer:
         return {n: env[n] for n in keep if n in env}, (logits_of(out) if full else None)
 
     def _changed_logits(self, step: _Step, cache: dict[fx.Node, Any]) -> torch.Tensor:
-        env = {n: cache[n] for n in step.frontier}
+        env = {n: cache[n] if self.folder is None else channels_last(cache[n])
+               for n in step.frontier}
         return logits_of(self.program.run(step.order, env, step.modules, step.attrs,
                                           frozen=step.frontier))
 
@@ -161,7 +168,14 @@ class ReuseScorer:
                 return True
             expect = logits_of(make_sparse(self.original, self.capture, plan).eval()(
                 *as_tuple(inputs)))
-            return torch.equal(self._changed_logits(step, cache), expect)
+            changed = self._changed_logits(step, cache)
+            return (torch.equal(changed, expect) if self.folder is None
+                    else fold.close_enough(changed, expect))
+
+    def _verified(self, inputs: Any, steps: list[_Step], items: Sequence, planned: list[int]
+                  ) -> bool:
+        return self.verify(inputs, steps[0] if steps else None,
+                           items[planned[0]][0] if planned else None)
 
     def chunks(self, steps: list[_Step], per_batch: dict[fx.Node, int],
                n_batches: int) -> list[list[_Step]]:
@@ -197,8 +211,10 @@ class ReuseScorer:
             if first is None or not mutation_safe(self.program.nodes, self.program.inplace):
                 return None
             steps = [self.step(i, items[i][0]) for i in planned]
-            if not self.verify(first[0], steps[0] if steps else None,
-                               items[planned[0]][0] if planned else None):
+            if self.folder is not None and not self._verified(first[0], steps, items, planned):
+                self.folder = None  # folded suffix off the mark: the exact one instead
+                steps = [self.step(i, items[i][0]) for i in planned]
+            if not self._verified(first[0], steps, items, planned):
                 return None
             sizes = self.sizes
             n_batches = self._count_batches()
@@ -236,9 +252,11 @@ class ReuseScorer:
             full = bool(baseline) and k == 0
             cached, labels = [], []
             correct = total = 0
-            with torch.no_grad():
+            with torch.inference_mode():
                 for inputs, batch_labels in self._batches():
                     cache, logits = self._record(inputs, keep, full=full)
+                    if self.folder is not None:  # laid out once for the folded layers
+                        cache = {n: channels_last(v) for n, v in cache.items()}
                     cached.append(cache)
                     labels.append(batch_labels)
                     if full:
@@ -250,7 +268,7 @@ class ReuseScorer:
                     yield i, 100.0 * correct / total, None
             for s in _spread(part):
                 correct = total = 0
-                with torch.no_grad():
+                with torch.inference_mode():
                     for cache, batch_labels in zip(cached, labels, strict=True):
                         c, n = _counts(self._changed_logits(s, cache), batch_labels)
                         correct, total = correct + c, total + n
@@ -286,7 +304,7 @@ def _spread(steps: list[_Step]) -> list[_Step]:
 
 
 def reuse_scorer(model: nn.Module, capture: Capture, job: ScoreJob,
-                 budget_bytes: int | None = None) -> ReuseScorer | None:
+                 budget_bytes: int | None = None, fused: bool = False) -> ReuseScorer | None:
     """A scorer reusing unchanged activations, or None when ``job`` is not one it can run
     exactly (a user's own eval_fn, calibration, slim models, GPUs, an untraceable model)."""
     options = _loader_and_options(job)
@@ -298,15 +316,16 @@ def reuse_scorer(model: nn.Module, capture: Capture, job: ScoreJob,
         return None
     device = model_device(model) if device is None else device
     budget = default_budget() if budget_bytes is None else int(budget_bytes)
-    return ReuseScorer(model, capture, gm, loader, device, max_batches, budget)
+    return ReuseScorer(model, capture, gm, loader, device, max_batches, budget, fused)
 
 
 def fast_scores(model: nn.Module, capture: Capture, items: Sequence[tuple[PruningPlan | None, str]],
-                job: ScoreJob, *, enabled: bool = True, executor: object = None,
+                job: ScoreJob, *, enabled: bool | str = True, executor: object = None,
                 budget_bytes: int | None = None) -> Scores | None:
     """The runner's hook: scores reusing activations, or None for the usual full evaluation
-    (switched off, another executor, or a job :func:`reuse_scorer` cannot run exactly)."""
+    (switched off, another executor, or a job :func:`reuse_scorer` cannot run exactly).
+    ``enabled="fused"``: the changed layers folded and channels-last (fused.py)."""
     if not enabled or executor is not None:
         return None
-    scorer = reuse_scorer(model, capture, job, budget_bytes)
+    scorer = reuse_scorer(model, capture, job, budget_bytes, fused=enabled == "fused")
     return None if scorer is None else scorer.score(items)
