@@ -113,10 +113,13 @@ def head_split(w: Walker, node: torch.fx.Node, x: Val, out: tuple[int, ...]) -> 
         raise Barrier(NO_HEAD_ATTR)
     cd = vary[0]
     lst, c = channel_list(x, cd), x.shape[cd]
-    width = getattr(module, "head_dim", None)
-    width = width if isinstance(width, int) and width > 0 else c // heads
     run = next((r for r in reshape_groups(x.shape, out) or [] if cd in r[0]), None)
-    if (lst is None or run is None or run[0][-1] != cd or c % (heads * width)
+    width = getattr(module, "head_dim", None)
+    if run is not None and not (isinstance(width, int) and width > 0):
+        # no head_dim: the last piece is the width when the heads come right before it
+        last, before = out[run[1][-1]], out[run[1][-2]] if len(run[1]) > 1 else 1
+        width = last if before == heads else last // heads
+    if (lst is None or run is None or run[0][-1] != cd or not width or c % (heads * width)
             or out[run[1][-1]] not in (width, heads * width)):
         raise Barrier(f"reshape that splits {c} channels other than into heads of "
                       f"num_heads={heads} x head width {width} ({path or '(model)'})")
