@@ -26,6 +26,7 @@ from uif_explorer.zoo import load_torch_sample
 
 SHAPE = (1, 1, 28, 28)
 POINTS = 4
+THREADS = 1  # two threads on a loaded machine wait on each other's time slices (docs/latency.md)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_table_is_reused_and_rebuilt_when_machine_or_model_change(resnet20, work
     x = torch.randn(*SHAPE)
     pr = ChannelPruner(resnet20, x)
     path = workdir / "resnet20_eager.latency"
-    lat = latency_model(pr, resnet20, x, path, max_points=POINTS)
+    lat = latency_model(pr, resnet20, x, path, threads=THREADS, max_points=POINTS)
     timed = [c for c in lat.table.ops if c is not None]
     assert len(timed) == len([m for m in resnet20.modules()
                               if isinstance(m, (nn.Conv2d, nn.Linear))])
@@ -55,7 +56,7 @@ def test_table_is_reused_and_rebuilt_when_machine_or_model_change(resnet20, work
     assert lat.original == pytest.approx(lat.table.total)
     saved = path.read_bytes()
 
-    again = latency_model(pr, resnet20, x, path, max_points=POINTS)
+    again = latency_model(pr, resnet20, x, path, threads=THREADS, max_points=POINTS)
     assert path.read_bytes() == saved and again.original == pytest.approx(lat.original)
 
     data = json.loads(saved)  # the same model on "another machine": measured again
@@ -63,13 +64,13 @@ def test_table_is_reused_and_rebuilt_when_machine_or_model_change(resnet20, work
     path = workdir / "copy_eager.latency"  # (the runner tests below reuse the first table)
     path.write_text(json.dumps(data))
     capsys.readouterr()
-    latency_model(pr, resnet20, x, path, max_points=POINTS)
+    latency_model(pr, resnet20, x, path, threads=THREADS, max_points=POINTS)
     assert "cpu changed" in capsys.readouterr().out
     assert read_json(path)["fingerprint"]["cpu"] != "another CPU"
 
     other = nn.Sequential(nn.Conv2d(1, 24, 3), nn.ReLU(), nn.Conv2d(24, 8, 3))
     other_pr = ChannelPruner(other, x)
-    latency_model(other_pr, other, x, path, max_points=POINTS)
+    latency_model(other_pr, other, x, path, threads=THREADS, max_points=POINTS)
     assert "graph changed" in capsys.readouterr().out
     assert read_json(path)["graph_digest"] == other_pr.graph.graph_digest()
 
@@ -95,7 +96,7 @@ def test_onnxruntime_table_times_one_node_graphs():
 def test_latency_target_is_monotone_and_the_slim_model_is_faster(resnet20, loader, workdir):
     runner = get_pruning_runner(resnet20, torch.randn(*SHAPE), "iterative", workdir=workdir,
                                 name="resnet20")
-    runner.latency_points = POINTS
+    runner.latency_points, runner.latency_threads = POINTS, THREADS
     runner.ana(top1_accuracy, args=(loader,), ratios=(0.5, 0.9))
     with warnings.catch_warnings():  # approximate targets: the closest plan is fine here
         warnings.simplefilter("ignore", UserWarning)
@@ -128,7 +129,7 @@ def test_latency_target_is_monotone_and_the_slim_model_is_faster(resnet20, loade
 def test_one_step_search_samples_latency_candidates(resnet20, loader, workdir):
     runner = get_pruning_runner(resnet20, torch.randn(*SHAPE), "one_step", workdir=workdir,
                                 name="resnet20")
-    runner.latency_points = POINTS
+    runner.latency_points, runner.latency_threads = POINTS, THREADS
     data = runner.search(calibration_fn=adaptive_bn_calibration, calib_args=(loader,),
                          eval_fn=top1_accuracy, eval_args=(loader,), num_subnet=2,
                          removal_ratio=0.1, target="latency")

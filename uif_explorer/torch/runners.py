@@ -36,6 +36,7 @@ from uif_explorer.core.sensitivity import DEFAULT_RATIOS
 from uif_explorer.exec.executors import get_executor
 from uif_explorer.torch.apply import make_slim, make_sparse
 from uif_explorer.torch.capture import Capture
+from uif_explorer.torch.device import to_job_device
 from uif_explorer.torch.fastscore import fast_scores
 from uif_explorer.torch.latency import latency_model
 from uif_explorer.torch.pruner import ChannelPruner, example_inputs
@@ -66,6 +67,8 @@ def _evaluate_plan(ctx: _EvalContext, item: tuple[dict[int, list[int]] | None, s
     gpus = ctx.job.gpus
     if gpus and torch.cuda.is_available():
         model = model.to(f"cuda:{gpus[os.getpid() % len(gpus)]}")
+    else:
+        model = to_job_device(model)  # the app's / CLI's device choice (torch/device.py)
     return ctx.job.score(model, what), os.getpid()
 
 
@@ -96,6 +99,7 @@ class _Runner(RunnerBase):
 
     latency_runtime = "eager"  # or "onnxruntime": the runtime target='latency' is timed in
     latency_points = DEFAULT_POINTS  # channel counts timed per layer and side
+    latency_threads: int | None = None  # intra-op threads it is timed with (default: torch's)
 
     def _latency_model(self, pr: ChannelPruner) -> LatencyModel:
         """Measured on first use (seconds to a minute), then read from the workspace."""
@@ -107,7 +111,8 @@ class _Runner(RunnerBase):
                 say(f"measuring {self.name}'s layers in {self.latency_runtime} on this machine "
                     f"for target='latency' (once; saved in {path})")
             cache[key] = latency_model(pr, self.model, self.input_signature, path,
-                                       self.latency_runtime, max_points=self.latency_points)
+                                       self.latency_runtime, self.latency_threads,
+                                       max_points=self.latency_points)
         return cache[key]
 
     def _score_plans(self, pr: ChannelPruner, items: Sequence[ScoreItem], job: ScoreJob,
