@@ -27,7 +27,7 @@ from uif_explorer.core.scores import ScoreJob, score_model
 from uif_explorer.core.uncertainty import Measured, versus
 
 
-def _batches(calib_args: tuple) -> int | None:
+def calibration_batches(calib_args: tuple) -> int | None:
     """Calibration batches: a loader's (or list's) length; None for an array of images."""
     try:
         first = calib_args[0]
@@ -36,7 +36,7 @@ def _batches(calib_args: tuple) -> int | None:
         return None
 
 
-def _calib_images(calib_args: tuple) -> int | None:
+def calibration_images(calib_args: tuple) -> int | None:
     """Images of a calibration array (Keras calibrates on one array), else None."""
     shape = getattr(calib_args[0], "shape", None) if calib_args else None
     return int(shape[0]) if shape else None
@@ -81,8 +81,8 @@ def app_protocol(model: Any, ev: Any, enabled: bool = True) -> Protocol:
                      and has_batchnorm(model))
     if not calibrate:
         return Protocol(False)
-    batches = _batches(ev.calib_args)
-    return Protocol(True, batches, None if batches else _calib_images(ev.calib_args))
+    batches = calibration_batches(ev.calib_args)
+    return Protocol(True, batches, None if batches else calibration_images(ev.calib_args))
 
 
 def page_job(ev: Any, proto: Protocol) -> ScoreJob:
