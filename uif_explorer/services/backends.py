@@ -108,6 +108,8 @@ def measure_latency(backend: Backend, models: Mapping[str, Any], inputs: Any,
                     clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Median milliseconds per forward (batch 1) of each model, runs interleaved so that
     machine noise hits every model alike. Models are run through ``backend.forward``."""
+    if hasattr(backend, "latency_models"):  # PyTorch: copies on the chosen device
+        models, inputs = backend.latency_models(models, inputs)
     times: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(warmup):
         for m in models.values():

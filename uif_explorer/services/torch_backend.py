@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +195,20 @@ class TorchBackend:
 
     def forward(self, model: nn.Module, inputs: Any) -> Any:
         with torch.inference_mode():
-            return model.eval()(inputs)
+            out = model.eval()(inputs)
+        if isinstance(out, torch.Tensor) and out.is_cuda:
+            torch.cuda.synchronize(out.device)  # the time of the work, not of its launch
+            out = out.cpu()
+        return out
+
+    def latency_models(self, models: Mapping[str, nn.Module], inputs: Any
+                       ) -> tuple[dict[str, nn.Module], Any]:
+        """Copies of ``models`` and ``inputs`` on the jobs' device (torch/device.py), timed
+        there; the originals stay where they are."""
+        from uif_explorer.torch.device import to_job_device
+
+        return ({k: to_job_device(copy.deepcopy(m)) for k, m in models.items()},
+                to_job_device(inputs))
 
     def export_bytes(self, model: nn.Module, inputs: Any, fmt: str, workdir: Path) -> bytes:
         return export_bytes(model, inputs, fmt, workdir)
@@ -245,10 +258,15 @@ class TorchBackend:
         model, teacher = copy.deepcopy(pruned.model), copy.deepcopy(original)
 
         def train(progress: Any) -> tuple[nn.Module, Any]:
+            from uif_explorer.torch.device import to_job_device
+            from uif_explorer.torch.evaluation import model_device
             from uif_explorer.torch.finetune import fine_tune
 
-            return model, fine_tune(model, _train_loader(data, batches), epochs=epochs, lr=lr,
-                                    teacher=teacher, max_batches=batches, progress=progress)
+            home = model_device(model)  # trained on the chosen device, handed back here
+            history = fine_tune(to_job_device(model), _train_loader(data, batches),
+                                epochs=epochs, lr=lr, teacher=to_job_device(teacher),
+                                max_batches=batches, progress=progress)
+            return model.to(home), history
 
         return train
 

@@ -32,6 +32,7 @@ from uif_explorer.core.scores import RESUME_HINT, AnalysisError, ScoreJob
 from uif_explorer.core.uncertainty import note_images
 from uif_explorer.torch.apply import make_sparse, tensor_masks
 from uif_explorer.torch.capture import Capture
+from uif_explorer.torch.device import job_device
 from uif_explorer.torch.evaluation import (
     _split_batch,
     _to_device,
@@ -105,7 +106,7 @@ class ReuseScorer:
     def __init__(self, model: nn.Module, capture: Capture, gm: fx.GraphModule,
                  loader: Iterable, device: torch.device, max_batches: int | None,
                  budget_bytes: int, fused: bool = False) -> None:
-        self.original = copy.deepcopy(model).eval()
+        self.original = copy.deepcopy(model).eval().to(device)
         self.capture = capture
         self.program = program_of(gm, self.original)
         self.loader, self.device, self.max_batches = loader, device, max_batches
@@ -314,7 +315,7 @@ def reuse_scorer(model: nn.Module, capture: Capture, job: ScoreJob,
     gm = trace(model)
     if gm is None:
         return None
-    device = model_device(model) if device is None else device
+    device = device or job_device() or model_device(model)  # job_device: torch/device.py
     budget = default_budget() if budget_bytes is None else int(budget_bytes)
     return ReuseScorer(model, capture, gm, loader, device, max_batches, budget, fused)
 

@@ -40,6 +40,7 @@ from uif_explorer.core.scores import score_model
 from uif_explorer.exec.executors import get_executor
 from uif_explorer.io.workspace import Workspace, WorkspaceError, atomic_write_json, read_json
 from uif_explorer.torch.capture import digest_weights
+from uif_explorer.torch.device import to_job_device
 from uif_explorer.torch.ofa.pruner import get_static_subnet
 from uif_explorer.torch.ofa.space import OFASpace, space_of, unwrap
 
@@ -122,6 +123,7 @@ class _SubnetEvalContext:
 def _evaluate_subnet(ctx: _SubnetEvalContext, item: tuple[str, list]) -> tuple[float, int]:
     net_id, setting = item
     static, _, _, _ = get_static_subnet(ctx.ofa_model, setting)
+    static = to_job_device(static)  # a fresh copy: on the app's / CLI's device (torch/device.py)
     score = score_model(static, ctx.eval_fn, ctx.eval_args, calibration_fn=ctx.calibration_fn,
                         calib_args=ctx.calib_args, metric=ctx.metric,
                         resume_hint=ctx.resume_hint, what=f"subnet {net_id}")
