@@ -18,6 +18,7 @@ from torch import nn
 
 from uif_explorer.core.channels import FACTORED
 from uif_explorer.torch.macs import count_macs, model_cost
+from uif_explorer.torch.ofa import OFAPruner
 from uif_explorer.torch.probe import REASON
 from uif_explorer.torch.pruner import ChannelPruner
 from uif_explorer.torch.rules.attention import DEFAULT_SCALE
@@ -207,3 +208,12 @@ def test_width_read_from_elsewhere_freezes_heads(kind):
     assert "RuntimeError" in heads.excluded_reason  # the model's own error, shown
     plan = pr.plan_for_removal(0.3)  # the rest still prunes, exactly
     _check_slim(pr, plan, x)
+
+
+def test_supernet_keeps_heads_whole(qkv_block):
+    """A supernet has no elastic heads: they are fixed there, with the reason."""
+    _, model, x, _ = qkv_block
+    space = OFAPruner(model, x).ofa_model(channel_divisible=4, auto_add_excludes=False).ofa_space
+    fixed = {f["group"]: f["reason"] for f in space.fixed}
+    assert "not elastic" in fixed["attn (heads)"]
+    assert all("(head" not in g.name for g in space.groups)

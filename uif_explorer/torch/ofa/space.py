@@ -498,11 +498,15 @@ def build_ofa_model(
     def fix(gid: int, why: str) -> None:
         reasons.setdefault(gid, why)
 
+    heads = set() if graph.factors is None else {*graph.factors[1].tolist(),
+                                                  *graph.factors[2].tolist()}
     for g in graph.groups:
         if not g.prunable:
             fix(g.id, g.excluded_reason or "not prunable")
         elif g.blocks > 1:
             fix(g.id, "its channels are split into conv/norm groups")
+        elif heads.intersection(g.roots.tolist()):
+            fix(g.id, "attention heads and head width are not elastic in a supernet")
     root_gid = np.full(len(uf.parent), -1, dtype=np.int64)
     for g in graph.groups:
         root_gid[g.roots] = g.id
