@@ -13,6 +13,7 @@ from uif_explorer import zoo  # noqa: E402
 from uif_explorer.keras import IterativePruningRunner  # noqa: E402
 from uif_explorer.keras.finetune import fine_tune  # noqa: E402
 from uif_explorer.services import eval_data, pruning_jobs  # noqa: E402
+from uif_explorer.services.backends import backend_for  # noqa: E402
 from uif_explorer.services.model_source import sample_source  # noqa: E402
 from uif_explorer.services.pruned import PrunedModel  # noqa: E402
 
@@ -62,6 +63,16 @@ def test_keras_finetune_job_trains_a_private_sparse_copy(tmp_path) -> None:
     assert _zero_columns(tuned) == before and any(before.values())  # zeros kept through fit
     assert 0.0 <= result["accuracy"] <= 100.0 and len(result["history"]) == 1
     assert "on the first 128 images" in result["score_source"]  # with the app's protocol
+    # export slices the fine-tuned weights, not the runner's original ones
+    tuned_session = PrunedModel(model=tuned, kind="sparse", model_name=runner.name,
+                                framework="keras", source="test", spec_path=spec_path,
+                                accuracy=result["accuracy"], images=ev.images,
+                                score_source="test")
+    slim = backend_for("keras").slim_of(tuned_session, model, runner)
+    x = np.random.default_rng(1).normal(size=(4, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(np.asarray(slim(x, training=False)),
+                               np.asarray(tuned(x, training=False)), atol=1e-4)
+    assert slim.count_params() < tuned.count_params()
 
 
 def test_fine_tune_picks_the_loss_for_logits_and_stops_on_request() -> None:

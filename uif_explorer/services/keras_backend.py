@@ -132,10 +132,15 @@ class KerasBackend:
         return runner.prune_candidate(ratio, index=index, mode=mode)
 
     def slim_of(self, pruned: Any, original: Any, runner: Any) -> Any:
-        """A slim model is returned; a sparse one is rebuilt slim from its spec."""
+        """A slim model is returned; a sparse one is sliced with its own (possibly fine-tuned)
+        weights: the spec's plan applied to a capture of the sparse model, so what the user
+        fine-tuned is what they export (the runner's original weights would undo it)."""
         if pruned.kind != "sparse":
             return pruned.model
-        return runner.prune(spec_path=pruned.spec_path, mode="slim")
+        from uif_explorer.keras.runner import KerasPruner
+
+        pr = KerasPruner(pruned.model, runner.input_spec, runner.excludes)
+        return pr.slim_model(runner._spec_plan(pr, pruned.spec_path))
 
     def out_widths(self, model: Any) -> dict[str, int]:
         """Output channels of every Conv / Dense layer, by layer name."""
