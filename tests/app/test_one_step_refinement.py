@@ -90,7 +90,8 @@ def test_a_tiny_refinement_runs_shows_its_stages_and_resumes(ws_root: Path) -> N
     assert sorted(table["candidate"]) == [0, 1] and (table["images"] == IMAGES).all()
     assert int(table.loc[table["winner"], "candidate"].iloc[0]) == winner
     text = _text(at)
-    protocol = (f"Protocol: top1_accuracy on {IMAGES} images (Fashion-MNIST test subset), "
+    protocol = (f"Protocol: top1_accuracy on {IMAGES} images of the bundled Fashion-MNIST test "
+                "subset, "
                 f"after BN re-estimation on {eval_data.CALIB_BATCHES} batches")
     assert text.count(protocol) >= 2  # beside the candidates and beside the stages
     assert f"Refinement chose candidate {winner}" in text
@@ -129,8 +130,8 @@ def test_ofa_comparison_shows_the_protocol_and_within_noise(ws_root: Path) -> No
     # two front subnets 0.2 points apart on 500 images: their intervals overlap
     at.multiselect(key=picks).set_value(["net_evo_7_mutate_6", "net_evo_3_mutate_7"]).run()
     _no_errors(at)
-    assert ("Protocol: top1_accuracy on 500 images (bundled Fashion-MNIST test subset), after "
-            "BN re-estimation on 8 batches") in _text(at)
+    assert ("Protocol: top1_accuracy on 500 images of the bundled Fashion-MNIST test subset, "
+            "after BN re-estimation on 8 batches") in _text(at)
     compare = next(df.value for df in at.dataframe if "vs_best" in df.value.columns)
     assert (compare["images"] == 500).all()
     assert sorted(compare["vs_best"]) == ["the most accurate", "within noise"]

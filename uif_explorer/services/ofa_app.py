@@ -281,7 +281,7 @@ def rebuild_subnet(sample: str, subnet_path: Path, state_dict: Mapping[str, Any]
 def subnet_protocol(images: int) -> str:
     """The protocol line of a subnet built by **Use this subnet** (``build_subnet``)."""
     return protocol_line(score_fn=SEARCH_SCORE_FN, images=int(images),
-                         data="bundled Fashion-MNIST test subset", calibrated=True,
+                         data="the bundled Fashion-MNIST test subset", calibrated=True,
                          batches=eval_data.CALIB_BATCHES)
 
 

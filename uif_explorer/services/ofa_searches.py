@@ -47,7 +47,7 @@ class SearchRef:
     def protocol(self) -> str:
         """The one-line scoring protocol shown beside every accuracy of this search."""
         return protocol_line(score_fn=SEARCH_SCORE_FN, images=self.images,
-                             data="bundled Fashion-MNIST test subset" if self.images else None,
+                             data="the bundled Fashion-MNIST test subset" if self.images else None,
                              calibrated=True, batches=self.calib_batches)
 
 

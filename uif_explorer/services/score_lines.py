@@ -45,11 +45,11 @@ def calibration_images(calib_args: tuple) -> int | None:
 def protocol_line(*, score_fn: str | None, images: int | None, data: str | None,
                   calibrated: bool, batches: int | None = None,
                   calib_images: int | None = None) -> str:
-    """``'Protocol: top1_accuracy on 64 images (bundled ...), after BN re-estimation on 4
-    batches'``: what every score next to it means, in one line."""
+    """``'Protocol: top1_accuracy on 64 images of the bundled ..., after BN re-estimation on
+    4 batches'``: what every score next to it means, in one line."""
     what = score_fn or "the score function"
     on = f" on {images:,} images" if images else " (image count not recorded)"
-    where = f" ({data})" if data else ""
+    where = f" of {data}" if data else ""
     bn = protocol_text(calibrated, batches)
     if calibrated and batches is None and calib_images:
         bn += f" on {calib_images:,} images"
