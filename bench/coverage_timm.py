@@ -2,7 +2,7 @@
 
 timm is a bench-only dependency (``requirements-bench.txt``). For each family (a module timm
 registers models in) the smallest-named model is picked (``tiny``/``nano``/``small``... first),
-built with ``pretrained=False`` at 64-224 px as it needs, and checked like the torchvision
+built with ``pretrained=False`` at 64-256 px as it needs, and checked like the torchvision
 bench: a 50 % MACs plan within 2 points, slim == sparse, MACs = plan (one model per
 subprocess, with a time limit). Rows go to ``bench/results/coverage_timm.json``; the printed
 table (with the command that made it) is what ``docs/coverage.md`` records under "timm".
@@ -35,7 +35,7 @@ from coverage_torchvision import (  # noqa: E402
 from coverage_tp import tp_check  # noqa: E402
 
 SMALL = ("pico", "nano", "tiny", "xxs", "xs", "small", "s0", "b0", "18", "lite")
-SIZES = (64, 96, 128, 160, 224)
+SIZES = (64, 96, 128, 160, 224, 256)  # 256: models fixed at it (botnet26t_256)
 
 
 def pick(module: str) -> str | None:
