@@ -212,7 +212,8 @@ with errors.guard("showing the OFA search"):
                     st.caption(
                         f"Static subnet (plain layers), {pruned.macs_m:.3f} M MACs, "
                         f"{pruned.params_m:.4f} M params; accuracy "
-                        f"{score_lines.score_text(pruned.accuracy, pruned.images)}. "
+                        f"{score_lines.score_text(pruned.accuracy, pruned.images)}, "
+                        f"{eval_data.data_source(pruned.images)}. "
                         f"{ofa_app.subnet_protocol(pruned.images)} (no fine-tuning). Its "
                         f"subnet_setting is saved as "
                         f"`{Path(pruned.spec_path).name}`; download the model on the "
