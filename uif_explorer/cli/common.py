@@ -32,6 +32,9 @@ def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="model name used in workspace file names "
                    "(default: the model's name, e.g. resnet20)")
     p.add_argument("--exclude", action="append", default=[], help="module to keep unpruned")
+    p.add_argument("--device", default="auto",
+                   help="where PyTorch jobs run: auto (a CUDA GPU when present, else the CPU), "
+                   "cpu, cuda or cuda:N (default auto)")
 
 
 def data_args(p: argparse.ArgumentParser) -> None:
@@ -88,11 +91,22 @@ def open_model(args: argparse.Namespace) -> Opened:
     """Build the model and record it in ``<workdir>/workspace.json`` (the app reopens it)."""
     from uif_explorer.services.workspace_info import ModelChoice, write_workspace_info
 
+    use_device(getattr(args, "device", "auto"))
     choice = ModelChoice(args.model, args.weights, args.num_classes, args.input_shape)
     source, model = choice.resolve()
     write_workspace_info(args.workdir, choice, _digest(source, model), name=args.name,
                          source=source)
     return Opened(source, model)
+
+
+def use_device(choice: str) -> None:
+    """``--device``: where this command's PyTorch jobs run (checked before the model loads)."""
+    from uif_explorer.torch.device import set_job_device
+
+    try:
+        set_job_device(choice)
+    except ValueError as exc:
+        raise CliError(str(exc).replace("device=", "--device ")) from exc
 
 
 def _digest(source: Any, model: Any) -> str:
