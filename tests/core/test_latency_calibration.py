@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from uif_explorer.core.latency import calibrate_to_measured
+from uif_explorer.core.latency_measure import calibrate_to_measured
 from uif_explorer.core.plan import PlanError, PruningPlan
 
 

@@ -118,7 +118,7 @@ def test_latency_target_is_monotone_and_the_slim_model_is_faster(resnet20, loade
     assert spec["latency_ms"]["predicted"] == pytest.approx(predicted[-1])
     x = torch.randn(*SHAPE)
     with torch.inference_mode():
-        t_orig, t_slim = (seconds(lambda m=m: m(x), torch.get_num_threads(), 0.2)
+        t_orig, t_slim = (seconds(lambda m=m: m(x), THREADS, 0.2)
                           for m in (resnet20.eval(), slim.eval()))
     print(f"measured {t_orig * 1e3:.2f} -> {t_slim * 1e3:.2f} ms "
           f"({1 - t_slim / t_orig:.0%} removed), predicted {predicted[-1]:.2f} ms "

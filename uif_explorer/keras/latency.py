@@ -26,12 +26,14 @@ from uif_explorer.core.latency import (
     DEFAULT_POINTS,
     LatencyModel,
     LatencyTable,
+    cached_table,
+    machine_fingerprint,
+)
+from uif_explorer.core.latency_measure import (
     OpShape,
     Progress,
     add_probe,
     best_seconds,
-    cached_table,
-    machine_fingerprint,
     measure_curves,
 )
 from uif_explorer.core.pruner import BasePruner

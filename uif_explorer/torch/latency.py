@@ -25,13 +25,15 @@ from uif_explorer.core.latency import (
     RUNTIMES,
     LatencyModel,
     LatencyTable,
+    cached_table,
+    machine_fingerprint,
+)
+from uif_explorer.core.latency_measure import (
     OpShape,
     Progress,
     add_probe,
     best_seconds,
-    cached_table,
     calibrate_to_measured,
-    machine_fingerprint,
     measure_curves,
 )
 from uif_explorer.core.pruner import BasePruner
@@ -60,9 +62,9 @@ def check_runtime(runtime: str) -> str:
 def seconds(fn: Callable[[], object], threads: int, min_time: float,
             min_calls: int = 10) -> float:
     """Seconds per call with ``threads`` intra-op threads: the fastest of at least
-    ``min_calls`` single calls (:func:`~uif_explorer.core.latency.best_seconds`). Single calls,
-    not ``torch.utils.benchmark`` blocks, because on a loaded machine a block of one slow call
-    spoils the minimum: per-layer times differed by up to 1000x between sweeps that way."""
+    ``min_calls`` single calls (:func:`~uif_explorer.core.latency_measure.best_seconds`).
+    Single calls, not ``torch.utils.benchmark`` blocks, because on a loaded machine a block of
+    one slow call spoils the minimum: per-layer times differed by up to 1000x that way."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -249,8 +251,8 @@ def plan_to_measured(pruner: BasePruner, lat: LatencyModel, model: nn.Module, in
                      rounds: int = 4, repeats: int = 3, criterion: str = "l1",
                      channel_divisible: int = 2):
     """A latency-targeted plan corrected on whole-model timings of its slim model
-    (:func:`~uif_explorer.core.latency.calibrate_to_measured`): ``(plan, steps)``. Each round
-    builds and times one slim model, so this costs ``rounds`` times a few model runs."""
+    (:func:`~uif_explorer.core.latency_measure.calibrate_to_measured`): ``(plan, steps)``.
+    Each round builds and times one slim model: ``rounds`` times a few model runs."""
     def plan_at(r: float):
         return pruner.plan_for_removal(r, criterion, channel_divisible, latency=lat,
                                        strict=False)
