@@ -35,3 +35,9 @@ def test_a_device_that_is_not_there_is_refused(tmp_path: Path, capsys, flag, mes
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not ws.exists()  # refused before the model was built
+
+
+def test_ofa_search_takes_the_flag_too(tmp_path: Path, capsys) -> None:
+    ws = tmp_path / "ws"
+    assert main(["ofa-search", "--device", "tpu", "--workdir", str(ws)]) == 2
+    assert "Received: --device 'tpu'" in capsys.readouterr().err and not ws.exists()

@@ -32,6 +32,10 @@ def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="model name used in workspace file names "
                    "(default: the model's name, e.g. resnet20)")
     p.add_argument("--exclude", action="append", default=[], help="module to keep unpruned")
+    device_arg(p)
+
+
+def device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
                    help="where PyTorch jobs run: auto (a CUDA GPU when present, else the CPU), "
                    "cpu, cuda or cuda:N (default auto)")

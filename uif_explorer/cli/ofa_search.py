@@ -38,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pareto", help="where to write the Pareto set "
                    "(default <workdir>/<name>_pareto.json)")
     p.add_argument("--forced", action="store_true", help="start afresh instead of resuming")
+    common.device_arg(p)
 
 
 def _pick(macs: float | None, flops: float | None, which: str) -> float | None:
@@ -53,6 +54,7 @@ def check(args: argparse.Namespace) -> None:
     _pick(args.max_macs, args.max_flops, "max")
     for flag in ("population", "images", "calib_batches"):
         common.check_positive(getattr(args, flag), "--" + flag.replace("_", "-"))
+    common.use_device(args.device)  # subnets are scored there (torch/ofa/search.py)
 
 
 def supernet_ref(args: argparse.Namespace) -> Any:
