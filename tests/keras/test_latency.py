@@ -1,6 +1,7 @@
 """Keras latency tables and target='latency' on the Keras runner.
 
-A small Functional convnet (conv, depthwise, conv, dense) at 32 px on bundled Fashion-MNIST
+A small Functional convnet (conv, depthwise, conv, dense; 64 and 128 filters so that compute,
+not per-call dispatch, dominates each layer) at 28 px on bundled Fashion-MNIST
 images; 3 channel counts per layer side and short timings keep it fast. On a loaded machine a
 small model is mostly fixed per-call cost, so the targets are small (5-15 % of the time).
 """
@@ -27,7 +28,7 @@ POINTS = 3
 SPEC = (1, 28, 28, 1)
 
 
-def _net(width: int = 32) -> keras.Model:
+def _net(width: int = 64) -> keras.Model:
     keras.utils.set_random_seed(0)
     x = inp = keras.Input(shape=SPEC[1:])
     x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
@@ -48,7 +49,7 @@ def test_table_is_reused_and_rebuilt_when_the_model_changes(tmp_path, capsys) ->
     names = [c.name for c in lat.table.ops if c is not None]
     assert len(names) == 4  # conv, depthwise, conv, dense
     dw = next(c for c in lat.table.ops if c is not None and c.name.startswith("depthwise"))
-    assert dw.in_counts == [] and dw.out_counts == count_grid(32, POINTS)
+    assert dw.in_counts == [] and dw.out_counts == count_grid(64, POINTS)
     assert lat.table.probe_total is not None and lat.original > 0
 
     again = keras_latency_model(pr, model, SPEC, path, max_points=POINTS)
