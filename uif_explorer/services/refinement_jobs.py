@@ -45,12 +45,13 @@ class RefineChoice:
 
 def make_refinement(framework: str, choice: RefineChoice) -> Refinement:
     """The engine's :class:`Refinement` with the backend's built-in ``fine_tune`` on the first
-    bundled training images (as many as the largest stage budget uses)."""
+    bundled training images (as many as the largest stage budget uses), in a fixed order so
+    that the candidates of a stage are trained on the same batches."""
     from uif_explorer import data
 
     budget = choice.stages(choice.keep)[-1][1]
-    if framework == "torch":
-        args: tuple = (data.torch_loader("train", batch_size=BATCH_SIZE,
+    if framework == "torch":  # unshuffled: every candidate (and a resumed run) sees the same
+        args: tuple = (data.torch_loader("train", batch_size=BATCH_SIZE, shuffle=False,
                                          limit=budget * BATCH_SIZE),)
     elif framework == "keras":
         args = data.numpy_dataset("train", limit=budget * BATCH_SIZE)
