@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from uif_explorer.core.factors import Factors, product_terms, resolve_factors
+
 FIXED_OUTPUT = "feeds a model output"
 FIXED_INPUT = "is a model input"
 FACTORED = "its channels are attention heads x head width (pruned through those two groups)"
@@ -142,7 +144,7 @@ class ChannelGraph:
     digest_items: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # (composite, head, width) roots: a composite channel goes when its head or width goes
-    factors: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    factors: Factors | None = None
 
     def spread_removed(self, removed: np.ndarray) -> np.ndarray:
         """Mark the composite channels (head x width) whose head or width is removed."""
@@ -161,24 +163,9 @@ class ChannelGraph:
 
     def product_terms(self, comp_roots: np.ndarray, gid_of_root: np.ndarray,
                       sizes: np.ndarray) -> list[tuple[int, int, int]] | None:
-        """Composite positions of one op as (multiplicity, head group, width group) terms: they
-        keep ``multiplicity * kept heads * kept widths``. None when they are not whole
-        products (then MACs are not a function of kept counts alone)."""
-        if not len(comp_roots):
-            return []
-        comp, head, width = self.factors
-        at = np.searchsorted(comp, comp_roots)
-        h, w = head[at], width[at]
-        hg, wg = gid_of_root[h], gid_of_root[w]
-        terms = []
-        for gh, gw in set(zip(hg.tolist(), wg.tolist(), strict=True)):
-            sel = (hg == gh) & (wg == gw)
-            _, cnt = np.unique(h[sel] * len(gid_of_root) + w[sel], return_counts=True)
-            if (min(gh, gw) < 0 or gh == gw or len(cnt) != sizes[gh] * sizes[gw]
-                    or cnt.min() != cnt.max()):
-                return None
-            terms.append((int(cnt[0]), gh, gw))
-        return terms
+        """Composite positions of one op as (multiplicity, head group, width group) terms
+        (:func:`uif_explorer.core.factors.product_terms`)."""
+        return product_terms(self.factors, comp_roots, gid_of_root, sizes)
 
     @property
     def prunable_groups(self) -> list[Group]:
@@ -257,7 +244,7 @@ class ChannelGraphBuilder:
 
     def add_factors(self, comp: np.ndarray, head: np.ndarray, width: np.ndarray) -> None:
         """Channels ``comp`` are a product: each goes when its ``head`` or ``width`` class goes
-        (attention heads split from channels: ``torch/rules/heads.py``)."""
+        (attention heads split from channels: :mod:`uif_explorer.core.factors`)."""
         for c, h, w in zip(np.ravel(comp), np.ravel(head), np.ravel(width), strict=True):
             self.factor_of.setdefault(int(c), (int(h), int(w)))
 
@@ -397,30 +384,6 @@ class ChannelGraphBuilder:
                 continue
             g.roots = np.asarray(reorder, dtype=np.int64)
             g.blocks = blocks0
-
-
-def resolve_factors(b: ChannelGraphBuilder) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Composite roots and their (head, width) roots, one row per composite root.
-
-    A composite channel that is fixed (a barrier, a model output, an excluded layer) fixes its
-    head and width with the same reason; one whose channels were tied to two different
-    (head, width) pairs fixes all of them (the heads cannot be cut out cleanly)."""
-    uf = b.uf
-    fixed_root = {}
-    for cid, reason in b.fixed.items():
-        fixed_root.setdefault(uf.find(cid), reason)
-    pair_of: dict[int, tuple[int, int]] = {}
-    for c, (h, w) in b.factor_of.items():
-        r, pair = uf.find(c), (uf.find(h), uf.find(w))
-        if pair_of.setdefault(r, pair) != pair:
-            b.fix(np.array([*pair, *pair_of[r]]), "attention heads mixed with other channels")
-        if r in fixed_root:
-            b.fix(np.array(pair), fixed_root[r])
-    comp = np.fromiter(pair_of, np.int64, len(pair_of))
-    order = np.argsort(comp)  # sorted: looked up with searchsorted
-    heads = np.array([p[0] for p in pair_of.values()], dtype=np.int64)
-    widths = np.array([p[1] for p in pair_of.values()], dtype=np.int64)
-    return comp[order], heads[order], widths[order]
 
 
 def _same_blocks(a: np.ndarray, b: np.ndarray, blocks: int) -> bool:

@@ -101,7 +101,10 @@ def _head_classes(w: Walker, path: str, module: nn.Module, heads: int,
             w.b.fix(d, f"{NO_HEAD_DIM} ({label})")
         w.fix_if_excluded(path, h, d)
         w.heads[path] = (h, d)
-    return w.heads[path]
+    h, d = w.heads[path]
+    if (len(h), len(d)) != (heads, width):
+        raise Barrier(f"two different head splits in one module ({path or '(model)'})")
+    return h, d
 
 
 def head_split(w: Walker, node: torch.fx.Node, x: Val, out: tuple[int, ...]) -> Val:
