@@ -186,8 +186,9 @@ def layer_norm(w: Walker, node: torch.fx.Node) -> Val:
     its weights follow the width classes, and it spans them (the sparse model normalises the
     kept widths only, like any channel-spanning norm)."""
     x = w.arg(node.args[0])
-    f = factors_of(w.b, x.cls) if isinstance(x, Val) and len(node.args[1]) == 1 else None
-    if f is None:
+    per_head = (isinstance(x, Val) and len(node.args[1]) == 1 and channel_list(x, -1) is None)
+    f = factors_of(w.b, x.cls) if per_head else None
+    if f is None:  # incl. a norm over merged heads (timm's scale_norm): composites as channels
         return weighted.layer_norm(w, node)
     nd = len(x.shape)
     if varies(f[0], nd - 1) or any(varies(f[1], d) for d in range(nd - 1)):
