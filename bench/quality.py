@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -159,10 +160,27 @@ def compare(name: str, base, data: Data, runners: dict, ratio: float, seed: int,
                **score)
     built[METHODS[4]] = (os_.prune(removal_ratio=ratio), search_s + time.time() - t)
     for method, (model, secs) in built.items():
+        if args.methods and not any(method.startswith(m) for m in args.methods):
+            continue
         acc = final_accuracy(model, data, args.finetune_steps, seed)
         log.add(kind="method", model=name, ratio=ratio, seed=seed, method=method,
                 achieved=removal(model, pr), accuracy=acc, choose_s=round(secs, 1))
     return search
+
+
+def kendall_search(name: str, base, data: Data, args, ratio_dir: Path, score_job: dict) -> dict:
+    """The one-step search (seed 0) whose candidates ``--kendall-range`` ranks: seed 0's own
+    search, copied so its scored candidates are reused, extended to the range's end. Each
+    range has its own copy, so processes ranking different ranges never write one file."""
+    lo, hi = args.kendall_range
+    dest = ratio_dir / f"kendall_{lo}_{hi}"
+    if not dest.exists() and (ratio_dir / "search_seed0").exists():
+        shutil.copytree(ratio_dir / "search_seed0", dest)
+    runner = get_pruning_runner(base, example_input(name), "one_step", workdir=dest)
+    return runner.search(num_subnet=max(hi, args.candidates), removal_ratio=args.kendall_ratio,
+                         seed=0, eval_fn=top1_accuracy, eval_args=(data.score,),
+                         calibration_fn=score_job["calibration_fn"],
+                         calib_args=score_job["calib_args"])
 
 
 def kendall_candidates(name: str, search: dict, runners: dict, data: Data, args,
@@ -172,7 +190,7 @@ def kendall_candidates(name: str, search: dict, runners: dict, data: Data, args,
     sens = it.sensitivity(quiet=True)
     pr = it.pruner
     loader = data.train_loader(2000)
-    for cand in search["candidates"][: args.kendall_n]:
+    for cand in search["candidates"][slice(*args.kendall_range)]:
         kept = {int(g): n for g, n in cand["kept_channels"].items()}
         plan = pr.plan_from_counts(kept, it.criterion)
         ratios = {g: 1 - n / pr.graph.groups[g].num_channels for g, n in kept.items()}
@@ -193,13 +211,14 @@ def run(args, log: Log) -> None:
     data = Data.load(args.score_images, args.test_images)
     log.add(kind="setup", data=data.note, args=vars(args), threads=torch.get_num_threads(),
             torch=torch.__version__, started=datetime.now(UTC).isoformat())
-    work = Path(tempfile.mkdtemp(prefix="uif_quality_"))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="uif_quality_"))
     plain_job = dict(args=(data.score,))
     bn_job = dict(args=(data.score,), calibration_fn=adaptive_bn_calibration,
                   calib_args=(data.calib, args.calib_batches))
     for name in args.models:
         base = load_torch_sample(name)
-        log.add(kind="baseline", model=name, accuracy=top1_accuracy(base, data.test))
+        if args.seed_start == 0:  # a process running later seeds leaves it to the first
+            log.add(kind="baseline", model=name, accuracy=top1_accuracy(base, data.test))
         runners = {}
         for key, job in (("plain", plain_job), ("bn", bn_job)):
             it = get_pruning_runner(base, example_input(name), "iterative",
@@ -208,22 +227,17 @@ def run(args, log: Log) -> None:
             it.ana(top1_accuracy, ratios=args.ana_ratios, **job)
             runners[key], runners[key + "_s"] = it, time.time() - t
             log.add(kind="analysis", model=name, protocol=key, seconds=round(time.time() - t))
-        held_out_estimates(runners["bn"], bn_job, log, name)
+        if "estimates" in args.parts:
+            held_out_estimates(runners["bn"], bn_job, log, name)
         seeds = args.seeds if name == "resnet20" else args.other_seeds
         for ratio in args.ratios:
-            for seed in range(seeds):
-                search = compare(name, base, data, runners, ratio, seed, args, log,
-                                 work / name / f"r{ratio}")
-                if seed == 0 and ratio == args.kendall_ratio and name in args.kendall_models:
-                    if args.kendall_n > args.candidates:
-                        search = get_pruning_runner(
-                            base, example_input(name), "one_step",
-                            workdir=work / name / f"r{ratio}" / "search_seed0").search(
-                            num_subnet=args.kendall_n, removal_ratio=ratio, seed=0,
-                            eval_fn=top1_accuracy, eval_args=(data.score,),
-                            calibration_fn=adaptive_bn_calibration,
-                            calib_args=(data.calib, args.calib_batches))
-                    kendall_candidates(name, search, runners, data, args, log, bn_job)
+            ratio_dir = work / name / f"r{ratio}"
+            for seed in range(args.seed_start, seeds) if "methods" in args.parts else ():
+                compare(name, base, data, runners, ratio, seed, args, log, ratio_dir)
+            if ("kendall" in args.parts and ratio == args.kendall_ratio
+                    and name in args.kendall_models):
+                search = kendall_search(name, base, data, args, ratio_dir, bn_job)
+                kendall_candidates(name, search, runners, data, args, log, bn_job)
     log.add(kind="done", finished=datetime.now(UTC).isoformat())
 
 
@@ -245,7 +259,7 @@ def report(rows: list[dict]) -> list[str]:
     base = {r["model"]: r["accuracy"] for r in rows if r["kind"] == "baseline"}
     meth = [r for r in rows if r["kind"] == "method"]
     out += ["| model | MACs removed | method | seeds | final accuracy (%) mean ± s.e. | spread "
-            "(min-max) | vs uniform (points) | choosing time (s) |",
+            "(min-max) | vs uniform (points) | choosing time, first seed (s) |",
             "|---|---|---|---|---|---|---|---|"]
     for model in dict.fromkeys(r["model"] for r in meth):
         for ratio in sorted({r["ratio"] for r in meth if r["model"] == model}):
@@ -256,13 +270,14 @@ def report(rows: list[dict]) -> list[str]:
                 if not ms:
                     continue
                 accs = [r["accuracy"] for r in ms]
+                first = min(ms, key=lambda r: r["seed"])["choose_s"]
                 mu, se = mean_se(accs)
                 diffs = [r["accuracy"] - uni[r["seed"]] for r in ms if r["seed"] in uni]
                 dmu, dse = mean_se(diffs) if diffs else (float("nan"), float("nan"))
                 out.append(f"| {model} (unpruned {base.get(model, float('nan')):.2f}) | "
                            f"{np.mean([r['achieved'] for r in ms]):.3f} | {method} | {len(ms)} | "
                            f"{mu:.2f} ± {se:.2f} | {min(accs):.2f}-{max(accs):.2f} | "
-                           f"{dmu:+.2f} ± {dse:.2f} | {np.mean([r['choose_s'] for r in ms]):.0f} |")
+                           f"{dmu:+.2f} ± {dse:.2f} | {first:.0f} |")
     cands = [r for r in rows if r["kind"] == "candidate"]
     if cands:
         acc = np.asarray([r["accuracy"] for r in cands])
@@ -282,7 +297,9 @@ def report(rows: list[dict]) -> list[str]:
         err = np.abs([r["estimate"] - r["adaptive_bn"] for r in cands])
         out += ["", f"Instant estimate vs the measured score of the same candidate plans: mean "
                 f"abs error {err.mean():.1f} points (max {err.max():.1f})."]
-    est = [r for r in rows if r["kind"] == "estimate"]
+    # the first log's: a later process sees the first one's measured previews (not held out)
+    est = list({(r["model"], r["ratio"]): r for r in reversed(rows)
+                if r["kind"] == "estimate"}.values())[::-1]
     if est:
         out += ["", "| model | held-out ratio | achieved | additive | instant estimate | "
                 "measured preview | abs error |", "|---|---|---|---|---|---|---|"]
@@ -304,7 +321,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="seeds for ResNet-20")
     ap.add_argument("--other-seeds", type=int, default=1, help="seeds for the other models")
     ap.add_argument("--candidates", type=int, default=24, help="one-step candidates")
-    ap.add_argument("--kendall-n", type=int, default=24)
+    ap.add_argument("--kendall-range", type=int, nargs=2, default=[0, 24], metavar=("FROM", "TO"),
+                    help="which seed-0 candidates to rank (split across processes)")
+    ap.add_argument("--parts", nargs="+", default=["estimates", "methods", "kendall"],
+                    choices=["estimates", "methods", "kendall"])
     ap.add_argument("--kendall-ratio", type=float, default=0.75)
     ap.add_argument("--kendall-models", nargs="*", default=["resnet20"])
     ap.add_argument("--finetune-steps", type=int, default=200)
@@ -317,16 +337,25 @@ def main() -> None:
                     default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (minutes)")
+    ap.add_argument("--methods", nargs="*", default=None,
+                    help="only the methods starting with these words (default: all)")
+    ap.add_argument("--seed-start", type=int, default=0,
+                    help="first seed (a second process can run later seeds)")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="reuse the analyses and searches of an earlier run (resumable files)")
     ap.add_argument("--log", type=Path, default=None)
-    ap.add_argument("--report", type=Path, default=None, help="only print tables of a log")
+    ap.add_argument("--report", type=Path, nargs="+", default=None,
+                    help="only print the tables of one or more logs")
     args = ap.parse_args()
     if args.report:
-        rows = [json.loads(line) for line in args.report.read_text().splitlines() if line]
+        rows = [json.loads(line) for path in args.report
+                for line in path.read_text().splitlines() if line]
         print("\n".join(report(rows)))
         return
     if args.quick:
         args.models, args.ratios, args.seeds, args.candidates = ["resnet20"], [0.75], 1, 4
-        args.kendall_n, args.finetune_steps, args.refine_steps, args.refine_keep = 4, 5, 2, 2
+        args.kendall_range, args.finetune_steps = [0, 6], 5
+        args.refine_steps, args.refine_keep = 2, 2
         args.score_images, args.test_images, args.calib_batches = 250, 1000, 2
         args.ana_ratios = [0.3, 0.6, 0.9]
     torch.set_num_threads(args.threads)
