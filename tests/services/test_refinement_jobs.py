@@ -98,7 +98,7 @@ def test_the_protocol_line_and_the_noise_verdict(setup) -> None:
     line = score_lines.evaluator_protocol(ev, {"score": "top1_accuracy",
                                                "bn_reestimation": True})
     assert line.startswith("Protocol: top1_accuracy on 32 images")
-    assert line.endswith("after BN re-estimation on 1 batches")
+    assert line.endswith("after BN re-estimation on 1 batch")
     off = score_lines.protocol_line(score_fn="top1_accuracy", images=500, data=None,
                                     calibrated=False)
     assert off == "Protocol: top1_accuracy on 500 images, without BN re-estimation"

@@ -46,7 +46,9 @@ def protocol_text(calibrated: bool, batches: int | None = None) -> str:
     """``'after BN re-estimation on 4 batches'`` or ``'without BN re-estimation'``."""
     if not calibrated:
         return "without BN re-estimation"
-    return "after BN re-estimation" + (f" on {batches} batches" if batches else "")
+    if not batches:
+        return "after BN re-estimation"
+    return f"after BN re-estimation on {batches} batch{'es' if batches != 1 else ''}"
 
 
 def has_batchnorm(model: Any) -> bool:

@@ -14,32 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from uif_explorer.core.uncertainty import Measured, within_noise
-from uif_explorer.services.previews import protocol_text
-
-
-def calibration_batches(calib_args: tuple) -> int | None:
-    """Batches a calibration pass runs over: a DataLoader's or a list's length; None for an
-    array of images (Keras calibrates on one array, counted in images instead)."""
-    try:
-        first = calib_args[0]
-    except (IndexError, TypeError):
-        return None
-    if hasattr(first, "shape"):  # a numpy array of images
-        return None
-    try:
-        return len(first)
-    except TypeError:
-        return None
-
-
-def calibration_images(calib_args: tuple) -> int | None:
-    """Images of a calibration array (Keras), else None."""
-    try:
-        first = calib_args[0]
-    except (IndexError, TypeError):
-        return None
-    shape = getattr(first, "shape", None)
-    return int(shape[0]) if shape else None
+from uif_explorer.services.previews import calibration_batches, calibration_images, protocol_text
 
 
 def protocol_line(*, score_fn: str | None, images: int | None, data: str | None,
