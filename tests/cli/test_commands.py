@@ -35,7 +35,14 @@ def test_ana_prune_search_export(tmp_path, capsys):
     original = load_torch_sample("resnet20").state_dict()
     assert state.keys() == original.keys()
     assert sum(v.numel() for v in state.values()) < 0.8 * sum(v.numel() for v in original.values())
-    assert main(["search", *common, "--limit", "128", "--ratio", "0.5", "--num-subnet", "2"]) == 0
+    capsys.readouterr()
+    assert main(["search", *common, "--limit", "128", "--ratio", "0.5", "--num-subnet", "2",
+                 "--refine", "2", "--refine-steps", "1"]) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((Path(ws) / "r20_ratio_0.5.search").read_text())
+    refined = saved["refinement"]
+    assert refined["complete"] and [len(s["scores"]) for s in refined["stages"]] == [2]
+    assert f"best candidate {refined['winner']}:" in out and "Stage 1 (1 fine-tuning" in out
     spec = Path(ws) / "r20_ratio_0.3.spec"
     out = tmp_path / "m.onnx"
     assert main(["export", *common, "--spec", str(spec), "--format", "onnx",

@@ -66,17 +66,24 @@ def search_job(runner: Any, source: Any, ev: Any, num_subnet: int, ratio: float,
     """``work(job)`` for the job registry: the search (resumed when saved), then, with a
     ``choice``, its refinement (resumed from the stages saved in the ``.search`` file).
     Progress and cancel go through ``job.progress``; the result is the search's dict."""
-    refine = make_refinement(source.framework, choice) if choice is not None else None
+    refinement = make_refinement(source.framework, choice) if choice is not None else None
 
     def work(job: Any) -> dict[str, Any]:
         data = source.backend.search(runner, ev, num_subnet, ratio, forced, job.progress)
-        if refine is None:
+        if refinement is None:
             return data
-        score = ScoreJob.of(ev.eval_fn, ev.eval_args, ev.calib_fn, ev.calib_args,
-                            args_name="eval_args", mode="slim")  # the search's protocol
-        return refine_after_search(runner, data, score, refine, None, job.progress)
+        return refine(runner, ev, data, refinement, job.progress)
 
     return work
+
+
+def refine(runner: Any, ev: Any, data: dict[str, Any], refinement: Refinement,
+           progress: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Refine a finished search ``data`` (the ``.search`` dict) with the search's own protocol:
+    the page's job and ``uif-explorer search --refine`` both come here."""
+    score = ScoreJob.of(ev.eval_fn, ev.eval_args, ev.calib_fn, ev.calib_args,
+                        args_name="eval_args", mode="slim")  # the search's protocol
+    return refine_after_search(runner, data, score, refinement, None, progress)
 
 
 # -- reading the stages back -------------------------------------------------------------------
