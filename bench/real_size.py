@@ -114,6 +114,8 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=20)
     ap.add_argument("--search-ratio", type=float, default=0.3)
     ap.add_argument("--batch", type=int, default=None, help="default: sized for the machine")
+    ap.add_argument("--ceiling-only", action="store_true",
+                    help="print only the exact-reuse ceiling (seconds, not hours)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = []
@@ -124,6 +126,10 @@ def main() -> None:
         loader = _data(model, args.images, args.size, batch)
         excludes = _excludes(model, example, args.groups)
         ceiling = _ceiling(model, example, loader, excludes)
+        if args.ceiling_only:
+            print(f"{name}: exact-reuse ceiling {ceiling:.2f}x (groups: {args.groups or 'all'}, "
+                  f"ratios {QUICK_RATIOS})", flush=True)
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             full = _analysis(model, example, loader, excludes, False, Path(tmp) / "full")
             fast = _analysis(model, example, loader, excludes, True, Path(tmp) / "reuse")
@@ -133,6 +139,8 @@ def main() -> None:
                              Path(tmp) / "search")
         rows.append((name, batch, ceiling, full, fast, fused, search))
         print(f"{name}: done: {_row(*rows[-1])}", flush=True)
+    if args.ceiling_only:
+        return
     print(f"\n{args.images} images at {args.size} px, quick ratios {QUICK_RATIOS}, "
           f"groups: {args.groups or 'all'}, {args.candidates}-candidate search at "
           f"{args.search_ratio:.0%}\n")
