@@ -85,7 +85,7 @@ def test_default_scale_freezes_query_key_width_only():
     assert v.prunable
 
 
-def test_head_reshape_keeps_heads_whole_and_costs_exact():
+def test_packed_qkv_rows_follow_the_head_groups_mlp_and_stream_prune():
     model, x = build("heads_attention")
     pr = ChannelPruner(model, x)
     assert not _group(pr, "qkv").prunable
