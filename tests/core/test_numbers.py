@@ -75,6 +75,9 @@ def test_correction_interpolates_the_residual_and_reports_its_error():
     assert corrected(pts, 0.0, 92.0) == 92.0  # nothing removed: no correction
     assert corrected(pts, 0.3, 88.0) == pytest.approx(88.0 - 15.0)  # halfway -5 .. -25
     assert corrected(pts, 0.8, 70.0) == pytest.approx(70.0 - 50.0)  # held past the last
+    assert corrected(pts, 0.9, 20.0) == 0.0  # an accuracy is never estimated below 0
+    losses = [(0.2, -1.0, -2.0)]  # a score that can be negative is left unbounded
+    assert corrected(losses, 0.9, -5.0) == pytest.approx(-6.0)
     err = leave_one_out_error(pts)
     assert err is not None and err > 0
     est = estimate(88.0, 0.3, pts)

@@ -71,15 +71,20 @@ def _dedupe(points: Iterable[Point]) -> list[Point]:
 def corrected(points: Sequence[Point], achieved: float, additive: float) -> float:
     """``additive`` plus the residual interpolated at ``achieved`` (linear between measured
     plans from (0, 0); past the last one the residual is held, not extrapolated: an unseen
-    cliff is not invented)."""
-    knots = [(0.0, 0.0)] + [(a, s - add) for a, add, s in _dedupe(points)]
-    if achieved >= knots[-1][0]:
-        return additive + knots[-1][1]
+    cliff is not invented). When every measured score is >= 0 (accuracy, agreement, a loss)
+    the estimate is not allowed below 0: far past the measured plans the sum of single-group
+    drops can run to -70 %, a score nobody can get (bench/quality.py)."""
+    pts = _dedupe(points)
+    knots = [(0.0, 0.0)] + [(a, s - add) for a, add, s in pts]
+    value = additive + knots[-1][1]
     for (a0, r0), (a1, r1) in zip(knots, knots[1:], strict=False):
         if achieved <= a1:
             w = (achieved - a0) / (a1 - a0) if a1 > a0 else 1.0
-            return additive + r0 + w * (r1 - r0)
-    return additive + knots[-1][1]
+            value = additive + r0 + w * (r1 - r0)
+            break
+    if pts and all(s >= 0 for _, _, s in pts):
+        value = max(value, 0.0)
+    return value
 
 
 def leave_one_out_error(points: Sequence[Point]) -> float | None:
