@@ -40,6 +40,10 @@ UPLOADS = {
     "corrupt_program.pt2": ("torch.export (.pt2)", "Exported program (.pt2)", "Load program"),
     "workspace_traversal.zip": ("Workspace (.zip)", "Workspace folder (.zip)",
                                 "Open workspace"),
+    # evaluation images (issue 17): hostile zips of class folders
+    "images_traversal.zip": ("Image folders (.zip)", "Image folders (.zip)", "Use these images"),
+    "images_zip_bomb.zip": ("Image folders (.zip)", "Image folders (.zip)", "Use these images"),
+    "images_only_text.zip": ("Image folders (.zip)", "Image folders (.zip)", "Use these images"),
 }
 
 
