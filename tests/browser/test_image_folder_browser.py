@@ -35,14 +35,31 @@ def _go(page: Page, title: str) -> None:
     expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(timeout=LOAD_MS)
 
 
+def _settle(page: Page) -> None:
+    """Wait for the app's rerun to end: an upload into a widget that a rerun is about to
+    replace is lost (the new uploader is empty, its button disabled)."""
+    page.wait_for_timeout(500)
+    expect(page.get_by_test_id("stStatusWidgetRunningIcon")).to_have_count(0, timeout=LOAD_MS)
+
+
 def _upload(page: Page, label: str, name: str, data: bytes, button: str) -> None:
-    uploader = page.get_by_test_id("stFileUploader").filter(has_text=label)
-    uploader.locator("input[type=file]").set_input_files(
-        {"name": name, "mimeType": OCTET, "buffer": data})
-    expect(uploader.get_by_text(name)).to_be_visible(timeout=LOAD_MS)
-    go = page.get_by_role("button", name=button)
-    expect(go).to_be_enabled(timeout=LOAD_MS)
-    go.click()
+    """Choose the file and press ``button``. A file chosen while the page's background poll
+    reruns the script can land in the widget being replaced (the new uploader shows it empty,
+    its button disabled): then it is chosen again, as a person would (at most 3 times)."""
+    for _ in range(3):
+        _settle(page)
+        uploader = page.get_by_test_id("stFileUploader").filter(has_text=label)
+        expect(uploader).to_have_count(1, timeout=LOAD_MS)
+        uploader.locator("input[type=file]").set_input_files(
+            {"name": name, "mimeType": OCTET, "buffer": data})
+        expect(uploader.get_by_text(name)).to_be_visible(timeout=LOAD_MS)
+        _settle(page)
+        go = page.get_by_role("button", name=button)
+        expect(go).to_have_count(1, timeout=LOAD_MS)  # a rerun can briefly leave a stale copy
+        if go.is_enabled():
+            go.click()
+            return
+    raise AssertionError(f"choosing {name} never enabled the {button!r} button")
 
 
 def _weights() -> bytes:
@@ -74,7 +91,7 @@ def test_own_images_score_analyse_fine_tune_export(
     title = "(3 classes, uploaded weights)"
     expect(page.get_by_role("heading", name=title)).to_be_visible(timeout=LOAD_MS)
     expect(page.get_by_role("heading", name="Channel groups")).to_be_visible(timeout=LOAD_MS)
-    page.wait_for_timeout(1500)  # let the rerun after the upload settle
+    _settle(page)
 
     # -- the images: a zip of class folders, scored on upload ---------------------------------
     page.get_by_role("tab", name="Image folders (.zip)").click()

@@ -72,6 +72,7 @@ def _upload(page: Page, tab: str, label: str, button: str, payload: dict) -> Non
     uploader = page.get_by_test_id("stFileUploader").filter(has_text=label)
     uploader.locator("input[type=file]").set_input_files(payload)
     go = page.get_by_role("button", name=button)
+    expect(go).to_have_count(1, timeout=LOAD_TIMEOUT_MS)  # a rerun can leave a stale copy
     expect(go).to_be_enabled(timeout=LOAD_TIMEOUT_MS)
     go.click()
 
