@@ -165,8 +165,23 @@ class RunnerFiles(RunnerViews, SearchFiles):
     def _make_pruner(self, excludes: list) -> BasePruner:
         raise NotImplementedError
 
+    latency_runtime = "eager"  # the runtime target='latency' is timed in (backend's choice)
+
     def _latency_model(self, pr: BasePruner) -> LatencyModel:
-        """This machine's latency model of ``pr``'s graph (measured once, then cached)."""
+        """This machine's latency model of ``pr``'s graph: measured on first use (seconds to a
+        minute), then read from the workspace; one per pruner and runtime."""
+        cache = self.__dict__.setdefault("_latency_models", {})
+        key = (id(pr), self.latency_runtime)
+        if key not in cache:
+            path = self.workspace.latency(self.name, self.latency_runtime)
+            if not path.exists():
+                say(f"measuring {self.name}'s layers in {self.latency_runtime} on this machine "
+                    f"for target='latency' (once; saved in {path})")
+            cache[key] = self._measure_latency(pr, path)
+        return cache[key]
+
+    def _measure_latency(self, pr: BasePruner, path: Path) -> LatencyModel:
+        """The backend's latency table of ``pr``, cached at ``path``."""
         raise PlanError(f"Expected target='macs': the {type(self).__name__} does not measure "
                         "latency. Received: target='latency'")
 

@@ -27,7 +27,6 @@ from uif_explorer.core.runner import (
     Progress,
     RunnerBase,
     ScoreItem,
-    say,
 )
 from uif_explorer.core.scores import ScoreJob
 from uif_explorer.core.sensitivity import DEFAULT_RATIOS
@@ -140,21 +139,11 @@ class IterativePruningRunner(RunnerBase):
     latency_runtime = "keras"  # the runtime target='latency' is timed in (eager calls)
     latency_points = DEFAULT_POINTS  # channel counts timed per layer and side
 
-    def _latency_model(self, pr: KerasPruner) -> LatencyModel:
-        """Measured on first use (seconds to a minute), then read from the workspace."""
+    def _measure_latency(self, pr: KerasPruner, path: Path) -> LatencyModel:
         from uif_explorer.keras.latency import keras_latency_model
 
-        cache = self.__dict__.setdefault("_latency_models", {})
-        key = (id(pr), self.latency_runtime)
-        if key not in cache:
-            path = self.workspace.latency(self.name, self.latency_runtime)
-            if not path.exists():
-                say(f"measuring {self.name}'s layers in {self.latency_runtime} on this machine "
-                    f"for target='latency' (once; saved in {path})")
-            cache[key] = keras_latency_model(pr, self.model, self.input_spec, path,
-                                             self.latency_runtime,
-                                             max_points=self.latency_points)
-        return cache[key]
+        return keras_latency_model(pr, self.model, self.input_spec, path, self.latency_runtime,
+                                   max_points=self.latency_points)
 
     def _score_plans(self, pr: KerasPruner, items: Sequence[ScoreItem], job: ScoreJob,
                      executor: object = None) -> Iterator[tuple[int, float, int | None]]:

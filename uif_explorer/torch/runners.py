@@ -13,6 +13,7 @@ import copy
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,6 @@ from uif_explorer.core.runner import (
     ScoreItem,
     ScoreJob,
     kept_lists,
-    say,
 )
 from uif_explorer.core.sensitivity import DEFAULT_RATIOS
 from uif_explorer.exec.executors import get_executor
@@ -101,19 +101,9 @@ class _Runner(RunnerBase):
     latency_points = DEFAULT_POINTS  # channel counts timed per layer and side
     latency_threads: int | None = None  # intra-op threads it is timed with (default: torch's)
 
-    def _latency_model(self, pr: ChannelPruner) -> LatencyModel:
-        """Measured on first use (seconds to a minute), then read from the workspace."""
-        cache = self.__dict__.setdefault("_latency_models", {})
-        key = (id(pr), self.latency_runtime)
-        if key not in cache:
-            path = self.workspace.latency(self.name, self.latency_runtime)
-            if not path.exists():
-                say(f"measuring {self.name}'s layers in {self.latency_runtime} on this machine "
-                    f"for target='latency' (once; saved in {path})")
-            cache[key] = latency_model(pr, self.model, self.input_signature, path,
-                                       self.latency_runtime, self.latency_threads,
-                                       max_points=self.latency_points)
-        return cache[key]
+    def _measure_latency(self, pr: ChannelPruner, path: Path) -> LatencyModel:
+        return latency_model(pr, self.model, self.input_signature, path, self.latency_runtime,
+                             self.latency_threads, max_points=self.latency_points)
 
     def _score_plans(self, pr: ChannelPruner, items: Sequence[ScoreItem], job: ScoreJob,
                      executor: object = None) -> Iterator[tuple[int, float, int | None]]:
