@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 
@@ -21,3 +23,15 @@ def downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
 
     monkeypatch.setattr(DeltaGenerator, "download_button", recording)
     return seen
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh workspaces folder for the app, the default upload limit, and no cached models
+    or data from an earlier test (the caches are process-wide)."""
+    ws = tmp_path / "workspaces"
+    monkeypatch.setenv("UIF_WORKSPACES", str(ws))
+    monkeypatch.delenv("UIF_MAX_UPLOAD_MB", raising=False)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    return ws

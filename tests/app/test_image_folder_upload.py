@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import streamlit as st
 from image_files import class_members, zip_bytes
 from streamlit.testing.v1 import AppTest
 
@@ -24,15 +22,6 @@ TIMEOUT = 240
 OCTET = "application/octet-stream"
 CLASSES = {"ant": 10, "bee": 10, "cat": 10}  # per class: 2 calibration, 3 evaluation, 5 tuning
 
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    ws = tmp_path / "workspaces"
-    monkeypatch.setenv("UIF_WORKSPACES", str(ws))
-    monkeypatch.delenv("UIF_MAX_UPLOAD_MB", raising=False)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    return ws
 
 
 def _upload(at: AppTest, key: str, name: str, data: bytes, button: str) -> AppTest:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import pytest
-import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 from torch import nn
@@ -18,14 +16,6 @@ APP = "../../app.py"
 OCTET = "application/octet-stream"
 LINE = "No channel group of this model can be pruned; frozen: "
 
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    ws = tmp_path / "workspaces"
-    monkeypatch.setenv("UIF_WORKSPACES", str(ws))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    return ws
 
 
 def test_an_unprunable_upload_says_why_in_one_line(root: Path) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import pytest
-import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 from torch import nn
@@ -36,14 +34,6 @@ class TwoInputs(nn.Module):
         y = self.fuse(self.rgb(rgb) + self.depth(depth))
         return {"logits": self.cls(y.mean((2, 3))), "mask": self.seg(y)}
 
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    ws = tmp_path / "workspaces"
-    monkeypatch.setenv("UIF_WORKSPACES", str(ws))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    return ws
 
 
 def test_a_two_input_program_is_summarised_with_its_groups(root: Path) -> None:
