@@ -68,18 +68,25 @@ def test_latency_target_is_monotone_on_the_keras_runner(tmp_path) -> None:
     runner = IterativePruningRunner(_net(), SPEC, workdir=tmp_path)
     runner.latency_points = POINTS
     runner.ana(lambda m: top1_accuracy(m, x, y), ratios=(0.5,))
+    lat = runner._latency_model(runner.pruner)
+    assert (tmp_path / "lat_net_keras.latency").exists()
+    # How much time the analysed ratios can remove is measured, so it varies with the
+    # machine's load (3-15 %): the targets are fractions of it, not fixed numbers.
+    prunable = {g.id: 0.5 for g in runner.pruner.graph.groups if g.prunable}
+    reach = lat.removal_of_counts(lat.snap(runner.pruner.counts(prunable, 2)))
+    assert reach > 0
+    targets = [round(reach * f, 4) for f in (0.3, 0.6, 0.9)]
     with warnings.catch_warnings():  # approximate targets: the closest plan is fine here
         warnings.simplefilter("ignore", UserWarning)
-        previews = [runner.plan(r, target="latency", strict=False) for r in (0.05, 0.1, 0.15)]
-        sparse = runner.prune(ratio=0.15, target="latency")
+        previews = [runner.plan(r, target="latency", strict=False) for r in targets]
+        sparse = runner.prune(ratio=targets[-1], target="latency")
     predicted = [p.latency_ms for p in previews]
     assert predicted == sorted(predicted, reverse=True)
     assert predicted[-1] < previews[-1].original_latency_ms
-    lat = runner._latency_model(runner.pruner)
     for gid, keep in previews[-1].plan.kept.items():
         assert len(keep) in lat.fast_widths(gid)
-    assert (tmp_path / "lat_net_keras.latency").exists()
-    spec = read_json(tmp_path / "lat_net_ratio_0.15_latency.spec")
+    (spec_path,) = tmp_path.glob("lat_net_ratio_*_latency.spec")
+    spec = read_json(spec_path)
     assert spec["target"] == "latency"
     assert spec["latency_ms"]["predicted"] == pytest.approx(predicted[-1])
     assert sparse.count_params() == runner.model.count_params()  # sparse: same shapes
