@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -140,44 +139,60 @@ def compare(name: str, base, data: Data, runners: dict, ratio: float, seed: int,
     score = dict(eval_fn=top1_accuracy, eval_args=(data.score,),
                  calibration_fn=adaptive_bn_calibration,
                  calib_args=(data.calib, args.calib_batches))
-    pr = runners["bn"].pruner
     os_ = get_pruning_runner(base, example_input(name), "one_step",
                              workdir=work / f"search_seed{seed}")
+    pr = os_.pruner
     t = time.time()
     search = os_.search(num_subnet=args.candidates, removal_ratio=ratio, seed=seed, **score)
     search_s = time.time() - t
-    built = {
-        METHODS[0]: (pr.slim_model(pr.plan_for_removal(ratio, strict=False)), 0.0),
-        METHODS[1]: (runners["plain"].prune(removal_ratio=ratio, mode="slim"),
-                     runners["plain_s"]),
-        METHODS[2]: (runners["bn"].prune(removal_ratio=ratio, mode="slim"), runners["bn_s"]),
-        METHODS[3]: (os_.prune(removal_ratio=ratio), search_s),
+    built = {  # built only when wanted: the iterative ones need their analyses
+        METHODS[0]: lambda: (pr.slim_model(pr.plan_for_removal(ratio, strict=False)), 0.0),
+        METHODS[1]: lambda: (runners["plain"].prune(removal_ratio=ratio, mode="slim"),
+                             runners["plain_s"]),
+        METHODS[2]: lambda: (runners["bn"].prune(removal_ratio=ratio, mode="slim"),
+                             runners["bn_s"]),
+        # the adaptive-BN top *sample* (a refined file's winner, or its uniform candidate, is not)
+        METHODS[3]: lambda: (os_.prune(removal_ratio=ratio, index=next(
+            c for c in search["ranking"] if not uniform_id(search, c))), search_s),
     }
+    built = {m: make() for m, make in built.items() if wanted(m, args)}
     t = time.time()
     refine = Refinement(finetune_args=(data.train_loader(1000 + seed),),
                         steps=args.refine_steps, keep=args.refine_keep)
-    os_.search(num_subnet=args.candidates, removal_ratio=ratio, seed=seed, refine=refine,
-               **score)
-    built[METHODS[4]] = (os_.prune(removal_ratio=ratio), search_s + time.time() - t)
+    refined = os_.search(num_subnet=args.candidates, removal_ratio=ratio, seed=seed,
+                         refine=refine, **score)
+    if wanted(METHODS[4], args):
+        built[METHODS[4]] = (os_.prune(removal_ratio=ratio), search_s + time.time() - t)
+    winner = refined["refinement"]["winner"]
+    picked = {METHODS[3]: "top sample",
+              METHODS[4]: "uniform" if uniform_id(refined, winner) else f"sample {winner}"}
     for method, (model, secs) in built.items():
-        if args.methods and not any(method.startswith(m) for m in args.methods):
-            continue
         acc = final_accuracy(model, data, args.finetune_steps, seed)
         log.add(kind="method", model=name, ratio=ratio, seed=seed, method=method,
-                achieved=removal(model, pr), accuracy=acc, choose_s=round(secs, 1))
+                achieved=removal(model, pr), accuracy=acc, choose_s=round(secs, 1),
+                picked=picked.get(method))
     return search
 
 
+def wanted(method: str, args) -> bool:
+    """Whether ``--methods`` selects ``method`` (all by default)."""
+    return not args.methods or any(method.startswith(m) for m in args.methods)
+
+
+def uniform_id(search: dict, cid: int) -> bool:
+    """Whether candidate ``cid`` is the uniform plan refinement adds (attempt 2)."""
+    return any(c["id"] == cid and c.get("origin") == "uniform" for c in search["candidates"])
+
+
 def kendall_search(name: str, base, data: Data, args, ratio_dir: Path, score_job: dict) -> dict:
-    """The one-step search (seed 0) whose candidates ``--kendall-range`` ranks: seed 0's own
-    search, copied so its scored candidates are reused, extended to the range's end. Each
-    range has its own copy, so processes ranking different ranges never write one file."""
+    """The one-step search (seed 0) whose candidates ``--kendall-range`` ranks: seed 0's
+    candidates (seeded, so the same plans as the methods' seed-0 search) up to the range's end,
+    in a folder of its own, so processes ranking different ranges never write one file and no
+    uniform candidate added by refinement takes a sample's id."""
     lo, hi = args.kendall_range
-    dest = ratio_dir / f"kendall_{lo}_{hi}"
-    if not dest.exists() and (ratio_dir / "search_seed0").exists():
-        shutil.copytree(ratio_dir / "search_seed0", dest)
-    runner = get_pruning_runner(base, example_input(name), "one_step", workdir=dest)
-    return runner.search(num_subnet=max(hi, args.candidates), removal_ratio=args.kendall_ratio,
+    runner = get_pruning_runner(base, example_input(name), "one_step",
+                                workdir=ratio_dir / f"kendall_{lo}_{hi}")
+    return runner.search(num_subnet=hi, removal_ratio=args.kendall_ratio,
                          seed=0, eval_fn=top1_accuracy, eval_args=(data.score,),
                          calibration_fn=score_job["calibration_fn"],
                          calib_args=score_job["calib_args"])
@@ -197,14 +212,17 @@ def kendall_candidates(name: str, search: dict, runners: dict, data: Data, args,
         achieved = pr.removal(plan)
         additive = predicted_score(sens, ratios)
         est = estimate(additive, achieved, sens_points(sens)).value
-        refined = pr.slim_model(plan)  # the refinement's first stage: built-in fine_tune
-        fine_tune(refined, loader, max_batches=args.refine_steps, **QUIET)
-        adaptive_bn_calibration(refined, *score_job["calib_args"])
-        refined_score = top1_accuracy(refined, data.score)
+        refined = {}  # the refinement's first and last stage: built-in fine_tune, fresh each
+        for key, steps in (("refined", args.refine_steps), ("refined_last", args.refine_last)):
+            if steps:
+                model = pr.slim_model(plan)
+                fine_tune(model, loader, max_batches=steps, **QUIET)
+                adaptive_bn_calibration(model, *score_job["calib_args"])
+                refined[key] = top1_accuracy(model, data.score)
         acc = final_accuracy(pr.slim_model(plan), data, args.finetune_steps, 0)
         log.add(kind="candidate", model=name, ratio=search["removal_ratio"], id=cand["id"],
                 achieved=achieved, estimate=est, additive=additive,
-                adaptive_bn=cand["score"], refined=refined_score, accuracy=acc)
+                adaptive_bn=cand["score"], **refined, accuracy=acc)
 
 
 def run(args, log: Log) -> None:
@@ -217,10 +235,14 @@ def run(args, log: Log) -> None:
                   calib_args=(data.calib, args.calib_batches))
     for name in args.models:
         base = load_torch_sample(name)
-        if args.seed_start == 0:  # a process running later seeds leaves it to the first
+        if args.seed_start == 0 and not args.no_baseline:  # later seeds leave it to the first
             log.add(kind="baseline", model=name, accuracy=top1_accuracy(base, data.test))
         runners = {}
-        for key, job in (("plain", plain_job), ("bn", bn_job)):
+        methods = "methods" in args.parts
+        need = {"plain": methods and wanted(METHODS[1], args),
+                "bn": bool({"estimates", "kendall"} & set(args.parts))
+                or (methods and wanted(METHODS[2], args))}
+        for key, job in ((k, j) for k, j in (("plain", plain_job), ("bn", bn_job)) if need[k]):
             it = get_pruning_runner(base, example_input(name), "iterative",
                                     workdir=work / name / key)
             t = time.time()
@@ -278,6 +300,11 @@ def report(rows: list[dict]) -> list[str]:
                            f"{np.mean([r['achieved'] for r in ms]):.3f} | {method} | {len(ms)} | "
                            f"{mu:.2f} ± {se:.2f} | {min(accs):.2f}-{max(accs):.2f} | "
                            f"{dmu:+.2f} ± {dse:.2f} | {first:.0f} |")
+    picks = [f"{r['model']} {r['ratio']:.0%} seed {r['seed']}: {r['picked']}" for r in meth
+             if r["method"] == METHODS[4] and r.get("picked")]
+    if picks:
+        out += ["", "Refinement's final pick (attempt 2 carries the uniform plan into its first "
+                "stage): " + "; ".join(picks) + "."]
     cands = [r for r in rows if r["kind"] == "candidate"]
     if cands:
         acc = np.asarray([r["accuracy"] for r in cands])
@@ -289,7 +316,11 @@ def report(rows: list[dict]) -> list[str]:
         for key, label in (("estimate", "instant estimate (corrected additive, BN .sens)"),
                            ("adaptive_bn", "adaptive-BN score = measured preview (same plan, "
                                            "same protocol)"),
-                           ("refined", f"refined score ({a.get('refine_steps')} steps)")):
+                           ("refined", f"refined score ({a.get('refine_steps')} steps)"),
+                           ("refined_last", f"refined score ({a.get('refine_last')} steps, "
+                                            "the last stage's budget)")):
+            if not all(key in r for r in cands):
+                continue
             s = np.asarray([r[key] for r in cands])
             lo, hi = bootstrap_ci(s, acc)
             out.append(f"| {label} | {s.min():.1f}-{s.max():.1f} | {kendall_tau(s, acc):.2f} | "
@@ -330,6 +361,9 @@ def main() -> None:
     ap.add_argument("--finetune-steps", type=int, default=200)
     ap.add_argument("--refine-steps", type=int, default=25)
     ap.add_argument("--refine-keep", type=int, default=4)
+    ap.add_argument("--refine-last", type=int, default=0,
+                    help="also rank the candidates by a refined score after this many steps "
+                         "(the last stage's budget; 0: not measured)")
     ap.add_argument("--score-images", type=int, default=1000)
     ap.add_argument("--test-images", type=int, default=None, help="default: all")
     ap.add_argument("--calib-batches", type=int, default=10)
@@ -341,6 +375,8 @@ def main() -> None:
                     help="only the methods starting with these words (default: all)")
     ap.add_argument("--seed-start", type=int, default=0,
                     help="first seed (a second process can run later seeds)")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="do not score the unpruned model on the test images (another log has it)")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="reuse the analyses and searches of an earlier run (resumable files)")
     ap.add_argument("--log", type=Path, default=None)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from uif_explorer import get_pruning_runner
-from uif_explorer.core.refinement import Refinement
+from uif_explorer.core.refinement import Refinement, first_stage
 from uif_explorer.data import torch_loader
 from uif_explorer.io.workspace import read_json
 from uif_explorer.torch.evaluation import adaptive_bn_calibration, top1_accuracy
@@ -87,7 +87,9 @@ def test_refinement_resumes_after_sigkill_and_prune_builds_the_winner(tmp_path):
     assert saved["complete"] and not saved["refinement"]["complete"]
     first = saved["refinement"]["stages"][0]
     assert first["budget"] == STEPS and len(first["candidates"]) == KEEP
-    assert first["candidates"] == saved["ranking"][:KEEP]  # the best by adaptive-BN score
+    uniform = next(c["id"] for c in saved["candidates"] if c.get("origin") == "uniform")
+    # the best by adaptive-BN score, the uniform plan taking the last place when not among them
+    assert first["candidates"] == first_stage(saved["ranking"], KEEP, uniform)
     done = len(first["scores"])
     assert 1 <= done < KEEP
 
@@ -130,3 +132,39 @@ def test_refinement_resumes_after_sigkill_and_prune_builds_the_winner(tmp_path):
     runner.search(calibration_fn=adaptive_bn_calibration, calib_args=(loader, 2),
                   eval_fn=top1_accuracy, eval_args=(loader,), refine=refine, **SEARCH)
     assert calls == []  # finished: nothing is fine-tuned again
+
+
+def test_first_stage_always_carries_the_uniform_plan():
+    assert first_stage([3, 1, 4, 0], 2, 4) == [3, 4]  # last place goes to the anchor
+    assert first_stage([3, 1, 4, 0], 3, 1) == [3, 1, 4]  # already among the best
+    assert first_stage([3, 1, 4, 0], 1, 0) == [3, 0]  # keep=1: added, the last stage has two
+    assert first_stage([3, 1, 4, 0], 2, None) == [3, 1]  # Refinement(uniform=False)
+    assert "uniform" not in Refinement(uniform=False).settings(8, "torch")  # old files match
+
+
+def test_refinement_scores_the_uniform_plan_and_can_pick_it(tmp_path):
+    """The uniform L1 plan (the bench's baseline) is one more candidate, scored with the
+    search's protocol and fine-tuned in the first stage, so prune() can build it."""
+    loader = torch_loader("test", limit=16, batch_size=16)
+    train = torch_loader("train", limit=16, batch_size=16)
+    runner = get_pruning_runner(load_torch_sample("vgg_small"), torch.randn(1, 1, 28, 28),
+                                "one_step", workdir=tmp_path, name="vgg")
+    job = dict(calibration_fn=adaptive_bn_calibration, calib_args=(loader, 1),
+               eval_fn=top1_accuracy, eval_args=(loader,), num_subnet=2, removal_ratio=0.75)
+    refine = Refinement(finetune_args=(train,), steps=1, keep=1)
+    data = runner.search(refine=refine, **job)
+    uniform = [c for c in data["candidates"] if c.get("origin") == "uniform"]
+    assert len(uniform) == 1 and uniform[0]["id"] == 2 and uniform[0]["score"] is not None
+    pr = runner.pruner
+    plan = pr.plan_for_removal(0.75, strict=False)  # what bench/quality.py calls uniform L1
+    assert uniform[0]["kept_channels"] == {str(g): len(k) for g, k in plan.kept.items()}
+    assert abs(uniform[0]["removal"] - 0.75) < 0.01
+    stage = data["refinement"]["stages"][0]
+    assert 2 in stage["candidates"] and len(stage["candidates"]) == 2
+    scores = {int(k): v for k, v in stage["scores"].items()}
+    assert data["refinement"]["winner"] == max(scores, key=lambda c: (scores[c], -c))
+    again = runner.search(refine=refine, **job)  # resumed: no second uniform candidate
+    assert [c["id"] for c in again["candidates"]] == [0, 1, 2]
+    runner.prune(removal_ratio=0.75)
+    spec = read_json(tmp_path / "vgg_ratio_0.75_best.spec")
+    assert spec["candidate"] == data["refinement"]["winner"]

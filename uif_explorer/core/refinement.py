@@ -4,7 +4,12 @@ The adaptive-BN score ranks candidates almost at chance against their accuracy a
 fine-tuning (docs/benchmarks.md), so ``search(..., refine=Refinement(...))`` gives the best
 ``keep`` candidates a short fine-tune (``steps`` batches), scores them again with the search's
 own protocol, keeps the better half, fine-tunes those afresh with twice the budget, and so on
-until two are left; the better of those is the winner ``prune(index=None)`` builds. Every
+until two are left; the better of those is the winner ``prune(index=None)`` builds. With
+``uniform=True`` (the default) the uniform L1 plan at the search's target is scored as one more
+candidate and always takes the last place of the first stage (when it is not in the top
+``keep`` already), so the winner is the uniform plan whenever the samples fine-tune worse: at
+high ratios EagleEye's wide per-group sampling rarely holds a plan as good as uniform
+(docs/benchmarks.md). Every
 stage is written to the ``.search`` file after each candidate (``refinement``), so a killed
 run resumes where it was.
 Each stage fine-tunes from the pruned model, not from the previous stage's weights: the file
@@ -44,6 +49,7 @@ class Refinement:
     finetune_fn: Callable | None = None
     steps: int = 20
     keep: int = 4
+    uniform: bool = True
 
     def __post_init__(self) -> None:
         if self.finetune_fn is not None:
@@ -67,9 +73,38 @@ class Refinement:
 
     def settings(self, candidates: int, framework: str) -> dict[str, Any]:
         """What the ``.search`` file records; a rerun with other settings restarts it."""
-        return {"keep": self.keep, "steps": self.steps,
-                "finetune": function_name(self.finetune_fn) or f"{framework} fine_tune",
-                "budgets": [b for _, b in self.stages(candidates)]}
+        out = {"keep": self.keep, "steps": self.steps,
+               "finetune": function_name(self.finetune_fn) or f"{framework} fine_tune",
+               "budgets": [b for _, b in self.stages(candidates)]}
+        return {**out, "uniform": True} if self.uniform else out  # old files: no key
+
+
+def first_stage(ranking: list[int], size: int, anchor: int | None) -> list[int]:
+    """The first stage's candidates: the best ``size``, the ``anchor`` (the uniform plan)
+    taking the last place when it is not among them (added, with ``size`` 1)."""
+    ids = ranking[:size]
+    if anchor is None or anchor in ids:
+        return ids
+    return [c for c in ranking if c != anchor][:max(1, size - 1)] + [anchor]
+
+
+def uniform_anchor(runner: RunnerBase, pr: BasePruner, data: dict[str, Any], path: Path,
+                   job: ScoreJob) -> int:
+    """The id of the search's uniform candidate, added and scored with the search's protocol
+    when missing (written once scored, so a killed run leaves no unscored candidate)."""
+    found = [c["id"] for c in data["candidates"] if c.get("origin") == "uniform"]
+    if found:
+        return found[0]
+    cand = runner._uniform_candidate(pr, data)
+    plan = pr.plan_from_counts({int(g): n for g, n in cand["kept_channels"].items()},
+                               runner.criterion)
+    take_images()
+    cand["score"] = job.score(runner._build(pr, plan, "slim"), "the uniform candidate")
+    cand["images"] = take_images() or data["baseline"].get("images")
+    data["candidates"].append(cand)
+    runner._finish(data)
+    atomic_write_json(path, data)
+    return cand["id"]
 
 
 def _finetune_call(refine: Refinement, framework: str) -> Callable[[Any, int], None]:
@@ -108,7 +143,8 @@ def refine_search(runner: RunnerBase, pr: BasePruner, data: dict[str, Any], path
                   job: ScoreJob, refine: Refinement,
                   progress: Callable[[int, int, dict], None] | None = None) -> None:
     """Run (or resume) the refinement stages of a finished search, writing after each score."""
-    ranking = data.get("ranking") or runner._ranking(data)
+    anchor = uniform_anchor(runner, pr, data, path, job) if refine.uniform else None
+    ranking = runner._ranking(data)
     settings = refine.settings(len(ranking), pr.framework)
     state = data.get("refinement")
     if state is None or state.get("settings") != settings or state.get("protocol") != job.protocol:
@@ -119,13 +155,15 @@ def refine_search(runner: RunnerBase, pr: BasePruner, data: dict[str, Any], path
     train = _finetune_call(refine, pr.framework)
     by_id = {c["id"]: c for c in data["candidates"]}
     plan_stages = refine.stages(len(ranking))
-    total = sum(n for n, _ in plan_stages)
+    total = sum(n for n, _ in plan_stages) + (plan_stages[0][0] == 1 and anchor is not None
+                                               and ranking[0] != anchor)
     done = sum(len(s["scores"]) for s in state["stages"])
     for k, (size, budget) in enumerate(plan_stages):
         if k < len(state["stages"]):
             stage = state["stages"][k]
         else:
-            ids = ranking[:size] if k == 0 else _survivors(data, state["stages"][k - 1], size)
+            ids = (first_stage(ranking, size, anchor) if k == 0
+                   else _survivors(data, state["stages"][k - 1], size))
             stage = {"stage": k + 1, "budget": budget, "candidates": ids, "scores": {},
                      "images": None}
             state["stages"].append(stage)

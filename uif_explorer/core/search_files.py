@@ -78,6 +78,26 @@ class SearchFiles:
                    channel_divisible: int, target: str = "macs") -> dict[str, Any]:
         """Candidate ``cid`` of a seeded search, unscored (the same every time it is drawn)."""
         counts, achieved = self._sample_counts(pr, ratio, seed, cid, channel_divisible, target)
+        return self._candidate_entry(pr, cid, counts, achieved, target)
+
+    def _uniform_candidate(self, pr: BasePruner, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The uniform L1 plan at the search's target as the next candidate, unscored
+        (``origin: "uniform"``). At 75 % of ResNet-20's MACs every EagleEye sample of the
+        benchmark ended below uniform after fine-tuning (docs/benchmarks.md), so refinement
+        carries this plan along and picks it when the samples are worse."""
+        target = data.get("target", "macs")
+        latency = self._latency_model(pr) if target == "latency" else None
+        plan = pr.plan_for_removal(data["removal_ratio"], self.criterion,
+                                   data["channel_divisible"], strict=False, latency=latency)
+        counts = {gid: len(k) for gid, k in plan.kept.items()}
+        achieved = (latency.removal_of_counts(counts) if latency is not None
+                    else pr.removal(plan))
+        return {**self._candidate_entry(pr, len(data["candidates"]), counts, achieved, target),
+                "origin": "uniform"}
+
+    def _candidate_entry(self, pr: BasePruner, cid: int, counts: Mapping[int, int],
+                         achieved: float, target: str) -> dict[str, Any]:
+        """One candidate's record in the ``.search`` file (kept channels, costs, no score)."""
         plan = pr.plan_from_counts(counts, self.criterion)
         return {
             "id": cid, "kept_channels": {str(g): n for g, n in counts.items()},
