@@ -12,6 +12,7 @@ import streamlit as st
 from uif_explorer.present import charts
 from uif_explorer.services import analysis, eval_data, ofa_app, score_lines
 from uif_explorer.ui import errors, jobs, loaders, state, workspace
+from uif_explorer.ui import target as target_ui
 
 st.title("OFA Pareto", anchor=False)
 st.markdown(
@@ -221,6 +222,7 @@ with errors.guard("showing the OFA search"):
 
         # -- a new search -------------------------------------------------------------------
         st.subheader("Run a new search", anchor=False)
+        target = target_ui.choose("ofa_target")
         s1, s2, s3, s4 = st.columns(4, vertical_alignment="bottom")
         population = int(s1.number_input("Population", 2, 64, 8, key="ofa_popu",
                                          help="parent_popu_size: the first generation, and "
@@ -232,8 +234,10 @@ with errors.guard("showing the OFA search"):
                                          key="ofa_search_images",
                                          help="First images of the bundled Fashion-MNIST "
                                          "test subset that score each subnet."))
-        settings = ofa_app.search_settings(macs_range[0], macs_range[1], population=population,
-                                           iterations=iterations, images=search_images)
+        latency = target == "latency"  # range and bins in ms: the whole span, known once timed
+        settings = ofa_app.search_settings(
+            None if latency else macs_range[0], None if latency else macs_range[1],
+            population=population, iterations=iterations, images=search_images, target=target)
         job = registry.get(token, search_job)
         running = job is not None and job.running
         if s4.button("Run search", type="primary", key="ofa_search_run", disabled=running):
@@ -246,9 +250,12 @@ with errors.guard("showing the OFA search"):
 
             job = registry.start(token, search_job, work, label="Evolutionary search")
             st.session_state[f"{search_key}__pending"] = f"workspace:{name}_evolution.json"
-        st.caption(f"Searches {macs_range[0]:.2f}-{macs_range[1]:.2f} M MACs (the slider), "
-                   f"at most {ofa_app.planned_evaluations(settings)} subnets, bins of "
-                   f"{settings['macs_step']:g} M MACs; each subnet is BatchNorm-calibrated on "
+        where = ("the whole span of this machine's predicted latency (ms, from the supernet's "
+                 "latency table, measured first in the search job), bins of ~1/20 of it"
+                 if latency else f"{macs_range[0]:.2f}-{macs_range[1]:.2f} M MACs (the "
+                 f"slider), bins of {settings['macs_step']:g} M MACs")
+        st.caption(f"Searches {where}, at most {ofa_app.planned_evaluations(settings)} "
+                   f"subnets; each subnet is BatchNorm-calibrated on "
                    f"{settings['calib_batches'] * 64} training images and scored on "
                    f"{search_images:,} test images. Saved in this workspace after every subnet.")
         if search is not None and not search.bundled and not search.complete and not running:
@@ -262,7 +269,8 @@ with errors.guard("showing the OFA search"):
                     iterations=old["iteration"], images=int(meta.get("images") or 200),
                     macs_step=old["macs_step"], mutate_size=old["mutate_size"],
                     crossover_size=old["crossover_size"],
-                    calib_batches=int(meta.get("calib_batches") or eval_data.CALIB_BATCHES))
+                    calib_batches=int(meta.get("calib_batches") or eval_data.CALIB_BATCHES),
+                    target=evo.get("target", "macs"))
                 ofa_copy = copy.deepcopy(loaders.supernet(ref))
 
                 def resume(job: jobs.Job, ofa=ofa_copy, ref=ref, settings=again,

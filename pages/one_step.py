@@ -1,5 +1,6 @@
-"""One-step page: sample many pruning candidates at one MACs ratio, score each with adaptive
-BN (EagleEye), compare them, build one. Candidates live in the workspace's ``.search`` file."""
+"""One-step page: sample many pruning candidates at one ratio of the MACs or of this machine's
+predicted latency, score each with adaptive BN (EagleEye), compare them, build one. Candidates
+live in the workspace's ``.search`` file (``_latency.search`` for a latency target)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,21 @@ import streamlit as st
 
 from uif_explorer.io.loading import LoadError
 from uif_explorer.present import charts, refinement_charts, reports
-from uif_explorer.services import analysis, eval_data, pruning_jobs, refinement_jobs, score_lines
+from uif_explorer.services import (
+    analysis,
+    eval_data,
+    latency_target,
+    pruning_jobs,
+    refinement_jobs,
+    score_lines,
+)
 from uif_explorer.ui import errors, jobs, loaders, workspace
+from uif_explorer.ui import target as target_ui
 
 st.title("One-step", anchor=False)
 st.markdown(
-    "Sample candidate pruning strategies that all remove the same share of MACs, score each "
+    "Sample candidate pruning strategies that all remove the same share of the MACs (or of "
+    "this machine's predicted latency), score each "
     "after re-estimating its BatchNorm statistics, and build the one you like. Optionally "
     "refine the top candidates: short fine-tunes that halve them until one is left."
 )
@@ -51,10 +61,12 @@ with errors.guard("showing the one-step search"):
     if errors.nothing_to_prune(loaded):
         st.stop()
 
+    target = target_ui.choose("os_target")
     c1, c2, c3, c4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
     num_subnet = int(c1.number_input("Candidates", 1, 500, 20, key="os_num",
                                      help="How many strategies to sample and score."))
-    pct = int(c2.number_input("MACs to remove (%)", 5, 80, 30, key="os_pct"))
+    pct = int(c2.number_input(latency_target.SLIDER_LABEL[target], 5, 80, 30, key="os_pct",
+                              help=latency_target.ratio_help(target)))
     images = int(c3.selectbox("Eval images", analysis.IMAGE_CHOICES, index=1, key="os_images",
                               help="First images of the evaluation data (the bundled "
                               "Fashion-MNIST test subset unless you uploaded an .npz)."))
@@ -75,9 +87,9 @@ with errors.guard("showing the one-step search"):
         st.caption("Stages (candidates, fine-tuning batches): "
                    + ", ".join(f"({n}, {b})" for n, b in choice.stages(num_subnet))
                    + f"; {choice.fine_tunes(num_subnet)} short fine-tunes in all.")
-    job_name = f"search:{name}:{ratio}"
+    job_name = f"search:{name}:{ratio}" + (":latency" if target == "latency" else "")
     runner = workspace.page_runner("one_step", token, loaded)
-    search_path = runner.workspace.search(runner.name, ratio)
+    search_path = runner.workspace.search(runner.name, ratio, target)
     job = registry.get(token, job_name)
     try:
         run_ev = loaders.evaluator(loaded, images)
@@ -94,7 +106,7 @@ with errors.guard("showing the one-step search"):
         forced = analysis.search_needs_restart(search_path, images, run_ev.describe())
         analysis.write_settings(search_path, images, [ratio], run_ev.describe())
         job = registry.start(token, job_name, refinement_jobs.search_job(
-            runner, loaded.source, run_ev, num_subnet, ratio, bool(forced), choice),
+            runner, loaded.source, run_ev, num_subnet, ratio, bool(forced), choice, target),
             label="One-step search" + (" and refinement" if choice else ""))
 
     def live() -> None:
@@ -131,11 +143,11 @@ with errors.guard("showing the one-step search"):
         if st.button("Resume refinement", key="os_resume", icon=":material/replay:"):
             job = registry.start(token, job_name, refinement_jobs.search_job(
                 runner, loaded.source, ev, len(search["candidates"]), ratio, False,
-                view.choice), label="One-step refinement")
+                view.choice, target), label="One-step refinement")
             st.rerun()
     if not search or not charts.scored_candidates(search):
-        st.info(f"No scored candidates at {pct} % MACs removed in this workspace yet: press "
-                "**Run search**.", icon=":material/info:")
+        st.info(f"No scored candidates at {pct} % {latency_target.RATIO_OF[target]} removed "
+                "in this workspace yet: press **Run search**.", icon=":material/info:")
     elif job is None or not job.running:
         best = charts.best_candidate_id(search)
         st.caption(f"Score: {score_text}, in %. {protocol}. MACs in millions at input "
@@ -146,13 +158,20 @@ with errors.guard("showing the one-step search"):
             event = st.plotly_chart(charts.candidates_figure(search), key="os_scatter",
                                     on_select="rerun", selection_mode="points")
         with right:
-            st.dataframe(reports.candidates_table(search), hide_index=True, key="os_table",
+            st.dataframe(latency_target.with_predicted_latency(
+                             reports.candidates_table(search), search), hide_index=True,
+                         key="os_table",
                          height=min(38 + 35 * len(search["candidates"]), 420),
                          column_config={
                              "id": st.column_config.NumberColumn("Candidate"),
                              "macs_m": st.column_config.NumberColumn("MACs (M)"),
                              "params_m": st.column_config.NumberColumn("Params (M)"),
-                             "removed_pct": st.column_config.NumberColumn("MACs removed (%)"),
+                             "removed_pct": st.column_config.NumberColumn(
+                                 "Predicted latency removed (%)" if target == "latency"
+                                 else "MACs removed (%)"),
+                             "latency_ms": st.column_config.NumberColumn(
+                                 "Predicted latency (ms)", format="%.2f",
+                                 help="From this machine's latency table, not timed."),
                              "score": st.column_config.NumberColumn("Score (%)"),
                              "images": st.column_config.NumberColumn("Images"),
                              "best": st.column_config.CheckboxColumn("Best"),

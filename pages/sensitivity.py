@@ -1,5 +1,6 @@
-"""Sensitivity page: analyse each channel group in the background, pick a MACs ratio, prune,
-fine-tune. The analysis lives in the session's workspace (``.sens``) and survives a reload.
+"""Sensitivity page: analyse each channel group in the background, pick a ratio of the MACs
+or of this machine's predicted latency, prune, fine-tune. The analysis lives in the session's
+workspace (``.sens``) and survives a reload.
 Works on the current model of any source (PyTorch or Keras): the decisions and the pruning
 live in ``services.analysis`` and ``services.pruning_jobs``; this page lays them out.
 """
@@ -13,13 +14,15 @@ import streamlit as st
 from uif_explorer.core.plan import PlanError
 from uif_explorer.io.loading import LoadError
 from uif_explorer.present import charts
-from uif_explorer.services import analysis, previews, pruning_jobs
+from uif_explorer.services import analysis, latency_target, previews, pruning_jobs
 from uif_explorer.ui import errors, jobs, loaders, workspace
+from uif_explorer.ui import target as target_ui
 
 st.title("Sensitivity", anchor=False)
 st.markdown(
     "Each channel group is pruned alone at a few ratios and the model is scored: the curves "
-    "show which groups can lose channels cheaply. Then pick how many MACs to remove."
+    "show which groups can lose channels cheaply. Then pick how much to remove: a share of "
+    "the MACs or of this machine's predicted latency."
 )
 
 PRESETS = {p.label: p for p in analysis.SENS_PRESETS}
@@ -39,11 +42,12 @@ def _curves(sens: dict | None, score_source: str) -> None:
 
 
 def _measured(token: str, runner, sens: dict, preview, pct: int, ev,
-              proto: previews.Protocol, busy: bool) -> None:
+              proto: previews.Protocol, busy: bool, target: str) -> None:
     """The measured preview of the slider's plan: shown from the workspace when this plan was
     measured before, else measured in the background as soon as the slider settles (one job
     per model: a newer ratio waits for the current one, then the page asks again)."""
-    job_name, label = f"measure:{runner.name}", f"Measuring the plan at {pct} % removed"
+    job_name = f"measure:{runner.name}"
+    label = f"Measuring the plan at {pct} % {latency_target.RATIO_OF[target]} removed"
     registry = jobs.registry()
     point = previews.cached_point(runner, sens, preview, ev, proto)
     mjob = registry.get(token, job_name)
@@ -146,17 +150,20 @@ with errors.guard("showing the sensitivity analysis"):
     word = "score" if label_free else "accuracy"
     if sens and sens.get("complete"):
         st.subheader("Choose how much to prune", anchor=False)
-        pct = st.slider("MACs to remove (%)", min_value=5, max_value=80, value=30, step=1,
-                        key="sens_macs_pct",
-                        help="Fraction of the original model's MACs to remove; the groups' "
-                        "ratios come from the curves above.")
+        target = target_ui.choose("sens_target")
+        if target == "latency" and not target_ui.latency_ready(token, runner):
+            st.stop()
+        pct = st.slider(latency_target.SLIDER_LABEL[target], min_value=5, max_value=80,
+                        value=30, step=1, key="sens_macs_pct",
+                        help=latency_target.ratio_help(target) + " The groups' ratios come "
+                        "from the curves above.")
         try:
-            preview, divisible = analysis.plan_preview(runner, pct / 100)
+            preview, divisible = analysis.plan_preview(runner, pct / 100, target)
         except PlanError as exc:
             st.warning(f"{exc} Move the slider to a nearby value.", icon=":material/tune:")
             st.stop()
-        cols = st.columns(4)
         metrics = analysis.preview_metrics(preview, images, label_free=label_free)
+        cols = st.columns(len(metrics))
         for col, (label, value) in zip(cols, metrics.items(), strict=False):
             col.metric(label, value, border=True)
         st.markdown(previews.estimate_line(preview, label_free=label_free))
@@ -166,6 +173,8 @@ with errors.guard("showing the sensitivity analysis"):
             f"{word} adds up the curves' drops, corrected by the measured whole-model plans "
             f"({analysis.score_source(sens_path)}). Original: "
             f"{preview.original_macs:.3f} M MACs, {preview.original_params:.4f} M params."
+            + (" Predicted latency: from this machine's latency table (ms, batch 1), not "
+               "timed on the pruned model." if preview.latency_ms is not None else "")
         )
         made_with = (sens.get("protocol") or {}).get("bn_reestimation")
         if made_with is not None and bool(made_with) != proto.calibrate:
@@ -174,7 +183,7 @@ with errors.guard("showing the sensitivity analysis"):
                     "for an estimate made the same way.", icon=":material/info:")
         if ev is not None:
             _measured(token, runner, sens, preview, pct, ev, proto,
-                      busy=job is not None and job.running)
+                      busy=job is not None and job.running, target=target)
         st.dataframe(preview.groups, hide_index=True, key="sens_plan_table",
                      column_config={"ratio": st.column_config.NumberColumn(
                          "Ratio removed", format="%.3f")})
@@ -184,7 +193,8 @@ with errors.guard("showing the sensitivity analysis"):
         elif st.button("Prune", type="primary", key="sens_prune", icon=":material/content_cut:"):
             with st.spinner("Pruning and scoring..."):
                 made = pruning_jobs.prune_from_analysis(runner, loaded.source, ev, pct / 100,
-                                                        divisible, preview, proto.calibrate)
+                                                        divisible, preview, proto.calibrate,
+                                                        target)
             registry.forget(token, f"finetune:{name}")  # its result belongs to the old prune
             workspace.set_pruned(made)
         pruned = workspace.pruned()

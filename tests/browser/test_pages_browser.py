@@ -2,13 +2,16 @@
 
 One visitor's journey in one browser page (one session, one workspace): analyse the sample
 ResNet-20 with the quick setting (reloading mid-run), move the MACs slider, prune; run a
-3-candidate one-step search, click a point, build it; download the slim state dict.
+3-candidate one-step search, click a point, build it; download the slim state dict. A second
+visitor opens a workspace holding a saved spec, rebuilds it on the Export page and downloads
+the int8 (ONNX Runtime QDQ) file, which loads and runs.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +36,14 @@ def _shot(page: Page, name: str) -> None:
 def _no_trouble(page: Page) -> None:
     expect(page.get_by_test_id("stException")).to_have_count(0)
     expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
+
+
+def _download(page: Page, button: str, target: Path) -> Path:
+    """Click the download button named ``button`` and save what it sends at ``target``."""
+    with page.expect_download(timeout=LOAD_MS) as info:
+        page.get_by_role("button", name=button, exact=True).click()
+    info.value.save_as(target)
+    return target
 
 
 def _go(page: Page, title: str) -> None:
@@ -107,10 +118,7 @@ def test_sensitivity_one_step_export_journey(
     _go(page, "Export")
     button = page.get_by_role("button", name="Slim state dict (.safetensors)")
     expect(button).to_be_visible(timeout=LOAD_MS)
-    with page.expect_download(timeout=LOAD_MS) as info:
-        button.click()
-    target = tmp_path / "slim.safetensors"
-    info.value.save_as(target)
+    target = _download(page, "Slim state dict (.safetensors)", tmp_path / "slim.safetensors")
     from safetensors.torch import load_file
 
     state = load_file(str(target))
@@ -118,10 +126,7 @@ def test_sensitivity_one_step_export_journey(
     assert set(state) == set(original)
     assert any(state[k].shape != original[k].shape for k in state)  # really slimmer
 
-    with page.expect_download(timeout=LOAD_MS) as info:
-        page.get_by_role("button", name="Report with charts (.html)").click()
-    report = tmp_path / "report.html"
-    info.value.save_as(report)
+    report = _download(page, "Report with charts (.html)", tmp_path / "report.html")
     text = report.read_text()
     assert "Channels per layer, before and after" in text and "One-step search" in text
 
@@ -135,3 +140,56 @@ def test_sensitivity_one_step_export_journey(
     _shot(page, "export_page.png")
     _no_trouble(page)
     assert app_health() == "ok"
+
+
+@pytest.fixture
+def saved_spec() -> Iterator[str]:
+    """A workspace of the running app holding a spec of the sample ResNet-20 (30 % of its
+    MACs removed, L1): its token. Removed afterwards."""
+    from uif_explorer.io.workspace import Workspace, atomic_write_json
+    from uif_explorer.torch.pruner import ChannelPruner
+    from uif_explorer.ui.workspace import new_token, workspaces_root
+
+    token = new_token()
+    folder = workspaces_root() / token
+    folder.mkdir(parents=True)
+    pr = ChannelPruner(zoo.load_torch_sample("resnet20"), zoo.example_input("resnet20"))
+    spec = folder / "resnet20_ratio_0.3.spec"
+    atomic_write_json(spec, pr.to_spec(pr.plan_for_removal(0.3), model="resnet20",
+                                       criterion="l1", removal_ratio=0.3))
+    Workspace(folder).write_latest_spec(spec)
+    yield token
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_export_page_downloads_an_int8_onnx_file_that_loads(
+    page: Page, app_url: str, saved_spec: str, tmp_path: Path
+) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    if not zoo.get_sample("resnet20").weights_path.exists():
+        pytest.skip("resnet20's weights are not trained yet (sample_models/train.py)")
+    page.goto(f"{app_url}/export?ws={saved_spec}")
+    expect(page.get_by_role("heading", name="Export", exact=True)).to_be_visible(
+        timeout=LOAD_MS)
+    page.get_by_role("button", name="Rebuild from the saved spec").click()
+    page.get_by_role("combobox", name="Evaluation images for the check").click(timeout=LOAD_MS)
+    page.get_by_role("option", name="64", exact=True).click()  # the cheaper check
+    page.get_by_role("button", name="Make int8 (ONNX Runtime QDQ)").click()
+    expect(page.get_by_text(re.compile(r"Checked before writing.*\(passed\)"))).to_be_visible(
+        timeout=LOAD_MS)
+    path = _download(page, "int8 (ONNX Runtime QDQ)", tmp_path / "slim.int8.onnx")
+    assert path.stat().st_size > 1000
+    sess = ort.InferenceSession(path.read_bytes(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    (out,) = sess.run(None, {sess.get_inputs()[0].name: x})
+    assert out.shape == (1, 10) and np.isfinite(out).all()
+    assert any(n.op_type == "QuantizeLinear" for n in _onnx_nodes(path))  # really int8
+    _no_trouble(page)
+
+
+def _onnx_nodes(path: Path) -> list:
+    import onnx
+
+    return list(onnx.load(str(path)).graph.node)

@@ -180,6 +180,12 @@ class RunnerFiles(RunnerViews, SearchFiles):
             cache[key] = self._measure_latency(pr, path)
         return cache[key]
 
+    def latency_table(self) -> LatencyModel:
+        """This machine's latency model of the model (what ``target='latency'`` plans with):
+        measured now when the workspace has none for this machine, else read back. The app
+        calls it in a background job so that its plan previews never time layers."""
+        return self._latency_model(self.pruner)
+
     def _measure_latency(self, pr: BasePruner, path: Path) -> LatencyModel:
         """The backend's latency table of ``pr``, cached at ``path``."""
         raise PlanError(f"Expected target='macs': the {type(self).__name__} does not measure "

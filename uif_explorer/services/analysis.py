@@ -135,16 +135,21 @@ def search_needs_restart(search_path: Path, images: int, score: str) -> bool:
 
 
 # -- the plan preview -----------------------------------------------------------------------
-def plan_preview(runner: Any, ratio: float) -> tuple[Any, int]:
-    """``runner.plan(ratio)`` and the channel rounding it used: 2 (the runners' default), or 1
-    when rounding to pairs of channels cannot land within 1 point (small models, few groups).
-    Raises ``PlanError`` when neither lands; pages show its message."""
+def plan_preview(runner: Any, ratio: float, target: str = "macs") -> tuple[Any, int]:
+    """``runner.plan(ratio, target=target)`` and the channel rounding it used: the first of
+    ``latency_target.divisors(target)`` that lands within 1 point (MACs: 2, the runners'
+    default, then 1 for small models with few groups; latency: this CPU's vector width
+    first). Raises ``PlanError`` when none lands; pages show its message."""
     from uif_explorer.core.plan import PlanError
+    from uif_explorer.services.latency_target import divisors
 
-    try:
-        return runner.plan(ratio), 2
-    except PlanError:
-        return runner.plan(ratio, channel_divisible=1), 1
+    *coarse, last = divisors(target)
+    for divisible in coarse:
+        try:
+            return runner.plan(ratio, channel_divisible=divisible, target=target), divisible
+        except PlanError:
+            continue
+    return runner.plan(ratio, channel_divisible=last, target=target), last
 
 
 def preview_metrics(preview: Any, images: int | None,
@@ -156,6 +161,9 @@ def preview_metrics(preview: Any, images: int | None,
         "Params after pruning": f"{preview.params:.4f} M",
         "MACs removed": f"{100 * preview.achieved_removal:.1f} %",
     }
+    from uif_explorer.services.latency_target import latency_metric
+
+    out.update(latency_metric(preview))  # beside MACs, when the target is latency
     value = preview.estimate if preview.estimate is not None else preview.predicted_score
     if value is not None:  # an estimate, never a prediction: the page says how far off it is
         label = "Estimated label-free score" if label_free else "Estimated accuracy"

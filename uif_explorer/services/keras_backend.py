@@ -115,21 +115,24 @@ class KerasBackend:
     def summarize(self, model: Any, shape: Sequence[int]) -> Any:
         return summarize_keras_model(model, shape)
 
-    def prune(self, runner: Any, ratio: float, mode: str, channel_divisible: int = 2) -> Any:
-        return runner.prune(ratio=ratio, mode=mode, channel_divisible=channel_divisible)
+    def prune(self, runner: Any, ratio: float, mode: str, channel_divisible: int = 2,
+              target: str = "macs") -> Any:
+        return runner.prune(ratio=ratio, mode=mode, channel_divisible=channel_divisible,
+                            target=target)
 
     def search(self, runner: Any, ev: Any, num_subnet: int, ratio: float, forced: bool,
-               progress: Any = None, executor: Any = None) -> dict[str, Any]:
+               progress: Any = None, executor: Any = None, target: str = "macs"
+               ) -> dict[str, Any]:
         if executor not in (None, "inline"):
             raise ValueError("Expected the inline executor for a Keras model (Keras runners "
                              f"score in this process). Received: executor={executor!r}")
         return runner.search(calibration_fn=ev.calib_fn, calib_args=ev.calib_args,
                              eval_fn=ev.eval_fn, eval_args=ev.eval_args, num_subnet=num_subnet,
-                             ratio=ratio, forced=forced, progress=progress)
+                             ratio=ratio, forced=forced, progress=progress, target=target)
 
     def build_candidate(self, runner: Any, ratio: float, index: int | None,
-                        mode: str = "slim") -> Any:
-        return runner.prune_candidate(ratio, index=index, mode=mode)
+                        mode: str = "slim", target: str = "macs") -> Any:
+        return runner.prune_candidate(ratio, index=index, mode=mode, target=target)
 
     def slim_of(self, pruned: Any, original: Any, runner: Any) -> Any:
         """A slim model is returned; a sparse one is sliced with its own (possibly fine-tuned)

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from uif_explorer import data
+from uif_explorer import data, zoo
 from uif_explorer.core.pareto import default_macs_step  # the search's own default, re-exported
 from uif_explorer.io.workspace import WorkspaceError, atomic_write_json, read_json, sanitize_name
 from uif_explorer.services import eval_data
@@ -137,18 +137,29 @@ def search_name(ref: SupernetRef, settings: Mapping[str, Any]) -> str:
     return sanitize_name(f"{ref.name}_s{settings_tag(settings)}")
 
 
-def search_settings(min_macs: float, max_macs: float, *, population: int = 8,
+def search_settings(min_macs: float | None, max_macs: float | None, *, population: int = 8,
                     iterations: int = 2, images: int = 200, macs_step: float | None = None,
                     mutate_size: int | None = None, crossover_size: int | None = None,
-                    calib_batches: int = eval_data.CALIB_BATCHES) -> dict[str, Any]:
-    """Complete settings of a short search (mutations/crossovers scaled to the population)."""
-    lo, hi = float(min_macs), float(max_macs)
-    return {"min_macs": round(lo, 6), "max_macs": round(hi, 6),
-            "macs_step": float(macs_step or default_macs_step(lo, hi)),
+                    calib_batches: int = eval_data.CALIB_BATCHES,
+                    target: str = "macs") -> dict[str, Any]:
+    """Complete settings of a short search (mutations/crossovers scaled to the population).
+
+    ``target='latency'``: range and bins are ms of this machine's predicted latency, which
+    is known only once the search job has measured the table, so ``None`` (the default
+    range and step: the whole span of the supernet) is allowed there."""
+    latency = target == "latency"
+    if not latency and (min_macs is None or max_macs is None):
+        raise ValueError("Expected a MACs range for target='macs'. Received: "
+                         f"min_macs={min_macs!r}, max_macs={max_macs!r}")
+    lo = None if min_macs is None else round(float(min_macs), 6)
+    hi = None if max_macs is None else round(float(max_macs), 6)
+    step = macs_step or (None if lo is None or hi is None else default_macs_step(lo, hi))
+    return {"min_macs": lo, "max_macs": hi, "macs_step": None if step is None else float(step),
             "parent_popu_size": int(population), "iteration": int(iterations),
             "mutate_size": int(mutate_size or max(2, population // 2)),
             "crossover_size": int(crossover_size or max(1, population // 4)),
-            "images": int(images), "calib_batches": int(calib_batches)}
+            "images": int(images), "calib_batches": int(calib_batches),
+            **({"target": "latency"} if latency else {})}  # a MACs search keeps its old name
 
 
 def planned_evaluations(settings: Mapping[str, Any]) -> int:
@@ -189,7 +200,9 @@ def run_search(ofa_model: nn.Module, ref: SupernetRef, folder: Path,
     from uif_explorer.torch.evaluation import adaptive_bn_calibration, top1_accuracy
     from uif_explorer.torch.ofa import run_evolutionary_search
 
-    check_range(ofa_model, settings["min_macs"], settings["max_macs"])  # before any file
+    latency = settings.get("target") == "latency"
+    if not latency:  # a range in ms is checked by the search, once the table is measured
+        check_range(ofa_model, settings["min_macs"], settings["max_macs"])  # before any file
     name = name or search_name(ref, settings)
     calib = fixed_calib_batches(int(settings["calib_batches"]))
 
@@ -210,5 +223,6 @@ def run_search(ofa_model: nn.Module, ref: SupernetRef, folder: Path,
         macs_step=settings["macs_step"], parent_popu_size=settings["parent_popu_size"],
         iteration=settings["iteration"], mutate_size=settings["mutate_size"],
         crossover_size=settings["crossover_size"], executor=executor, workdir=folder,
-        name=name, forced=forced, progress=progress)
+        name=name, forced=forced, progress=progress,
+        **({"target": "latency", "inputs": zoo.example_input(ref.sample)} if latency else {}))
     return Path(result.path)

@@ -24,42 +24,53 @@ def _scored(model: Any, ev: Any, proto: previews.Protocol) -> dict[str, Any]:
             "score_source": f"{ev.describe()}, {proto.text()}", "label_free": ev.label_free}
 
 
+def _removed(ratio: float, target: str) -> str:
+    """'30 % of MACs removed' / '30 % of predicted latency removed'."""
+    what = "predicted latency" if target == "latency" else "MACs"
+    return f"{round(ratio * 100)} % of {what} removed"
+
+
 def prune_from_analysis(runner: Any, source: ModelSource, ev: Any, ratio: float,
-                        channel_divisible: int, preview: Any, calibrate: bool = True
-                        ) -> PrunedModel:
-    """**Prune** on the Sensitivity page: the sparse model at ``ratio`` (the rounding the
-    preview used), scored on ``ev`` with the app's protocol (BN re-estimation unless
-    ``calibrate`` is False or the model has no BatchNorm), the protocol of the page's measured
-    preview; its spec is written by the runner."""
-    model = source.backend.prune(runner, ratio, SPARSE, channel_divisible)
+                        channel_divisible: int, preview: Any, calibrate: bool = True,
+                        target: str = "macs") -> PrunedModel:
+    """**Prune** on the Sensitivity page: the sparse model at ``ratio`` of the MACs or of
+    the predicted latency (``target``; the rounding the preview used), scored on ``ev`` with
+    the app's protocol (BN re-estimation unless ``calibrate`` is False or the model has no
+    BatchNorm), the protocol of the page's measured preview; its spec is written by the
+    runner."""
+    model = source.backend.prune(runner, ratio, SPARSE, channel_divisible, target=target)
     return PrunedModel(
         model=model, kind=SPARSE, model_name=source.name, framework=source.framework,
-        source=f"Sensitivity, {round(ratio * 100)} % of MACs removed",
-        spec_path=str(runner.workspace.spec(source.name, ratio=ratio)), removal_ratio=ratio,
+        source=f"Sensitivity, {_removed(ratio, target)}",
+        spec_path=str(runner.workspace.spec(source.name, ratio=ratio, target=target)),
+        removal_ratio=ratio,
         macs_m=preview.macs, params_m=preview.params,
         **_scored(model, ev, previews.app_protocol(model, ev, calibrate)))
 
 
 def build_candidate(runner: Any, source: ModelSource, ev: Any, ratio: float, index: int,
                     search: Mapping[str, Any]) -> PrunedModel:
-    """**Build candidate** on the One-step page: candidate ``index`` as a slim model, scored
-    like in the search (BatchNorm statistics re-estimated first). An exported program's graph
-    cannot always be sliced (grouped convolutions): then the sparse model is used."""
-    kind = SLIM
+    """**Build candidate** on the One-step page: candidate ``index`` of ``search`` (a MACs or
+    latency search: its own ``target``) as a slim model, scored like in the search (BatchNorm
+    statistics re-estimated first). An exported program's graph cannot always be sliced
+    (grouped convolutions): then the sparse model is used."""
+    kind, target = SLIM, search.get("target", "macs")
     try:
-        model = source.backend.build_candidate(runner, ratio, index)
+        model = source.backend.build_candidate(runner, ratio, index, target=target)
     except Exception as exc:  # noqa: BLE001 - e.g. grouped convs of a .pt2 graph
         if source.kind != PT2:
             raise
         log.warning("slim build failed, using the sparse model", exc_info=exc)
-        model, kind = source.backend.build_candidate(runner, ratio, index, mode=SPARSE), SPARSE
+        model = source.backend.build_candidate(runner, ratio, index, mode=SPARSE, target=target)
+        kind = SPARSE
     cand = next(c for c in search["candidates"] if c["id"] == index)
     proto = previews.app_protocol(model, ev)  # as in the search (a no-op without BatchNorm)
     return PrunedModel(
         model=model, kind=kind, model_name=source.name, framework=source.framework,
-        source=f"One-step candidate {index} at {round(ratio * 100)} % MACs removed",
+        source=f"One-step candidate {index} at {_removed(ratio, target)}",
         removal_ratio=ratio, candidate=index,
-        spec_path=str(runner.workspace.spec(source.name, ratio=ratio, candidate=str(index))),
+        spec_path=str(runner.workspace.spec(source.name, ratio=ratio, candidate=str(index),
+                                            target=target)),
         macs_m=cand["macs"], params_m=cand["params"], **_scored(model, ev, proto))
 
 

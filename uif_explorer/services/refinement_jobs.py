@@ -62,14 +62,18 @@ def make_refinement(framework: str, choice: RefineChoice) -> Refinement:
 
 
 def search_job(runner: Any, source: Any, ev: Any, num_subnet: int, ratio: float, forced: bool,
-               choice: RefineChoice | None) -> Callable[[Any], dict[str, Any]]:
+               choice: RefineChoice | None, target: str = "macs"
+               ) -> Callable[[Any], dict[str, Any]]:
     """``work(job)`` for the job registry: the search (resumed when saved), then, with a
     ``choice``, its refinement (resumed from the stages saved in the ``.search`` file).
-    Progress and cancel go through ``job.progress``; the result is the search's dict."""
+    Progress and cancel go through ``job.progress``; the result is the search's dict.
+    ``target='latency'``: ``ratio`` of the predicted latency (the first such search
+    measures this machine's latency table, saved in the workspace)."""
     refinement = make_refinement(source.framework, choice) if choice is not None else None
 
     def work(job: Any) -> dict[str, Any]:
-        data = source.backend.search(runner, ev, num_subnet, ratio, forced, job.progress)
+        data = source.backend.search(runner, ev, num_subnet, ratio, forced, job.progress,
+                                     target=target)
         if refinement is None:
             return data
         return refine(runner, ev, data, refinement, job.progress)

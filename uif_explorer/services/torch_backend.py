@@ -166,19 +166,23 @@ class TorchBackend:
         with TRACE_LOCK:
             return summarize_torch_model(copy.deepcopy(model), self.example_input(shape))
 
-    def prune(self, runner: Any, ratio: float, mode: str, channel_divisible: int = 2) -> Any:
-        return runner.prune(removal_ratio=ratio, mode=mode, channel_divisible=channel_divisible)
+    def prune(self, runner: Any, ratio: float, mode: str, channel_divisible: int = 2,
+              target: str = "macs") -> Any:
+        return runner.prune(removal_ratio=ratio, mode=mode, channel_divisible=channel_divisible,
+                            target=target)
 
     def search(self, runner: Any, ev: Any, num_subnet: int, ratio: float, forced: bool,
-               progress: Any = None, executor: Any = None) -> dict[str, Any]:
+               progress: Any = None, executor: Any = None, target: str = "macs"
+               ) -> dict[str, Any]:
         extra = {"executor": executor} if executor is not None else {}
         return runner.search(calibration_fn=ev.calib_fn, calib_args=ev.calib_args,
                              eval_fn=ev.eval_fn, eval_args=ev.eval_args, num_subnet=num_subnet,
-                             removal_ratio=ratio, forced=forced, progress=progress, **extra)
+                             removal_ratio=ratio, forced=forced, progress=progress,
+                             target=target, **extra)
 
     def build_candidate(self, runner: Any, ratio: float, index: int | None,
-                        mode: str = "slim") -> Any:
-        return runner.prune(removal_ratio=ratio, index=index, mode=mode)
+                        mode: str = "slim", target: str = "macs") -> Any:
+        return runner.prune(removal_ratio=ratio, index=index, mode=mode, target=target)
 
     def slim_of(self, pruned: Any, original: nn.Module, runner: Any) -> nn.Module:
         return slim_of(copy.deepcopy(pruned.model), original)
