@@ -75,19 +75,29 @@ def _counted(model: nn.Module, inputs: Inputs) -> FlopCounterMode:
     """Run the FLOP counter on a meta-device copy (shapes only, no arithmetic).
 
     Counting needs shapes, not values, so a copy on the ``meta`` device makes it nearly free
-    even for large models; a model whose code cannot run on ``meta`` is counted for real.
+    even for large models; a model whose code cannot run on ``meta`` is counted for real, on a
+    copy too. The copies' parameters do not require grad: the counter's module tracker hooks
+    every input that requires grad, and a view of a parameter taken under ``no_grad`` (CaiT's
+    ``cls_token.expand(...)`` fed to a block) requires grad with no grad function, which fails
+    its hook with "Expected gradient function to be set".
     """
     args = as_tuple(inputs)
     try:
-        meta_model = copy.deepcopy(model).to("meta")
         meta_args = tuple(a.to("meta") if torch.is_tensor(a) else a for a in args)
-        with torch.no_grad(), flop_counter() as counter:
-            meta_model(*meta_args)
-        return counter
+        return _count(_no_grad_copy(model).to("meta"), meta_args)
     except Exception:  # noqa: BLE001 - any failure on meta: count on the real model
-        with torch.no_grad(), flop_counter() as counter:
-            model(*args)
-        return counter
+        return _count(_no_grad_copy(model), args)
+
+
+def _no_grad_copy(model: nn.Module) -> nn.Module:
+    """A copy whose parameters do not require grad (the user's model is left as it is)."""
+    return copy.deepcopy(model).requires_grad_(False)
+
+
+def _count(model: nn.Module, args: tuple) -> FlopCounterMode:
+    with torch.no_grad(), flop_counter() as counter:
+        model(*args)
+    return counter
 
 
 def count_macs(model: nn.Module, inputs: Inputs) -> int:
@@ -114,8 +124,10 @@ def model_cost(model: nn.Module, inputs: Inputs) -> ModelCost:
     """Count MACs and params; the table has one row per module with own params or MACs.
 
     Columns: ``name``, ``type``, ``params`` (own, not children's), ``macs`` (own ops),
-    ``output_shape``. Exact integers, as ``conventions.md`` asks of per-layer tables.
+    ``output_shape``. Exact integers, as ``conventions.md`` asks of per-layer tables. Counted
+    on a copy whose parameters do not require grad (see :func:`_counted`).
     """
+    model = _no_grad_copy(model)
     names = {m: n for n, m in model.named_modules()}
     shapes: dict[str, tuple[int, ...] | None] = {}
 
@@ -124,8 +136,7 @@ def model_cost(model: nn.Module, inputs: Inputs) -> ModelCost:
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
-        with torch.no_grad(), flop_counter() as counter:
-            model(*as_tuple(inputs))
+        counter = _count(model, as_tuple(inputs))
     finally:
         for h in handles:
             h.remove()
