@@ -151,6 +151,8 @@ def main() -> None:
     ap.add_argument("--merge", action="store_true",
                     help="keep the file's rows and skip their families (--only ones rerun)")
     ap.add_argument("--shard", default="1/1", help="K/N: every N-th family from the K-th")
+    ap.add_argument("--report", action="store_true",
+                    help="print the summary and table of the results file, run nothing")
     ap.add_argument("--peer", action="store_true",
                     help="also run Torch-Pruning on each model (bench/coverage_tp.py)")
     ap.add_argument("--budget", type=int, default=0,
@@ -166,6 +168,8 @@ def main() -> None:
         return
     started = time.time()
     path = Path(args.json)
+    if args.report:
+        return _print(_load(path))
     if not args.merge and path.exists():
         path.unlink()
     done = {r["family"] for r in _load(path)} - set(args.only or ())
@@ -185,6 +189,10 @@ def main() -> None:
         row["family"] = fam
         print(json.dumps(row), flush=True)
         rows = _store(path, row)
+    _print(rows)
+
+
+def _print(rows: list[dict]) -> None:
     ok = sum(r["status"] == "ok" for r in rows)
     print(f"\n`.venv/bin/python bench/coverage_timm.py {' '.join(sys.argv[1:])}` "
           f"(timm {timm.__version__}): {ok} of {len(rows)} families pass "
