@@ -210,7 +210,8 @@ with errors.guard("preparing the export"):
                 errors.show(f"{q8.label} failed: {exc}. The fp32 downloads above still work.",
                             exc)
     made = st.session_state.get(INT8_KEY)
-    if made is not None and made["facts"] == pruned.facts():  # made for this pruned model
+    made = made if made is not None and made["facts"] == pruned.facts() else None
+    if made is not None:  # made for this pruned model
         q1.download_button(q8.label, data=made["bytes"], file_name=f"{base}{q8.suffix}",
                            mime=q8.mime, key=f"dl_{q8.fmt}", icon=":material/download:",
                            on_click="ignore")
@@ -237,18 +238,26 @@ with errors.guard("preparing the export"):
                        key="dl_report_html", on_click="ignore")
 
     st.subheader("Latency on this machine", anchor=False)
+    files = export_report.int8_files(made["report"]) if made is not None else {}
     if st.button("Measure latency", key="export_latency", icon=":material/timer:"):
-        with st.spinner("Timing both models..."):
+        with st.spinner("Timing every variant..."):
             pruned.latency = backends.measure_latency(
-                backend, {"original": backend.private_copy(loaded.model),
-                          "pruned": backend.private_copy(slim)}, x)
+                backend, {export_report.ORIGINAL: backend.private_copy(loaded.model),
+                          export_report.PRUNED: backend.private_copy(slim)}, x, files=files)
     lat = pruned.latency
     if lat:
+        original, slimmed = lat[export_report.ORIGINAL], lat[export_report.PRUNED]
         l1, l2 = st.columns(2)
-        l1.metric("Original", f"{lat['original']:.2f} ms", border=True)
-        l2.metric("Pruned (slim)", f"{lat['pruned']:.2f} ms",
-                  delta=f"{lat['original'] / max(lat['pruned'], 1e-9):.2f}x faster",
-                  border=True)
-        st.caption(f"Median of 10 forwards each, interleaved, batch 1 at input "
-                   f"{loaded.summary.input_label}, measured on {backend.machine_note()}. "
-                   "Other jobs on this machine add noise.")
+        l1.metric("Original", f"{original:.2f} ms", border=True)
+        l2.metric("Pruned (slim)", f"{slimmed:.2f} ms",
+                  delta=f"{original / max(slimmed, 1e-9):.2f}x faster", border=True)
+        in_process = f"{backend.title} model, in this process"
+        st.table(export_report.latency_table(lat, {
+            **{k: backend.file_note() for k in lat}, export_report.ORIGINAL: in_process,
+            export_report.PRUNED: in_process}))
+        st.caption(f"Measured, not predicted: median of 10 forwards each, interleaved (every "
+                   f"variant in turn, after 2 warm-up calls), batch 1 at input "
+                   f"{loaded.summary.input_label}, on {backend.machine_note()}. Other jobs on "
+                   "this machine add noise."
+                   + ("" if files and set(files) <= set(lat) else " Make the int8 file "
+                      "above, then measure again, to time the fp32 and int8 files too."))

@@ -3,8 +3,8 @@
 One visitor's journey in one browser page (one session, one workspace): analyse the sample
 ResNet-20 with the quick setting (reloading mid-run), move the MACs slider, prune; run a
 3-candidate one-step search, click a point, build it; download the slim state dict. A second
-visitor opens a workspace holding a saved spec, rebuilds it on the Export page and downloads
-the int8 (ONNX Runtime QDQ) file, which loads and runs.
+visitor opens a workspace holding a saved spec, rebuilds it on the Export page, downloads the
+int8 (ONNX Runtime QDQ) file, which loads and runs, and times every variant.
 """
 
 from __future__ import annotations
@@ -186,6 +186,16 @@ def test_export_page_downloads_an_int8_onnx_file_that_loads(
     (out,) = sess.run(None, {sess.get_inputs()[0].name: x})
     assert out.shape == (1, 10) and np.isfinite(out).all()
     assert any(n.op_type == "QuantizeLinear" for n in _onnx_nodes(path))  # really int8
+
+    # the latency table times every variant, each with what ran it
+    page.get_by_role("button", name="Measure latency").click()
+    table = page.get_by_test_id("stTable")
+    expect(table).to_contain_text("pruned, int8 file", timeout=LOAD_MS)
+    for row in ("original", "pruned (slim)", "pruned, fp32 file"):
+        expect(table).to_contain_text(row)
+    expect(table).to_contain_text("ONNX Runtime")
+    expect(table).to_contain_text("PyTorch model, in this process")
+    expect(page.get_by_text(re.compile(r"Measured, not predicted: median of 10"))).to_be_visible()
     _no_trouble(page)
 
 

@@ -15,6 +15,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -85,6 +86,8 @@ class Backend(Protocol):
                  batches: int, data: Callable[[], tuple[Any, Any]] | None = None
                  ) -> Callable[[Any], tuple[Any, Any]]: ...
     def machine_note(self) -> str: ...
+    def file_call(self, path: Path, inputs: Any) -> Callable[[], Any]: ...
+    def file_note(self) -> str: ...
 
 
 def cpu_note(framework: str) -> str:
@@ -106,20 +109,33 @@ def backend_for(framework: str) -> Backend:
     raise ValueError(f"Expected a framework in {FRAMEWORKS}. Received: framework={framework!r}")
 
 
-def measure_latency(backend: Backend, models: Mapping[str, Any], inputs: Any,
-                    repeats: int = 10, warmup: int = 2,
-                    clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Median milliseconds per forward (batch 1) of each model, runs interleaved so that
-    machine noise hits every model alike. Models are run through ``backend.forward``."""
-    if hasattr(backend, "latency_models"):  # PyTorch: copies on the chosen device
-        models, inputs = backend.latency_models(models, inputs)
-    times: dict[str, list[float]] = {k: [] for k in models}
+def time_calls(calls: Mapping[str, Callable[[], Any]], repeats: int = 10, warmup: int = 2,
+               clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Median milliseconds of each call, runs interleaved so that machine noise hits every
+    variant alike."""
+    times: dict[str, list[float]] = {k: [] for k in calls}
     for _ in range(warmup):
-        for m in models.values():
-            backend.forward(m, inputs)
+        for call in calls.values():
+            call()
     for _ in range(repeats):
-        for name, m in models.items():
+        for name, call in calls.items():
             start = clock()
-            backend.forward(m, inputs)
+            call()
             times[name].append((clock() - start) * 1000.0)
     return {name: statistics.median(v) for name, v in times.items()}
+
+
+def measure_latency(backend: Backend, models: Mapping[str, Any], inputs: Any,
+                    repeats: int = 10, warmup: int = 2,
+                    clock: Callable[[], float] = time.perf_counter,
+                    files: Mapping[str, Path] | None = None) -> dict[str, float]:
+    """Median milliseconds per forward (batch 1) of each model (run through
+    ``backend.forward``) and of each exported file (``backend.file_call``: ONNX Runtime or
+    TFLite), all interleaved."""
+    on_file = {name: backend.file_call(Path(path), inputs)  # CPU inputs, before a move
+               for name, path in (files or {}).items()}
+    if hasattr(backend, "latency_models"):  # PyTorch: copies on the chosen device
+        models, inputs = backend.latency_models(models, inputs)
+    calls = {name: partial(backend.forward, m, inputs) for name, m in models.items()}
+    calls.update(on_file)
+    return time_calls(calls, repeats, warmup, clock)

@@ -213,3 +213,23 @@ def int8_tolerance(report: Any) -> str:
             f"{t.min_top1_agreement:.0%} of the images and, with labels, lose at most "
             f"{t.max_accuracy_drop:g} accuracy points ({verdict}). The fp32 size is that of the "
             f"fp32 {'ONNX' if report.runtime == 'onnxruntime' else 'TFLite'} file.")
+
+
+# -- the latency table ----------------------------------------------------------------------------
+ORIGINAL, PRUNED = "original", "pruned (slim)"
+
+
+def int8_files(report: Any) -> dict[str, Path]:
+    """The files of an int8 handoff the Export page times beside the models: the slim
+    model's fp32 export (when kept) and its int8 file."""
+    named = {"pruned, fp32 file": report.fp32_path, "pruned, int8 file": report.int8_path}
+    return {k: Path(v) for k, v in named.items() if v and Path(v).is_file()}
+
+
+def latency_table(lat: Mapping[str, float], runs_in: Mapping[str, str]) -> pd.DataFrame:
+    """Every timed variant: what ran it, its median ms (batch 1), the speed-up over the
+    original model."""
+    base = lat.get(ORIGINAL)
+    rows = [(name, runs_in.get(name, ""), f"{ms:.3f}",
+             f"{base / max(ms, 1e-9):.2f}x" if base else "") for name, ms in lat.items()]
+    return pd.DataFrame(rows, columns=["variant", "runs in", "median ms", "vs original"])

@@ -189,8 +189,28 @@ class KerasBackend:
         Keras model before it is written; returns the ``QuantizationReport``."""
         from uif_explorer.keras.quantize import quantize_tflite
 
-        return quantize_tflite(model, calibration, path, check_data=check_x,
-                               check_labels=check_y)
+        return quantize_tflite(model, calibration, path, check_data=check_x,  # fp32 kept
+                               check_labels=check_y,  # beside it: the Export page times both
+                               fp32_path=Path(path).with_name(path.name.replace("int8", "fp32")))
+
+    def file_call(self, path: Path, inputs: Any) -> Callable[[], Any]:
+        """One invoke of a ``.tflite`` file in TensorFlow's TFLite interpreter (CPU)."""
+        from uif_explorer.keras.quantize import tflite_interpreter
+
+        interp = tflite_interpreter(path)
+        index = interp.get_input_details()[0]["index"]
+        x = np.ascontiguousarray(np.asarray(inputs), np.float32)
+
+        def call() -> None:
+            interp.set_tensor(index, x)
+            interp.invoke()
+
+        return call
+
+    def file_note(self) -> str:
+        import tensorflow as tf
+
+        return f"TFLite interpreter (TensorFlow {tf.__version__}), CPU"
 
     def slim_state(self, model: Any) -> dict[str, Any]:
         return {w.path: keras.ops.convert_to_numpy(w) for w in model.weights}

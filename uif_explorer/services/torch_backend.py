@@ -243,9 +243,23 @@ class TorchBackend:
         against the fp32 file before it is written; returns the ``QuantizationReport``."""
         from uif_explorer.torch.quantize import quantize_onnx
 
-        with TRACE_LOCK:
+        with TRACE_LOCK:  # the fp32 ONNX is kept beside it: the Export page times both
             return quantize_onnx(copy.deepcopy(model), inputs, calibration, path,
-                                 check_data=check_x, check_labels=check_y)
+                                 check_data=check_x, check_labels=check_y,
+                                 fp32_path=Path(path).with_name(path.name.replace("int8", "fp32")))
+
+    def file_call(self, path: Path, inputs: Any) -> Callable[[], Any]:
+        """One forward of an ONNX file in ONNX Runtime (CPU, torch's thread count)."""
+        from uif_explorer.torch.quantize import onnx_session
+
+        sess = onnx_session(path, torch.get_num_threads())
+        feed = {sess.get_inputs()[0].name: inputs.detach().cpu().numpy()}
+        return lambda: sess.run(None, feed)
+
+    def file_note(self) -> str:
+        import onnxruntime as ort
+
+        return f"ONNX Runtime {ort.__version__}, CPU, {torch.get_num_threads()} threads"
 
     def slim_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The slim state dict of a sparse or slim model (what ``--out`` files hold)."""
