@@ -216,13 +216,26 @@ def run_search(ofa_model: nn.Module, ref: SupernetRef, folder: Path,
     write_search_meta(path, images=int(settings["images"]),
                       calib_batches=int(settings["calib_batches"]), supernet=str(ref.path),
                       sample=ref.sample)
-    result = run_evolutionary_search(
-        ofa_model, calibration_fn, (calib,), top1_accuracy,
-        (eval_data.test_loader(int(settings["images"])),), "acc1", "max",
-        min_macs=settings["min_macs"], max_macs=settings["max_macs"],
-        macs_step=settings["macs_step"], parent_popu_size=settings["parent_popu_size"],
-        iteration=settings["iteration"], mutate_size=settings["mutate_size"],
-        crossover_size=settings["crossover_size"], executor=executor, workdir=folder,
-        name=name, forced=forced, progress=progress,
-        **({"target": "latency", "inputs": zoo.example_input(ref.sample)} if latency else {}))
+    from uif_explorer.core.evolution import SearchRangeError
+
+    try:
+        result = run_evolutionary_search(
+            ofa_model, calibration_fn, (calib,), top1_accuracy,
+            (eval_data.test_loader(int(settings["images"])),), "acc1", "max",
+            min_macs=settings["min_macs"], max_macs=settings["max_macs"],
+            macs_step=settings["macs_step"], parent_popu_size=settings["parent_popu_size"],
+            iteration=settings["iteration"], mutate_size=settings["mutate_size"],
+            crossover_size=settings["crossover_size"], executor=executor, workdir=folder,
+            name=name, forced=forced, progress=progress,
+            **({"target": "latency", "inputs": zoo.example_input(ref.sample)} if latency
+               else {}))
+    except SearchRangeError as exc:
+        if not latency:
+            raise
+        # a table timed under load can rank the smallest subnet slowest: measure it afresh
+        Workspace(folder).latency(f"{name}-ofa", "eager").unlink(missing_ok=True)
+        raise SearchRangeError(
+            f"{exc}. The range is this machine's predicted latency, and its latency table "
+            "(timed while other jobs ran) was discarded: run the search again, best when "
+            "fewer jobs run, or search on MACs.") from exc
     return Path(result.path)
