@@ -1,7 +1,8 @@
 """Export page: download the current pruned model (slim) in its backend's formats (PyTorch:
 safetensors / TorchScript / torch.export / ONNX; Keras: a safe-mode ``.keras`` file), an int8
 file checked against fp32 (ONNX Runtime QDQ or TFLite, ``Backend.quantize_int8``), a report,
-and measure its latency against the original on this machine. An OFA subnet (kind
+and measure the latency of every variant on this machine (original and slim models, and the
+slim model's fp32 and int8 files once made), each with what ran it. An OFA subnet (kind
 ``ofa_subnet``) exports its ``subnet_setting`` file instead of a spec. What is built and
 reported comes from ``services.pruning_jobs`` and ``services.export_report``."""
 

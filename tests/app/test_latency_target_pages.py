@@ -127,3 +127,16 @@ def test_one_step_page_offers_the_latency_target(root: Path) -> None:
     assert at.number_input(key="os_pct").label == "Predicted latency to remove (%)"
     assert any("of this machine's predicted latency removed" in i.value for i in at.info)
     assert any("measured once on this machine" in c.value for c in at.caption)
+
+
+def test_one_step_table_shows_each_candidates_predicted_latency() -> None:
+    from uif_explorer.present import reports
+
+    cands = [{"id": i, "macs": 20.0 - i, "params": 0.2, "removal": 0.3, "score": 90.0 - i,
+              "images": 64, "latency_ms": ms} for i, ms in enumerate((6.5, 6.25))]
+    search = {"target": "latency", "candidates": cands, "ranking": [0, 1]}
+    table = latency_target.with_predicted_latency(reports.candidates_table(search), search)
+    assert list(table["latency_ms"]) == [6.5, 6.25] and list(table["id"]) == [0, 1]
+    macs = {**search, "target": "macs"}  # a MACs search has no prediction to show
+    assert "latency_ms" not in latency_target.with_predicted_latency(
+        reports.candidates_table(macs), macs).columns

@@ -62,7 +62,7 @@ def divisors(target: str) -> tuple[int, ...]:
 def ratio_help(target: str) -> str:
     """The help text of a page's removal ratio: what it is a fraction of."""
     what = RATIO_OF[prune_options(target)["target"]]
-    return f"Fraction {what} of the original model to remove."
+    return f"The share {what} to remove, relative to the original model."
 
 
 def latency_metric(preview: Any) -> dict[str, str]:
