@@ -180,10 +180,14 @@ class RunnerFiles(RunnerViews, SearchFiles):
             cache[key] = self._measure_latency(pr, path)
         return cache[key]
 
-    def latency_table(self) -> LatencyModel:
+    def latency_table(self, remeasure: bool = False) -> LatencyModel:
         """This machine's latency model of the model (what ``target='latency'`` plans with):
-        measured now when the workspace has none for this machine, else read back. The app
-        calls it in a background job so that its plan previews never time layers."""
+        measured now when the workspace has none for this machine (or ``remeasure``: a table
+        timed while the machine was busy), else read back. The app calls it in a background
+        job so that its plan previews never time layers."""
+        if remeasure:
+            self.__dict__.pop("_latency_models", None)
+            self.workspace.latency(self.name, self.latency_runtime).unlink(missing_ok=True)
         return self._latency_model(self.pruner)
 
     def _measure_latency(self, pr: BasePruner, path: Path) -> LatencyModel:

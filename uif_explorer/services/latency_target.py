@@ -73,12 +73,13 @@ def latency_metric(preview: Any) -> dict[str, str]:
                                  f"(from {preview.original_latency_ms:.2f})"}
 
 
-def table_job(runner: Any) -> Callable[[Any], Any]:
-    """``work(job)`` that measures (or reads back) ``runner``'s latency table on this machine,
-    so a page can plan to a latency target without timing layers in its own script run."""
+def table_job(runner: Any, remeasure: bool = False) -> Callable[[Any], Any]:
+    """``work(job)`` that measures (or reads back; ``remeasure``: measures afresh) ``runner``'s
+    latency table on this machine, so a page can plan to a latency target without timing
+    layers in its own script run."""
 
     def work(job: Any) -> Any:
-        return runner.latency_table()
+        return runner.latency_table(remeasure)
 
     return work
 

@@ -41,6 +41,13 @@ def latency_ready(token: str, runner: Any) -> bool:
     if job is None:
         job = registry.start(token, name, latency_target.table_job(runner), label=LABEL)
     if job.status == jobs.DONE:
+        if st.button("Measure the latency table again", key=f"{name}_redo",
+                     icon=":material/timer:", help="Time the layers afresh, e.g. when other "
+                     "jobs were running while the table was measured (predictions far off)."):
+            registry.forget(token, name)
+            registry.start(token, name, latency_target.table_job(runner, remeasure=True),
+                           label=LABEL)
+            st.rerun()
         return True
 
     def live() -> None:
