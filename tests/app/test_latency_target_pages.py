@@ -60,7 +60,7 @@ def _no_errors(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
-@pytest.mark.slow  # an analysis (13 scores) and a coarse latency table: ~20 s idle, ~80 s loaded
+@pytest.mark.slow  # an analysis (13 scores) + a coarse latency table: 60-80 s on the loaded CI box
 def test_sensitivity_page_prunes_to_a_fraction_of_the_predicted_latency(
         root: Path, coarse_table: None) -> None:
     folder = root / TOKEN
