@@ -201,17 +201,20 @@ def kendall_search(name: str, base, data: Data, args, ratio_dir: Path, score_job
 def kendall_candidates(name: str, search: dict, runners: dict, data: Data, args,
                        log: Log, score_job: dict) -> None:
     """Every candidate of one search: each score the app shows, then its final accuracy."""
-    it = runners["bn"]
-    sens = it.sensitivity(quiet=True)
-    pr = it.pruner
+    it = runners.get("bn")  # absent with --no-estimate: no analysis, no instant estimate
+    sens = it.sensitivity(quiet=True) if it is not None else None
+    pr = get_pruning_runner(load_torch_sample(name), example_input(name), "one_step",
+                            workdir=tempfile.mkdtemp(prefix="uif_q_")).pruner
     loader = data.train_loader(2000)
     for cand in search["candidates"][slice(*args.kendall_range)]:
         kept = {int(g): n for g, n in cand["kept_channels"].items()}
-        plan = pr.plan_from_counts(kept, it.criterion)
+        plan = pr.plan_from_counts(kept, search["criterion"])
         ratios = {g: 1 - n / pr.graph.groups[g].num_channels for g, n in kept.items()}
         achieved = pr.removal(plan)
-        additive = predicted_score(sens, ratios)
-        est = estimate(additive, achieved, sens_points(sens)).value
+        scores = {}
+        if sens is not None:
+            scores["additive"] = predicted_score(sens, ratios)
+            scores["estimate"] = estimate(scores["additive"], achieved, sens_points(sens)).value
         refined = {}  # the refinement's first and last stage: built-in fine_tune, fresh each
         for key, steps in (("refined", args.refine_steps), ("refined_last", args.refine_last)):
             if steps:
@@ -221,8 +224,7 @@ def kendall_candidates(name: str, search: dict, runners: dict, data: Data, args,
                 refined[key] = top1_accuracy(model, data.score)
         acc = final_accuracy(pr.slim_model(plan), data, args.finetune_steps, 0)
         log.add(kind="candidate", model=name, ratio=search["removal_ratio"], id=cand["id"],
-                achieved=achieved, estimate=est, additive=additive,
-                adaptive_bn=cand["score"], **refined, accuracy=acc)
+                achieved=achieved, **scores, adaptive_bn=cand["score"], **refined, accuracy=acc)
 
 
 def run(args, log: Log) -> None:
@@ -240,7 +242,8 @@ def run(args, log: Log) -> None:
         runners = {}
         methods = "methods" in args.parts
         need = {"plain": methods and wanted(METHODS[1], args),
-                "bn": bool({"estimates", "kendall"} & set(args.parts))
+                "bn": "estimates" in args.parts
+                or ("kendall" in args.parts and not args.no_estimate)
                 or (methods and wanted(METHODS[2], args))}
         for key, job in ((k, j) for k, j in (("plain", plain_job), ("bn", bn_job)) if need[k]):
             it = get_pruning_runner(base, example_input(name), "iterative",
@@ -325,9 +328,10 @@ def report(rows: list[dict]) -> list[str]:
             lo, hi = bootstrap_ci(s, acc)
             out.append(f"| {label} | {s.min():.1f}-{s.max():.1f} | {kendall_tau(s, acc):.2f} | "
                        f"[{lo:.2f}, {hi:.2f}] |")
-        err = np.abs([r["estimate"] - r["adaptive_bn"] for r in cands])
-        out += ["", f"Instant estimate vs the measured score of the same candidate plans: mean "
-                f"abs error {err.mean():.1f} points (max {err.max():.1f})."]
+        err = np.abs([r["estimate"] - r["adaptive_bn"] for r in cands if "estimate" in r])
+        if len(err):
+            out += ["", f"Instant estimate vs the measured score of the same candidate plans: "
+                    f"mean abs error {err.mean():.1f} points (max {err.max():.1f})."]
     # the first log's: a later process sees the first one's measured previews (not held out)
     est = list({(r["model"], r["ratio"]): r for r in reversed(rows)
                 if r["kind"] == "estimate"}.values())[::-1]
@@ -375,6 +379,8 @@ def main() -> None:
                     help="only the methods starting with these words (default: all)")
     ap.add_argument("--seed-start", type=int, default=0,
                     help="first seed (a second process can run later seeds)")
+    ap.add_argument("--no-estimate", action="store_true",
+                    help="rank candidates without the instant estimate (no analysis needed)")
     ap.add_argument("--no-baseline", action="store_true",
                     help="do not score the unpruned model on the test images (another log has it)")
     ap.add_argument("--workdir", type=Path, default=None,
