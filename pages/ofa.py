@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from uif_explorer.present import charts
-from uif_explorer.services import analysis, eval_data, ofa_app, score_lines
+from uif_explorer.services import analysis, eval_data, latency_target, ofa_app, score_lines
 from uif_explorer.ui import errors, jobs, loaders, state, workspace
 from uif_explorer.ui import target as target_ui
 
@@ -22,6 +22,7 @@ st.markdown(
 )
 
 TRAIN_JOB = "ofa_train"
+OFA_ENTRIES = ("net_id", "history")  # where a search's subnets and their ids are
 
 
 def _apply_pending(key: str, options: list[str]) -> None:
@@ -147,9 +148,11 @@ with errors.guard("showing the OFA search"):
                 help="The same choice as clicking points on the plot; type to filter.")
             picks = list(st.session_state[pick_key])
             with st.expander(f"All {len(recs)} subnets in the range (table)"):
-                st.dataframe(ofa_app.subnets_table(evo, macs_range), hide_index=True,
-                             key=f"ofa_table_{search.key}", column_config={
+                st.dataframe(latency_target.with_predicted_latency(
+                                 ofa_app.subnets_table(evo, macs_range), evo, *OFA_ENTRIES),
+                             hide_index=True, key=f"ofa_table_{search.key}", column_config={
                                  "net_id": "Subnet", "macs_m": "MACs (M)",
+                                 "latency_ms": target_ui.predicted_column(),
                                  "params_m": "Params (M)", "accuracy": "Accuracy (%)",
                                  "generation": "Generation",
                                  "front": st.column_config.CheckboxColumn("Pareto front")})
@@ -159,9 +162,12 @@ with errors.guard("showing the OFA search"):
                         "subnets and use one.", icon=":material/info:")
             else:
                 st.subheader(f"Comparing {len(picks)} subnet(s)", anchor=False)
-                st.dataframe(ofa_app.compare_table(evo, picks, search.images),
+                st.dataframe(latency_target.with_predicted_latency(
+                                 ofa_app.compare_table(evo, picks, search.images), evo,
+                                 *OFA_ENTRIES),
                              hide_index=True, key="ofa_compare", column_config={
                                  "net_id": "Subnet", "macs_m": "MACs (M)",
+                                 "latency_ms": target_ui.predicted_column(),
                                  "params_m": "Params (M)",
                                  "accuracy": st.column_config.NumberColumn(
                                      "Accuracy (%)", help=search.data_source),

@@ -169,9 +169,7 @@ with errors.guard("showing the one-step search"):
                              "removed_pct": st.column_config.NumberColumn(
                                  "Predicted latency removed (%)" if target == "latency"
                                  else "MACs removed (%)"),
-                             "latency_ms": st.column_config.NumberColumn(
-                                 "Predicted latency (ms)", format="%.2f",
-                                 help="From this machine's latency table, not timed."),
+                             "latency_ms": target_ui.predicted_column(),
                              "score": st.column_config.NumberColumn("Score (%)"),
                              "images": st.column_config.NumberColumn("Images"),
                              "best": st.column_config.CheckboxColumn("Best"),

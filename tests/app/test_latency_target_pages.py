@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -141,3 +142,7 @@ def test_one_step_table_shows_each_candidates_predicted_latency() -> None:
     macs = {**search, "target": "macs"}  # a MACs search has no prediction to show
     assert "latency_ms" not in latency_target.with_predicted_latency(
         reports.candidates_table(macs), macs).columns
+    evo = {"target": "latency", "history": [{"net_id": "a", "latency_ms": 4.0}]}  # an OFA one
+    table = latency_target.with_predicted_latency(pd.DataFrame({"net_id": ["a"]}), evo,
+                                                  "net_id", "history")
+    assert list(table["latency_ms"]) == [4.0]

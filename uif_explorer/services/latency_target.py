@@ -90,11 +90,13 @@ def predicted_ms(entry: Mapping[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
-def with_predicted_latency(table: Any, search: Mapping[str, Any]) -> Any:
-    """The One-step page's candidates table (``reports.candidates_table``) with each
-    candidate's predicted latency (column ``latency_ms``) when the search was latency-
-    targeted; unchanged for a MACs search."""
+def with_predicted_latency(table: Any, search: Mapping[str, Any], key: str = "id",
+                           entries: str = "candidates") -> Any:
+    """A page's table of a search's entries with each one's predicted latency (column
+    ``latency_ms``) when the search was latency-targeted; unchanged for a MACs search. The
+    One-step candidates (``id`` in ``candidates``) and the OFA subnets (``net_id`` in
+    ``history``)."""
     if search.get("target") != "latency":
         return table
-    by_id = {int(c["id"]): predicted_ms(c) for c in search.get("candidates", [])}
-    return table.assign(latency_ms=[by_id.get(int(i)) for i in table["id"]])
+    by_id = {str(c[key]): predicted_ms(c) for c in search.get(entries, [])}
+    return table.assign(latency_ms=[by_id.get(str(i)) for i in table[key]])

@@ -32,6 +32,13 @@ def choose(key: str, disabled: bool = False) -> str:
     return target
 
 
+def predicted_column() -> Any:
+    """The column of a table's predicted latencies (``latency_target.with_predicted_latency``)."""
+    return st.column_config.NumberColumn(
+        "Predicted latency (ms)", format="%.2f",
+        help="From this machine's latency table (batch 1), not timed on the built model.")
+
+
 def latency_ready(token: str, runner: Any) -> bool:
     """Whether ``runner``'s latency table is ready; else its measuring job is started (or
     watched) with progress and Cancel, and the page reruns when it ends."""
