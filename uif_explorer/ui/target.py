@@ -18,10 +18,10 @@ from uif_explorer.ui import jobs
 LABEL = "Measuring this machine's latency table"
 
 
-def choose(key: str, disabled: bool = False) -> str:
+def choose(key: str) -> str:
     """The radio 'Prune to a fraction of'; returns the engine's target ('macs'/'latency')."""
     label = st.radio("Prune to a fraction of", list(latency_target.TARGET_CHOICES), index=0,
-                     key=key, horizontal=True, disabled=disabled,
+                     key=key, horizontal=True,
                      help="MACs: the multiply-accumulates counted on the graph (the same on "
                      "every machine). Latency: the time this machine is predicted to take, "
                      "from a table of its layers measured once; widths are rounded to the "
@@ -41,20 +41,20 @@ def predicted_column() -> Any:
 
 def latency_ready(token: str, runner: Any) -> bool:
     """Whether ``runner``'s latency table is ready; else its measuring job is started (or
-    watched) with progress and Cancel, and the page reruns when it ends."""
+    watched) with progress and Cancel, and the page reruns when it ends. Once it has ended,
+    a button measures it afresh (a table timed while other jobs ran can be far off)."""
     registry = jobs.registry()
     name = f"latency:{runner.name}"
     job = registry.get(token, name)
     if job is None:
         job = registry.start(token, name, latency_target.table_job(runner), label=LABEL)
+    if not job.running and st.button("Measure the latency table again", key=f"{name}_again",
+                                     icon=":material/timer:"):
+        registry.forget(token, name)
+        registry.start(token, name, latency_target.table_job(runner, remeasure=True),
+                       label=LABEL)
+        st.rerun()
     if job.status == jobs.DONE:
-        if st.button("Measure the latency table again", key=f"{name}_redo",
-                     icon=":material/timer:", help="Time the layers afresh, e.g. when other "
-                     "jobs were running while the table was measured (predictions far off)."):
-            registry.forget(token, name)
-            registry.start(token, name, latency_target.table_job(runner, remeasure=True),
-                           label=LABEL)
-            st.rerun()
         return True
 
     def live() -> None:
@@ -67,8 +67,4 @@ def latency_ready(token: str, runner: Any) -> bool:
         jobs.rerun_when_finished(current)
 
     jobs.poll(job, live)
-    if not job.running and st.button("Measure the latency table again", key=f"{name}_again",
-                                     icon=":material/timer:"):
-        registry.forget(token, name)
-        st.rerun()
     return False
