@@ -62,7 +62,7 @@ def test_sensitivity_one_step_export_journey(
     # -- Sensitivity: run the quick analysis, reload mid-run, curves appear -----------------
     _go(page, "Sensitivity")
     expect(page.get_by_role("combobox", name="Analysis setting")).to_have_value(
-        "quick: 200 images, ratios 0.3/0.6")
+        "quick: 200 images, ratios 0.3/0.6", timeout=LOAD_MS)  # after tracing the groups
     page.get_by_role("button", name="Run analysis").click()
     expect(page.get_by_test_id("stProgress")).to_be_visible(timeout=LOAD_MS)
     _shot(page, "sensitivity_running.png")
