@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import streamlit as st
 import torch
+from apptest_pages import assert_no_errors as _no_errors
 from streamlit.testing.v1 import AppTest
 
 from uif_explorer import zoo
@@ -48,11 +49,6 @@ def _slim_resnet20() -> PrunedModel:
                        accuracy=eval_data.accuracy(slim, IMAGES), images=IMAGES,
                        score_source=f"{eval_data.data_source(IMAGES)}, {BN_LINE}",
                        removal_ratio=0.3, slim=slim)
-
-
-def _no_errors(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def test_export_page_quantizes_to_int8_onnx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

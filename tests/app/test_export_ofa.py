@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import streamlit as st
 import torch
+from apptest_pages import assert_no_errors as _no_errors
 from streamlit.testing.v1 import AppTest
 
 from uif_explorer import zoo
@@ -43,11 +44,6 @@ def _bytes(offer: dict[str, Any]) -> bytes:
     data = offer["data"]
     data = data() if isinstance(data, Callable) else data
     return data.encode() if isinstance(data, str) else bytes(data)
-
-
-def _no_errors(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def test_export_of_an_ofa_subnet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

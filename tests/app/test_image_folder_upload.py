@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from apptest_pages import assert_no_errors as _no_errors
 from image_files import class_members, zip_bytes
 from streamlit.testing.v1 import AppTest
 
@@ -28,11 +29,6 @@ def _upload(at: AppTest, key: str, name: str, data: bytes, button: str) -> AppTe
     at.file_uploader(key=key).set_value((name, data, OCTET))
     at.run()
     return at.button(key=button).click().run()
-
-
-def _no_errors(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def _weights() -> bytes:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import streamlit as st
+from apptest_pages import assert_no_errors as _no_errors
+from apptest_pages import open_page
 from streamlit.testing.v1 import AppTest
 
 from uif_explorer import zoo
@@ -48,17 +49,7 @@ def _runner(folder: Path) -> runners.IterativePruningRunner:
 
 
 def _app(page: str) -> AppTest:
-    st.cache_resource.clear()
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params["ws"] = TOKEN
-    at.run()
-    at.switch_page(page)
-    return at.run()
-
-
-def _no_errors(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+    return open_page(page, TOKEN, TIMEOUT)
 
 
 @pytest.mark.slow  # an analysis (13 scores) + a coarse latency table: 60-80 s on the loaded CI box

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
+from apptest_pages import assert_no_errors as _no_errors
+from apptest_pages import open_page
 from streamlit.testing.v1 import AppTest
 
 from uif_explorer.services import ofa_app
@@ -38,18 +40,8 @@ def ws_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _app() -> AppTest:
-    st.cache_resource.clear()
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params["ws"] = TOKEN
-    at.run()
-    at.session_state["ofa_supernet"] = REF  # the default is the current model's (ResNet-20)
-    at.switch_page("pages/ofa.py")
-    return at.run()
-
-
-def _no_errors(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+    # the default supernet is the current model's (ResNet-20)
+    return open_page("pages/ofa.py", TOKEN, TIMEOUT, state={"ofa_supernet": REF})
 
 
 def _figures(at: AppTest) -> list[dict]:

@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 import pytest
-import streamlit as st
+from apptest_pages import assert_no_errors as _no_errors
+from apptest_pages import open_page
 from streamlit.testing.v1 import AppTest
 
 from uif_explorer import zoo
@@ -38,17 +39,7 @@ def ws_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _app(page: str) -> AppTest:
-    st.cache_resource.clear()  # a fresh job registry: what a restarted server has
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params["ws"] = TOKEN
-    at.run()
-    at.switch_page(page)
-    return at.run()
-
-
-def _no_errors(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+    return open_page(page, TOKEN, TIMEOUT)
 
 
 def _text(at: AppTest) -> str:
@@ -83,11 +74,13 @@ def test_a_tiny_refinement_runs_shows_its_stages_and_resumes(ws_root: Path) -> N
     path = ws_root / TOKEN / "resnet20_ratio_0.3.search"
     search = analysis.read_search(path)
     winner = search["refinement"]["winner"]
-    assert search["refinement"]["complete"] and winner in (0, 1)
+    assert search["refinement"]["complete"] and winner in (0, 1, 2)  # 2: the uniform plan
     table = _stage_table(at)
     assert list(table.columns) == ["candidate", "adaptive_bn", "stage 1 (1 batches)",
                                    "reached", "images", "winner"]
-    assert sorted(table["candidate"]) == [0, 1] and (table["images"] == IMAGES).all()
+    first = sorted(search["refinement"]["stages"][0]["candidates"])  # the uniform plan (2) too
+    assert sorted(table["candidate"]) == first and 2 in first
+    assert (table["images"] == IMAGES).all()
     assert int(table.loc[table["winner"], "candidate"].iloc[0]) == winner
     text = _text(at)
     protocol = (f"Protocol: top1_accuracy on {IMAGES} images of the bundled Fashion-MNIST test "

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-import streamlit as st
+from apptest_pages import assert_no_errors as _no_errors
+from apptest_pages import open_page
 from streamlit.testing.v1 import AppTest
 
 from uif_explorer import zoo
@@ -62,18 +63,7 @@ def ws_root(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def _app(page: str, token: str | None = TOKEN) -> AppTest:
-    st.cache_resource.clear()
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    if token is not None:
-        at.query_params["ws"] = token
-    at.run()
-    at.switch_page(page)
-    return at.run()
-
-
-def _no_errors(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+    return open_page(page, token, TIMEOUT)
 
 
 def _metrics(at: AppTest) -> dict[str, str]:
