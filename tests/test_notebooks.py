@@ -41,7 +41,11 @@ def _repo_files() -> set[str]:
 
     (Not ``git status``: other work in the same checkout may change it meanwhile.)
     """
-    files = {str(p) for p in EXAMPLES.iterdir()} | {str(p) for p in REPO.iterdir()}
+    # other tests' own outputs (app servers' workspaces, browser artifacts) may appear meanwhile
+    # when the suite runs in parallel: they are not the notebook's
+    others = {"workspaces", "test-artifacts", ".pytest_cache", ".ruff_cache"}
+    files = {str(p) for p in EXAMPLES.iterdir()} | {
+        str(p) for p in REPO.iterdir() if p.name not in others}
     if (REPO / ".vai").is_dir():
         files |= {str(p) for p in (REPO / ".vai").rglob("*")}
     return files

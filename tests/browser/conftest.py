@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,7 +22,8 @@ def _log_tail(path: Path, chars: int = 6000) -> str:
 def app_url() -> Iterator[str]:
     """URL of a running app started by ``./run.sh`` on a free port; stopped after the session."""
     ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / "app-server.log"
+    # one log per pytest-xdist worker ("gw0", ...): parallel workers each start their own app
+    log_path = ARTIFACTS / f"app-server-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.log"
     proc, url = apprun.start(log_path)
     try:
         problem = apprun.wait_ready(proc, url, STARTUP_TIMEOUT_S)
