@@ -180,9 +180,9 @@ def main() -> None:
     todo = [m for m in families[k - 1::n] if m not in done]
     rows = _load(path)
     for fam in todo:
+        name = pick(fam)  # before the budget check: big families take minutes to pick
         if over_budget(started, args):
             break
-        name = pick(fam)
         if name is None:
             continue
         row = child_row(__file__, fam, name, args)
