@@ -19,6 +19,9 @@ from uif_explorer.services import (
 from uif_explorer.ui import errors, jobs, loaders, workspace
 from uif_explorer.ui import target as target_ui
 
+PLAN_HELP = ("'sampled': a random per-layer plan (EagleEye); 'uniform L1': every layer pruned "
+             "alike, which refinement always carries, so its pick can be the plain plan.")
+
 st.title("One-step", anchor=False)
 st.markdown(
     "Sample candidate pruning strategies that all remove the same share of the MACs (or of "
@@ -42,6 +45,7 @@ def _refinement_section(search: dict, label_free: bool, protocol: str) -> int | 
     st.dataframe(reports.refinement_table(search), hide_index=True, key="os_refine_table",
                  column_config={
                      "candidate": st.column_config.NumberColumn("Candidate"),
+                     "plan": st.column_config.TextColumn("Plan", help=PLAN_HELP),
                      "adaptive_bn": st.column_config.NumberColumn(
                          "Adaptive BN (%)", help="The search's score, before fine-tuning."),
                      "reached": st.column_config.NumberColumn("Last stage reached"),
@@ -164,6 +168,7 @@ with errors.guard("showing the one-step search"):
                          height=min(38 + 35 * len(search["candidates"]), 420),
                          column_config={
                              "id": st.column_config.NumberColumn("Candidate"),
+                             "plan": st.column_config.TextColumn("Plan", help=PLAN_HELP),
                              "macs_m": st.column_config.NumberColumn("MACs (M)"),
                              "params_m": st.column_config.NumberColumn("Params (M)"),
                              "removed_pct": st.column_config.NumberColumn(

@@ -79,7 +79,11 @@ def test_an_interrupted_refinement_resumes_and_picks_the_winner(setup) -> None:
 
     table = reports.refinement_table(data)
     assert sorted(table["candidate"]) == sorted(data["refinement"]["stages"][0]["candidates"])
-    assert list(table.columns[2:4]) == ["stage 1 (1 batches)", "stage 2 (2 batches)"]
+    assert list(table.columns[3:5]) == ["stage 1 (1 batches)", "stage 2 (2 batches)"]
+    uniform = {c["id"] for c in data["candidates"] if c.get("origin") == "uniform"}
+    assert uniform  # refinement carries the uniform plan, and the table names it
+    assert {cid: p for cid, p in zip(table["candidate"], table["plan"], strict=True)
+            if p != "sampled"} == dict.fromkeys(uniform, "uniform L1")
     assert table["winner"].sum() == 1
     assert int(table.loc[table["winner"], "candidate"].iloc[0]) == view.winner
     assert (table["images"] == IMAGES).all()

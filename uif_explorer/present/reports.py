@@ -297,12 +297,22 @@ __all__ = ["layer_widths", "load", "pareto_frame", "pareto_html", "pareto_metric
            "sensitivity_frame", "width_frame"]
 
 
+ORIGINS = {"uniform": "uniform L1"}  # a candidate's ``origin`` in a .search file, as shown
+
+
+def candidate_origin(candidate: Mapping[str, Any]) -> str:
+    """Where a candidate's plan came from: "sampled" (EagleEye) or the built-in uniform plan
+    that refinement carries, so a person can see when the search's pick is the plain one."""
+    return ORIGINS.get(str(candidate.get("origin", "")), "sampled")
+
+
 def candidates_table(search: Mapping[str, Any]) -> pd.DataFrame:
-    """The One-step page's table: one row per candidate (id, MACs (M), params (M), MACs
-    removed (%), score, the images it was scored on, whether it is the best)."""
+    """The One-step page's table: one row per candidate (id, where its plan came from, MACs
+    (M), params (M), MACs removed (%), score, the images it was scored on, the best)."""
     best = search.get("ranking", [None])[0] if search.get("ranking") else None
     rows = [{
         "id": int(c["id"]),
+        "plan": candidate_origin(c),
         "macs_m": round(float(c["macs"]), 4),
         "params_m": round(float(c["params"]), 4),
         "removed_pct": round(100 * float(c.get("removal", 0.0)), 2),
@@ -310,8 +320,8 @@ def candidates_table(search: Mapping[str, Any]) -> pd.DataFrame:
         "images": c.get("images"),
         "best": c["id"] == best,
     } for c in search.get("candidates", [])]
-    return pd.DataFrame(rows, columns=["id", "macs_m", "params_m", "removed_pct", "score",
-                                       "images", "best"])
+    return pd.DataFrame(rows, columns=["id", "plan", "macs_m", "params_m", "removed_pct",
+                                       "score", "images", "best"])
 
 
 def candidate_ratios_table(search: Mapping[str, Any], ids: Sequence[int]) -> pd.DataFrame:
@@ -342,7 +352,8 @@ def refinement_table(search: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for cid in (stages[0]["candidates"] if stages else []):
         cand = by_id.get(int(cid), {})
-        row: dict[str, Any] = {"candidate": int(cid), "adaptive_bn": cand.get("score")}
+        row: dict[str, Any] = {"candidate": int(cid), "plan": candidate_origin(cand),
+                               "adaptive_bn": cand.get("score")}
         reached = 0
         for col, s in zip(columns, stages, strict=True):
             value = s.get("scores", {}).get(str(cid))
@@ -352,5 +363,5 @@ def refinement_table(search: Mapping[str, Any]) -> pd.DataFrame:
         row.update(reached=reached, images=images[-1] if images else cand.get("images"),
                    winner=winner is not None and int(cid) == int(winner))
         rows.append(row)
-    return pd.DataFrame(rows, columns=["candidate", "adaptive_bn", *columns, "reached",
+    return pd.DataFrame(rows, columns=["candidate", "plan", "adaptive_bn", *columns, "reached",
                                        "images", "winner"])
