@@ -76,10 +76,11 @@ def test_a_tiny_refinement_runs_shows_its_stages_and_resumes(ws_root: Path) -> N
     winner = search["refinement"]["winner"]
     assert search["refinement"]["complete"] and winner in (0, 1, 2)  # 2: the uniform plan
     table = _stage_table(at)
-    assert list(table.columns) == ["candidate", "adaptive_bn", "stage 1 (1 batches)",
+    assert list(table.columns) == ["candidate", "plan", "adaptive_bn", "stage 1 (1 batches)",
                                    "reached", "images", "winner"]
     first = sorted(search["refinement"]["stages"][0]["candidates"])  # the uniform plan (2) too
     assert sorted(table["candidate"]) == first and 2 in first
+    assert dict(zip(table["candidate"], table["plan"], strict=True))[2] == "uniform L1"
     assert (table["images"] == IMAGES).all()
     assert int(table.loc[table["winner"], "candidate"].iloc[0]) == winner
     text = _text(at)
