@@ -75,7 +75,7 @@ def test_measured_preview_equals_the_score_after_prune(page: Page, numbers_app: 
 
     # no button press: the slider's plan is measured in the background and appears
     measured = _number(page, rf"Measured {NUMBER} on {IMAGES} images .*after BN re-estimation")
-    page.get_by_role("button", name="Prune").click()
+    page.get_by_role("button", name="Prune", exact=True).click()
     after = _number(page, rf"Pruned accuracy {NUMBER} on {IMAGES} images .*after BN "
                           "re-estimation")
     assert abs(measured - after) <= 0.01, (pct, measured, after)

@@ -87,7 +87,7 @@ def test_sensitivity_one_step_export_journey(
     expect(removed).to_contain_text(re.compile(r"(39|40|41)\.\d %"), timeout=LOAD_MS)
     _shot(page, "sensitivity_curves.png")
 
-    page.get_by_role("button", name="Prune").click()
+    page.get_by_role("button", name="Prune", exact=True).click()
     pruned = page.get_by_test_id("stMetric").filter(has_text="Pruned accuracy")
     expect(pruned).to_be_visible(timeout=LOAD_MS)
     expect(pruned).to_contain_text("%")
