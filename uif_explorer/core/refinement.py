@@ -169,8 +169,9 @@ def refine_search(runner: RunnerBase, pr: BasePruner, data: dict[str, Any], path
     train = _finetune_call(refine, pr.framework)
     by_id = {c["id"]: c for c in data["candidates"]}
     plan_stages = refine.stages(len(ranking))
-    total = sum(n for n, _ in plan_stages) + (plan_stages[0][0] == 1 and anchor is not None
-                                               and ranking[0] != anchor)
+    # the first stage may hold one more than planned: the uniform plan beside a single best
+    total = (len(first_stage(ranking, plan_stages[0][0], anchor))
+             + sum(n for n, _ in plan_stages[1:]))
     done = sum(len(s["scores"]) for s in state["stages"])
     for k, (size, budget) in enumerate(plan_stages):
         if k < len(state["stages"]):

@@ -96,6 +96,13 @@ def cpu_note(framework: str) -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs, {framework}, batch 1, CPU"
 
 
+def fp32_beside(int8_path: Path) -> Path:
+    """Where an int8 handoff keeps its fp32 file: next to the int8 one, "int8" in the name
+    read as "fp32" (the Export page times both files)."""
+    int8_path = Path(int8_path)
+    return int8_path.with_name(int8_path.name.replace("int8", "fp32"))
+
+
 def backend_for(framework: str) -> Backend:
     """The backend of ``framework`` ('torch' or 'keras'); Keras is imported only here."""
     if framework == "torch":

@@ -10,7 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from uif_explorer.services.backends import ExportFormat, cpu_note
+from uif_explorer.services.backends import ExportFormat, cpu_note, fp32_beside
 from uif_explorer.services.eval_data import LABEL_FREE_NAME
 
 
@@ -191,7 +191,7 @@ class KerasBackend:
 
         return quantize_tflite(model, calibration, path, check_data=check_x,  # fp32 kept
                                check_labels=check_y,  # beside it: the Export page times both
-                               fp32_path=Path(path).with_name(path.name.replace("int8", "fp32")))
+                               fp32_path=fp32_beside(path))
 
     def file_call(self, path: Path, inputs: Any) -> Callable[[], Any]:
         """One invoke of a ``.tflite`` file in TensorFlow's TFLite interpreter (CPU)."""

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from uif_explorer.services.backends import ExportFormat, cpu_note
+from uif_explorer.services.backends import ExportFormat, cpu_note, fp32_beside
 
 TRACE_LOCK = threading.RLock()
 """torch.export keeps its pre-dispatch mode stack in a process-wide global, so two captures or
@@ -246,7 +246,7 @@ class TorchBackend:
         with TRACE_LOCK:  # the fp32 ONNX is kept beside it: the Export page times both
             return quantize_onnx(copy.deepcopy(model), inputs, calibration, path,
                                  check_data=check_x, check_labels=check_y,
-                                 fp32_path=Path(path).with_name(path.name.replace("int8", "fp32")))
+                                 fp32_path=fp32_beside(path))
 
     def file_call(self, path: Path, inputs: Any) -> Callable[[], Any]:
         """One forward of an ONNX file in ONNX Runtime (CPU, torch's thread count)."""
