@@ -167,6 +167,24 @@ def apply_state_dict(model: Any, state: Mapping[str, Any]) -> None:
 
 
 # -- datasets ----------------------------------------------------------------------------------
+def read_npz(data: bytes, expected: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (read without pickle, archive size checked first);
+    ``expected`` names what it should hold, for the refusal of a file that is no .npz."""
+    if sniff(data) != "npz":
+        raise LoadError(f"Expected an .npz file (numpy.savez) with {expected}. Received: a "
+                        f"file of type {sniff(data)!r}; save the arrays with numpy.savez and "
+                        "upload that.")
+    check_archive(data)
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except ValueError as exc:
+        raise LoadError(f"The .npz holds objects that need pickle, refused: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - corrupt members
+        raise LoadError(f"The .npz cannot be read ({exc}); save it again with numpy.savez."
+                        ) from exc
+
+
 def load_npz_dataset(data: bytes, layout: str = "NCHW", num_classes: int | None = None,
                      input_shape: tuple[int, ...] | None = None) -> tuple[np.ndarray,
                                                                           np.ndarray | None]:
@@ -174,17 +192,7 @@ def load_npz_dataset(data: bytes, layout: str = "NCHW", num_classes: int | None 
     optional ``y`` of integer labels from an ``.npz`` (no pickle)."""
     from uif_explorer.data import preprocess
 
-    if sniff(data) != "npz":
-        raise LoadError("Expected an .npz file (numpy.savez) with an array 'x' and optionally "
-                        "'y'.")
-    check_archive(data)
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except ValueError as exc:
-        raise LoadError(f"The .npz holds objects that need pickle, refused: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - corrupt members
-        raise LoadError(f"The .npz cannot be read ({exc}).") from exc
+    arrays = read_npz(data, "an array 'x' and optionally 'y'")
     if "x" not in arrays:
         raise LoadError(f"Expected an array named 'x' in the .npz. Received: {sorted(arrays)}")
     x, y = arrays["x"], arrays.get("y")

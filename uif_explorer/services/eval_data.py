@@ -10,6 +10,7 @@ so a label-free number is always named as such (conventions.md). No Streamlit he
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -68,13 +69,17 @@ class DataSource:
     mean: tuple[float, ...] | None = None  # images, custom preset: per-channel mean
     std: tuple[float, ...] | None = None  # images, custom preset: per-channel std
     resize: int | None = None  # images, custom preset: shorter side before the crop
+    arrays: tuple[str, ...] = ()  # several inputs: the .npz arrays fed to them, in order
+    output: str | None = None  # a dict/tuple output's entry holding the class scores
 
     @property
     def key(self) -> str:
-        """What makes two data sources score alike (file and preprocessing), for caches."""
+        """What makes two data sources score alike (file, preprocessing, output), for caches."""
+        chosen = f":{self.output}" if self.output is not None else ""
         if self.kind != IMAGES:
-            return str(self.sha256 or self.kind)
-        return f"{self.sha256 or self.file}:{self.preset}:{self.mean}:{self.std}:{self.resize}"
+            return str(self.sha256 or self.kind) + chosen
+        return (f"{self.sha256 or self.file}:{self.preset}:{self.mean}:{self.std}:{self.resize}"
+                + chosen)
 
     @property
     def stored_safely(self) -> bool:
@@ -106,6 +111,7 @@ class DataSource:
         for k in ("mean", "std"):  # JSON gives lists; keep the record hashable
             if fields.get(k) is not None:
                 fields[k] = tuple(float(v) for v in fields[k])
+        fields["arrays"] = tuple(str(v) for v in fields.get("arrays") or ())
         return cls(**fields)
 
 
@@ -118,14 +124,68 @@ def bundled_fits(source: ModelSource) -> bool:
     return shape == want and source.num_classes in (None, 10)
 
 
-def store_npz(folder: str | Path, data: bytes, source: ModelSource) -> DataSource:
-    """Check an ``.npz`` against the model's input (layout and shape), store it, describe it."""
+def needs_data(source: ModelSource) -> str:
+    """What to upload for a model the bundled data cannot score (one sentence with the fix)."""
+    if source.inputs:
+        return (f"This model takes {len(source.inputs)} inputs, so the bundled Fashion-MNIST "
+                "data cannot score it. Upload an .npz with one array per input and 'labels' "
+                "on the Model page (Evaluation data, Arrays).")
+    return (f"This model takes {source.input_label} inputs, so the bundled 28x28 Fashion-MNIST "
+            f"data cannot score it. Upload an .npz with an array 'x' ({source.layout}, float32 "
+            "preprocessed) and optionally integer labels 'y' on the Model page.")
+
+
+def _input_names(model: Any) -> tuple[str, ...] | None:
+    """An exported program's input names (its graph's placeholders), None for other models."""
+    graph = getattr(model, "graph", None)
+    nodes = getattr(graph, "nodes", ())
+    return tuple(str(n.name) for n in nodes if getattr(n, "op", "") == "placeholder") or None
+
+
+def _check_npz(raw: bytes, source: ModelSource, model: Any = None, output: str | None = None
+               ) -> DataSource:
+    """The checked description of an ``.npz`` (not stored): ``x``/``y`` for one input, one
+    array per input plus ``labels`` for several. With ``model``, a dict or tuple output's
+    class scores are chosen (``output``, else the first of shape (batch, classes)) and the
+    labels checked against its classes."""
+    from uif_explorer.services import model_outputs
+
+    chosen = model_outputs.choose(model_outputs.read_outputs(source, model)
+                                  if model is not None else [], output)
+    classes = chosen.shape[1] if chosen is not None else source.num_classes
+    key = chosen.key if chosen is not None else None
+    sha = loading.sha256_of(raw)
+    if source.inputs:
+        from uif_explorer.io.multi_input_npz import load_multi_input_npz
+
+        _, y, names = load_multi_input_npz(raw, source.inputs, _input_names(model), classes)
+        return DataSource(kind=NPZ, sha256=sha, count=len(y), for_model=source.key,
+                          arrays=names, output=key)
+    x, y = loading.load_npz_dataset(raw, source.layout, classes, tuple(source.input_shape[1:]))
+    return DataSource(kind=NPZ, sha256=sha, labelled=y is not None, count=len(x),
+                      for_model=source.key, output=key)
+
+
+def store_npz(folder: str | Path, data: bytes, source: ModelSource, *, model: Any = None,
+              output: str | None = None) -> DataSource:
+    """Check an ``.npz`` against the model's inputs (layout and shapes) and, with ``model``,
+    its outputs (see ``_check_npz``), then store it (a refused file stores nothing)."""
     loading.check_upload_size(data)
-    x, y = loading.load_npz_dataset(data, source.layout, source.num_classes,
-                                    tuple(source.input_shape[1:]))
-    sha, rel = store_upload(folder, data, "npz")
-    return DataSource(kind=NPZ, file=rel, sha256=sha, labelled=y is not None, count=len(x),
-                      for_model=source.key)
+    ds = _check_npz(data, source, model, output)
+    _, rel = store_upload(folder, data, "npz")
+    return dataclasses.replace(ds, file=rel)
+
+
+def with_output(folder: str | Path, ds: DataSource, source: ModelSource, model: Any,
+                output: str) -> DataSource:
+    """``ds`` scoring the model's output ``output`` (checked, labels included)."""
+    if ds.kind != NPZ:
+        from uif_explorer.services import model_outputs
+
+        model_outputs.choose(model_outputs.read_outputs(source, model), output)
+        return dataclasses.replace(ds, output=output)
+    checked = _check_npz(_read_npz(folder, ds), source, model, output)
+    return dataclasses.replace(ds, output=checked.output)
 
 
 def default_preset(source: ModelSource) -> str:
@@ -172,6 +232,10 @@ def store_images(folder: str | Path, data: bytes, source: ModelSource,
     re-estimation its calibration split and fine-tuning its fine-tuning split.
     ``mean``/``std``/``resize``: the custom preset's numbers."""
     loading.check_upload_size(data)
+    if source.inputs:
+        raise LoadError(f"Expected an .npz for a model with {len(source.inputs)} inputs (image "
+                        "folders feed one image tensor). Received: a zip of image folders; "
+                        "upload one array per input and 'labels' under Arrays (.npz).")
     sha, preset = loading.sha256_of(data), preset or default_preset(source)
     rel = f"{DATASETS}/{sha[:16]}"
     custom = preset == "custom"
@@ -220,10 +284,7 @@ def file_data(path: str | Path, source: ModelSource, preset: str | None = None
     except OSError as exc:
         raise LoadError(f"Expected an .npz file with an array 'x' (and optionally 'y'). "
                         f"Received: {str(path)!r} ({exc.strerror or exc})") from exc
-    x, y = loading.load_npz_dataset(raw, source.layout, source.num_classes,
-                                    tuple(source.input_shape[1:]))
-    return DataSource(kind=NPZ, file=str(path.resolve()), sha256=loading.sha256_of(raw),
-                      labelled=y is not None, count=len(x), for_model=source.key)
+    return dataclasses.replace(_check_npz(raw, source), file=str(path.resolve()))
 
 
 def _bundled_arrays(split: str, limit: int | None, layout: str
@@ -242,18 +303,37 @@ def arrays(folder: str | Path, ds: DataSource, source: ModelSource, limit: int |
         return _bundled_arrays("test", limit, source.layout)
     if ds.kind == IMAGES:
         x, y = image_data(folder, ds, source).arrays("evaluation")
-        return (x[:limit], y[:limit]) if limit else (x, y)
-    path = Path(folder) / str(ds.file)
+        return head(x, limit), head(y, limit)
+    raw = _read_npz(folder, ds)
+    if ds.arrays:
+        from uif_explorer.io.multi_input_npz import load_multi_input_npz
+
+        x, y, _ = load_multi_input_npz(raw, source.inputs, ds.arrays)
+    else:
+        x, y = loading.load_npz_dataset(raw, source.layout, source.num_classes,
+                                        tuple(source.input_shape[1:]))
+    return head(x, limit), head(y, limit)
+
+
+def _read_npz(folder: str | Path, ds: DataSource) -> bytes:
     try:
-        raw = path.read_bytes()
+        return (Path(folder) / str(ds.file)).read_bytes()
     except OSError as exc:
         raise LoadError("The uploaded .npz is no longer in this workspace; upload it again on "
                         "the Model page.") from exc
-    x, y = loading.load_npz_dataset(raw, source.layout, source.num_classes,
-                                    tuple(source.input_shape[1:]))
-    if limit:
-        x, y = x[:limit], (y[:limit] if y is not None else None)
-    return x, y
+
+
+def head(x: Any, limit: int | None) -> Any:
+    """The first ``limit`` samples of an array, of each array of a tuple (several inputs),
+    or None; all of them when ``limit`` is None or 0."""
+    if x is None or not limit:
+        return x
+    return tuple(a[:limit] for a in x) if isinstance(x, tuple) else x[:limit]
+
+
+def sample_count(x: Any) -> int:
+    """Samples in an array or a tuple of arrays (one per input)."""
+    return len(x[0]) if isinstance(x, tuple) else len(x)
 
 
 def calibration_images(folder: str | Path, ds: DataSource | None, source: ModelSource
@@ -299,12 +379,15 @@ class Evaluator:
     bundled: bool
     finetune_data: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
     """The user's fine-tuning images ``(x, y)`` (image folders), None otherwise."""
+    output: str | None = None
+    """The entry of a dict or tuple output scored as the class scores."""
 
     def describe(self) -> str:
         """What a score from this evaluator is, for the captions next to it."""
         if self.bundled and not self.label_free:
             return data_source(self.images)
         return f"{self.score_name} on the first {self.images:,} images of {self.data_title}" + (
+            f", output '{self.output}'" if self.output is not None else "") + (
             " (no labels: scored against the original model's predictions)"
             if self.label_free else "")
 
@@ -321,12 +404,7 @@ def make_evaluator(source: ModelSource, model: Any, ds: DataSource | None, image
     """The evaluator for ``model`` on ``ds`` (bundled when None and it fits the model)."""
     if ds is None:
         if not bundled_fits(source):
-            raise LoadError(
-                f"This model takes {source.input_label} inputs, so the bundled 28x28 "
-                "Fashion-MNIST data cannot score it. Upload an .npz with an array 'x' "
-                f"({source.layout}, float32 preprocessed) and optionally integer labels 'y' "
-                "on the Model page."
-            )
+            raise LoadError(needs_data(source))
         ds = DataSource()
     is_bundled = ds.kind == BUNDLED
     if ds.kind == IMAGES:  # one scan of the folder for both splits
@@ -336,12 +414,13 @@ def make_evaluator(source: ModelSource, model: Any, ds: DataSource | None, image
     else:
         x, y = arrays(folder, ds, source, images)
         calib_x = (_bundled_arrays("train", CALIB_IMAGES, source.layout)[0] if is_bundled
-                   else x[:CALIB_IMAGES])
+                   else head(x, CALIB_IMAGES))
+    chosen = {"output": ds.output} if ds.output is not None else {}
     eval_fn, eval_args, calib_fn, calib_args = source.backend.scoring(
-        model, x, y, calib_x, batch_fixed=source.batch_fixed)
+        model, x, y, calib_x, batch_fixed=source.batch_fixed, **chosen)
     label_free = y is None
     tune = (partial(finetune_arrays, folder, ds, source) if ds.kind == IMAGES and not label_free
             else None)
     return Evaluator(eval_fn, eval_args, calib_fn, calib_args,
-                     LABEL_FREE_NAME if label_free else TOP1_NAME, label_free, len(x), ds.title,
-                     is_bundled, tune)
+                     LABEL_FREE_NAME if label_free else TOP1_NAME, label_free, sample_count(x),
+                     ds.title, is_bundled, tune, ds.output)

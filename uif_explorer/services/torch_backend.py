@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset, TensorDataset
 
 from uif_explorer.services.backends import ExportFormat, cpu_note, fp32_beside
 
@@ -29,12 +30,33 @@ def _train_loader(data: TrainData | None, batches: int) -> Any:
         from uif_explorer import data as bundled
 
         return bundled.torch_loader("train", batch_size=TRAIN_BATCH, limit=batches * TRAIN_BATCH)
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader
 
-    x, y = data()
-    return DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-                      batch_size=TRAIN_BATCH, shuffle=True,
+    return DataLoader(samples(*data()), batch_size=TRAIN_BATCH, shuffle=True,
                       generator=torch.Generator().manual_seed(0))
+
+
+class Samples(Dataset):
+    """Samples of a model with several inputs: ``((x1[i], x2[i], ...), y[i])``, or
+    ``((x1[i], ...),)`` without labels; batches then feed ``model(x1, x2, ...)``."""
+
+    def __init__(self, xs: Sequence[torch.Tensor], y: torch.Tensor | None = None) -> None:
+        self.xs, self.y = tuple(xs), y
+
+    def __len__(self) -> int:
+        return len(self.xs[0])
+
+    def __getitem__(self, i: int) -> tuple:
+        inputs = tuple(x[i] for x in self.xs)
+        return (inputs,) if self.y is None else (inputs, self.y[i])
+
+
+def samples(x: Any, y: Any = None) -> Any:
+    """A dataset of numpy ``x`` (an array, or a tuple of arrays: one per input) and ``y``."""
+    labels = () if y is None else (torch.from_numpy(y),)
+    if isinstance(x, tuple):
+        return Samples([torch.from_numpy(a) for a in x], *labels)
+    return TensorDataset(torch.from_numpy(x), *labels)
 
 
 SUFFIXES = {"state_dict": ".pth", "safetensors": ".safetensors", "pt2": ".pt2",
@@ -129,27 +151,31 @@ class TorchBackend:
             return get_pruning_runner(copy.deepcopy(model), self.example_input(shape), method,
                                       workdir=workdir, name=name, excludes=excludes or None)
 
-    def scoring(self, model: nn.Module, x: Any, y: Any, calib_x: Any, batch_fixed: bool = False
-                ) -> tuple[Any, tuple, Any, tuple]:
-        """``(eval_fn, eval_args, calibration_fn, calib_args)`` over numpy arrays: top-1 with
-        labels, else the label-free agreement with a copy of ``model``; adaptive BN on
-        ``calib_x``. An exported program fixed at batch 1 is run one image at a time."""
-        from torch.utils.data import DataLoader, TensorDataset
+    def scoring(self, model: nn.Module, x: Any, y: Any, calib_x: Any, batch_fixed: bool = False,
+                output: str | None = None) -> tuple[Any, tuple, Any, tuple]:
+        """``(eval_fn, eval_args, calibration_fn, calib_args)`` over numpy arrays (a tuple of
+        them for a model with several inputs): top-1 with labels, else the label-free agreement
+        with a copy of ``model``; adaptive BN on ``calib_x``. ``output``: the entry of a dict or
+        tuple output that holds the class scores. An exported program fixed at batch 1 is run
+        one sample at a time."""
+        from torch.utils.data import DataLoader
 
         from uif_explorer.torch.evaluation import (
             adaptive_bn_calibration,
             make_label_free_eval,
             top1_accuracy,
         )
+        from uif_explorer.torch.outputs import OutputOf, PickOutput
 
         batch = 1 if batch_fixed else 256
-        calib = DataLoader(TensorDataset(torch.from_numpy(calib_x)), batch_size=min(batch, 64))
+        calib = DataLoader(samples(calib_x), batch_size=min(batch, 64))
         if y is not None:
-            loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-                                batch_size=batch)
-            return top1_accuracy, (loader,), adaptive_bn_calibration, (calib,)
-        loader = DataLoader(TensorDataset(torch.from_numpy(x)), batch_size=batch)
-        return (make_label_free_eval(copy.deepcopy(model)), (loader,), adaptive_bn_calibration,
+            fn, loader = top1_accuracy, DataLoader(samples(x, y), batch_size=batch)
+        else:
+            reference = copy.deepcopy(model)
+            fn = make_label_free_eval(OutputOf(reference, output) if output else reference)
+            loader = DataLoader(samples(x), batch_size=batch)
+        return ((PickOutput(fn, output) if output else fn), (loader,), adaptive_bn_calibration,
                 (calib,))
 
     def groups_table(self, model: nn.Module, shape: Sequence[int],
@@ -199,7 +225,7 @@ class TorchBackend:
 
     def forward(self, model: nn.Module, inputs: Any) -> Any:
         with torch.inference_mode():
-            out = model.eval()(inputs)
+            out = model.eval()(*inputs) if isinstance(inputs, tuple) else model.eval()(inputs)
         if isinstance(out, torch.Tensor) and out.is_cuda:
             torch.cuda.synchronize(out.device)  # the time of the work, not of its launch
             out = out.cpu()

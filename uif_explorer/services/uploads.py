@@ -78,9 +78,8 @@ def from_pt2(folder: str | Path, data: bytes,
               "{'x': {0: torch.export.Dim('batch')}} for batched scoring.",) if fixed else ())
     if several:
         notes += (f"The program takes {len(specs)} inputs; its size, MACs and channel groups "
-                  "are measured on zeros of each. The app's evaluation data feeds one image "
-                  "tensor, so score and prune it from Python: get_pruning_runner(model, "
-                  "(x1, x2, ...)) with your own eval_fn.",)
+                  "are measured on zeros of each. To score and prune it, upload an .npz with "
+                  "one array per input and 'labels' under Evaluation data (Arrays) below.",)
     src = ModelSource(kind=PT2, name=_upload_name("exported", sha),
                       title=f"Exported program {sha[:10]} (.pt2)", framework="torch",
                       input_shape=specs[0][0], file=rel, sha256=sha, notes=notes,

@@ -140,18 +140,14 @@ def evaluator(loaded: LoadedModel, images: int) -> Any:
     """An ``eval_data.Evaluator`` for the current model on the session's data; raises
     ``LoadError`` (with what to upload) when no data can score the model."""
     from uif_explorer.io.loading import LoadError
-    from uif_explorer.services.eval_data import bundled_fits
+    from uif_explorer.services.eval_data import bundled_fits, needs_data
     from uif_explorer.ui import state, workspace
 
     data = state.current_data()
     if data is not None and data.for_model != loaded.source.key:
         data = None
     if data is None and not bundled_fits(loaded.source):
-        raise LoadError(
-            f"This model takes {loaded.source.input_label} inputs, so the bundled 28x28 "
-            "Fashion-MNIST data cannot score it. Upload an .npz with an array 'x' "
-            f"({loaded.source.layout}) and optionally integer labels 'y' on the Model page."
-        )
+        raise LoadError(needs_data(loaded.source))
     token = workspace.current_token()
     return cached_evaluator(cache_key(loaded.source, token),
                             data.key if data is not None else "bundled", int(images),

@@ -15,7 +15,7 @@ import streamlit as st
 
 from uif_explorer.io import loading
 from uif_explorer.io.loading import LoadError
-from uif_explorer.services import eval_data, model_source, uploads, workspace_info
+from uif_explorer.services import eval_data, model_outputs, model_source, uploads, workspace_info
 from uif_explorer.services.model_source import ModelSource
 from uif_explorer.ui import errors, loaders, state, workspace
 
@@ -200,22 +200,28 @@ def data_section(source: ModelSource, loaded: Any = None) -> None:
         if current.kind == eval_data.IMAGES:
             _splits(current, source)
         if loaded is not None:
+            _output_choice(current, loaded)
             _data_score(loaded)
         if fits and st.button("Use the bundled data again", key="data_reset"):
             state.set_data(None)
             st.rerun()
     elif fits:
         st.markdown("Scores use the bundled Fashion-MNIST test subset (top-1 accuracy).")
+    elif source.inputs:
+        st.warning(eval_data.needs_data(source), icon=":material/dataset:")
     else:
         st.warning(f"This model takes {source.input_label} inputs, so the bundled 28x28 "
                    "Fashion-MNIST data cannot score it: upload your images (a zip of class "
                    "folders) or an .npz below to analyse and prune it.",
                    icon=":material/dataset:")
+    if source.inputs:  # image folders feed one tensor: only arrays fit several inputs
+        _npz_tab(source, loaded)
+        return
     tabs = st.tabs(["Image folders (.zip)", "Arrays (.npz)"])
     with tabs[0]:
         _images_tab(source, loaded)
     with tabs[1]:
-        _npz_tab(source)
+        _npz_tab(source, loaded)
 
 
 def _splits(ds: eval_data.DataSource, source: ModelSource) -> None:
@@ -232,6 +238,34 @@ def _splits(ds: eval_data.DataSource, source: ModelSource) -> None:
     rows, text = st.session_state[key]
     st.caption(f"{len(rows)} classes (class i = the i-th folder name in sorted order): {text}.")
     st.dataframe(rows, hide_index=True, key="data_splits_table")
+
+
+def _output_choice(ds: eval_data.DataSource, loaded: Any) -> None:
+    """Which output of a dict/tuple-output model is scored (nothing for one tensor)."""
+    key = f"data_outputs:{loaded.source.key}"
+    if key not in st.session_state:
+        st.session_state[key] = model_outputs.read_outputs(loaded.source, loaded.model)
+    outputs = st.session_state[key]
+    if not outputs:
+        return
+    keys = [o.key for o in outputs]
+    labels = {o.key: o.label for o in outputs}
+    now = ds.output if ds.output in keys else model_outputs.default_key(outputs)
+    picked = st.selectbox("Output scored as the class scores", keys,
+                          index=keys.index(now) if now in keys else 0,
+                          format_func=labels.__getitem__, key=f"data_output:{ds.key}",
+                          help="The model returns several outputs; scores read the class "
+                          "scores of this one (shape (batch, classes)). Default: the first "
+                          "output of that shape.")
+    if picked == ds.output:
+        return
+    try:
+        new = eval_data.with_output(workspace.current_folder(), ds, loaded.source,
+                                    loaded.model, picked)
+    except Exception as exc:  # noqa: BLE001 - shown with a fix; the data stays as it was
+        _fail("That output", exc)
+        return
+    _use_data(new, loaded, f"Scores now read the output '{picked}'.")
 
 
 def _data_score(loaded: Any) -> None:
@@ -310,18 +344,25 @@ def _use_data(ds: eval_data.DataSource, loaded: Any, message: str) -> None:
     st.rerun()
 
 
-def _npz_tab(source: ModelSource) -> None:
-    st.caption(f"An `.npz` (numpy.savez) with `x`: samples in the model's layout "
-               f"({source.layout}, "
-               f"{source.input_label} without the batch), float32 preprocessed or uint8 with "
-               "the sample models' preprocessing; optional `y`: integer labels. Without `y` "
-               "the label-free score is used.")
+def _npz_tab(source: ModelSource, loaded: Any) -> None:
+    if source.inputs:
+        shapes = ", ".join(f"input_{i}: {dtype} (N, {', '.join(map(str, shape[1:]))})"
+                           for i, (shape, dtype) in enumerate(source.inputs))
+        st.caption(f"An `.npz` (numpy.savez, read without pickle) with one array per model "
+                   f"input, named as the program's inputs or {shapes}, and `labels`: one "
+                   "integer class per sample (N the same in all).")
+    else:
+        st.caption(f"An `.npz` (numpy.savez) with `x`: samples in the model's layout "
+                   f"({source.layout}, {source.input_label} without the batch), float32 "
+                   "preprocessed or uint8 with the sample models' preprocessing; optional "
+                   "`y`: integer labels. Without `y` the label-free score is used.")
     up = st.file_uploader("Evaluation data (.npz)", type=["npz"], key="up_npz")
     if st.button("Use this data", key="up_npz_go", disabled=up is None):
         data = _data_of(up)
         try:
             with st.spinner("Checking the data..."):
-                ds = eval_data.store_npz(workspace.current_folder(), data, source)
+                ds = eval_data.store_npz(workspace.current_folder(), data, source,
+                                         model=loaded.model if loaded is not None else None)
         except Exception as exc:  # noqa: BLE001 - shown with a fix
             _fail("The data", exc)
             return
@@ -329,5 +370,6 @@ def _npz_tab(source: ModelSource) -> None:
         st.session_state[FLASH_KEY] = (
             f"Evaluation data loaded: {ds.count:,} samples, "
             + ("with labels (top-1 accuracy)." if ds.labelled else
-               "without labels (the label-free score is used)."))
+               "without labels (the label-free score is used).")
+            + (f" Output scored: '{ds.output}'." if ds.output is not None else ""))
         st.rerun()
