@@ -135,14 +135,18 @@ def head_split(w: Walker, node: torch.fx.Node, x: Val, out: tuple[int, ...]) -> 
     return exact_reshape(x, out)
 
 
-@op_rule("view", "reshape", "_unsafe_view", "flatten", "unflatten")
+@op_rule("view", "reshape", "_unsafe_view", "flatten", "unflatten", *shape.LIKE)
 def reshape(w: Walker, node: torch.fx.Node) -> Val:
     """:func:`.shape.reshape`, plus head splits and any reshape of composite channels."""
+    return shape.like_other(w, node, _reshape(w, node))
+
+
+def _reshape(w: Walker, node: torch.fx.Node) -> Val:
     x, out = w.arg(node.args[0]), w.shape(node)
     if isinstance(x, Val) and factors_of(w.b, x.cls) is not None:
         return exact_reshape(x, out)
     try:
-        return shape.reshape(w, node)
+        return shape.plain_reshape(w, node)
     except Barrier as exc:
         if not isinstance(x, Val):
             raise

@@ -133,9 +133,7 @@ def cat(w: Walker, node: torch.fx.Node) -> Val:
     "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
     "max_pool2d_with_indices", "max_pool3d_with_indices", "upsample_nearest1d",
     "upsample_nearest2d", "upsample_nearest3d", "upsample_bilinear2d", "upsample_bicubic2d",
-    "upsample_trilinear3d", "upsample_linear1d", "interpolate", "pad", "constant_pad_nd",
-    "reflection_pad2d", "replication_pad2d", "reflection_pad1d", "replication_pad1d",
-    "_adaptive_avg_pool2d",
+    "upsample_trilinear3d", "upsample_linear1d", "interpolate", "_adaptive_avg_pool2d",
 )
 def spatial(w: Walker, node: torch.fx.Node) -> object:
     x = w.arg(node.args[0])
@@ -149,6 +147,25 @@ def spatial(w: Walker, node: torch.fx.Node) -> object:
         if len(out) != len(x.shape) or out[:2] != x.shape[:2]:
             raise Barrier("spatial op that changes channels")
     return _pass_on(w, node, x)
+
+
+@op_rule("pad", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d",
+         "replication_pad1d", "replication_pad2d", "replication_pad3d")
+def pad(w: Walker, node: torch.fx.Node) -> object:
+    """Padding of the dims its list names (pairs from the last dim back): channels pass
+    through when no padded dim carries them, whatever the layout (NCHW pads H and W;
+    channels-last code such as window attention pads H and W of ``(B, H, W, C)``)."""
+    x = w.arg(node.args[0])
+    if not isinstance(x, Val):
+        return w.output_fixed(node, CONSTANT)
+    amounts = list(node.args[1]) if len(node.args) > 1 else list(node.kwargs.get("pad", ()))
+    nd = len(x.shape)
+    padded = [nd - 1 - i for i in range(len(amounts) // 2)
+              if amounts[2 * i] != 0 or amounts[2 * i + 1] != 0]
+    if any(varies(x.cls, d) for d in padded):
+        raise Barrier("padding along channels")
+    idx = tuple(slice(0, 1) if d in padded else slice(None) for d in range(nd))
+    return Val(w.shape(node), np.ascontiguousarray(x.cls[idx]))
 
 
 @op_rule("mean", "sum", "amax", "amin", "max", "min", "logsumexp")
@@ -221,12 +238,36 @@ def expand(w: Walker, node: torch.fx.Node) -> Val:
     return Val(out, x.cls.reshape((1,) * (len(out) - len(x.shape)) + x.cls.shape))
 
 
-@op_rule("view", "reshape", "_unsafe_view", "flatten", "unflatten")
-def reshape(w: Walker, node: torch.fx.Node) -> Val:
+LIKE = ("reshape_as", "view_as")  # the target shape is another tensor's
+
+
+def plain_reshape(w: Walker, node: torch.fx.Node) -> Val:
     """Flatten-like merges (row-major); a reshape that splits a channel dim is a barrier."""
     sizes = node.args[1] if len(node.args) > 1 and op_name(node) in (
         "view", "reshape", "_unsafe_view") else None
     return reshape_classes(_tensor(w, node), w.shape(node), sizes)
+
+
+def like_other(w: Walker, node: torch.fx.Node, out: Val) -> Val:
+    """``x.reshape_as(y)`` / ``x.view_as(y)``: a reshape whose sizes are ``y``'s shape, so in
+    the slim model each channel dim of the output is as wide as ``y`` is there. Tie the two
+    (the same classes), or fix the output's channels where ``y``'s width is a constant."""
+    if op_name(node) not in LIKE:
+        return out
+    other = w.arg(node.args[1])
+    for d in varying_dims(out.cls):
+        lst = channel_list(out, d)
+        theirs = channel_list(other, d) if isinstance(other, Val) else None
+        if lst is None or theirs is None or not varies(other.cls, d):
+            raise Barrier(f"{op_name(node)} to a tensor whose width there is a constant")
+        w.b.unify(lst, theirs)
+    return out
+
+
+@op_rule("view", "reshape", "_unsafe_view", "flatten", "unflatten", *LIKE)
+def reshape(w: Walker, node: torch.fx.Node) -> Val:
+    """:func:`plain_reshape`; for ``reshape_as``/``view_as`` also :func:`like_other`."""
+    return like_other(w, node, plain_reshape(w, node))
 
 
 @op_rule("select")
