@@ -150,7 +150,7 @@ with errors.guard("showing the one-step search"):
                 view.choice, target), label="One-step refinement")
             st.rerun()
     if not search or not charts.scored_candidates(search):
-        st.info(f"No scored candidates at {pct} % {latency_target.RATIO_OF[target]} removed "
+        st.info(f"No scored candidates at {latency_target.removed_text(ratio, target)} "
                 "in this workspace yet: press **Run search**.", icon=":material/info:")
     elif job is None or not job.running:
         best = charts.best_candidate_id(search)

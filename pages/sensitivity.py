@@ -47,7 +47,7 @@ def _measured(token: str, runner, sens: dict, preview, pct: int, ev,
     measured before, else measured in the background as soon as the slider settles (one job
     per model: a newer ratio waits for the current one, then the page asks again)."""
     job_name = f"measure:{runner.name}"
-    label = f"Measuring the plan at {pct} % {latency_target.RATIO_OF[target]} removed"
+    label = f"Measuring the plan at {latency_target.removed_text(pct / 100, target)}"
     registry = jobs.registry()
     point = previews.cached_point(runner, sens, preview, ev, proto)
     mjob = registry.get(token, job_name)

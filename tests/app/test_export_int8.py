@@ -45,7 +45,7 @@ def _slim_resnet20() -> PrunedModel:
     adaptive_bn_calibration(slim, eval_data.calib_loader())  # as the app's pruning does
     slim.eval()
     return PrunedModel(model=slim, kind="slim", model_name="resnet20", framework="torch",
-                       source="L1 plan, 30 % of MACs removed, adaptive BN", spec_path="",
+                       source="L1 plan, 30 % of the MACs removed, adaptive BN", spec_path="",
                        accuracy=eval_data.accuracy(slim, IMAGES), images=IMAGES,
                        score_source=f"{eval_data.data_source(IMAGES)}, {BN_LINE}",
                        removal_ratio=0.3, slim=slim)

@@ -95,7 +95,7 @@ def test_sensitivity_page_prunes_to_a_fraction_of_the_predicted_latency(
     at.button(key="sens_prune").click().run()
     _no_errors(at)
     pruned = at.session_state[workspace.PRUNED_KEY]
-    assert pruned.source == f"Sensitivity, {pct} % of predicted latency removed"
+    assert pruned.source == f"Sensitivity, {pct} % of this machine's predicted latency removed"
     spec = read_json(Path(pruned.spec_path))
     assert Path(pruned.spec_path).name == f"resnet20_ratio_{pct / 100:g}_latency.spec"
     assert spec["target"] == "latency"

@@ -132,7 +132,7 @@ def test_sensitivity_prune_shows_the_pruned_accuracy_at_once(ws_root: Path) -> N
     _no_errors(at)
     pruned = at.session_state[workspace.PRUNED_KEY]
     assert pruned.kind == "sparse" and pruned.removal_ratio == 0.4
-    label = "Pruned accuracy (Sensitivity, 40 % of MACs removed)"
+    label = "Pruned accuracy (Sensitivity, 40 % of the MACs removed)"
     assert _metrics(at)[label] == f"{pruned.accuracy:.2f} %"
     assert pruned.accuracy == pytest.approx(eval_data.accuracy(pruned.model, IMAGES))
     assert (ws_root / TOKEN / "resnet20_ratio_0.4.spec").exists()

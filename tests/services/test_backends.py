@@ -71,7 +71,7 @@ def test_a_torch_backend_never_loads_tensorflow() -> None:
 
 def test_pruned_model_facts_and_a_new_model_drops_what_was_derived() -> None:
     pruned = PrunedModel(model=object(), kind="sparse", model_name="resnet20",
-                         framework="torch", source="Sensitivity, 30 % of MACs removed",
+                         framework="torch", source="Sensitivity, 30 % of the MACs removed",
                          spec_path="x.spec", accuracy=90.0, images=64, score_source="top-1",
                          removal_ratio=0.3, subnet_setting=[{"group": "a"}])
     pruned.slim, pruned.onnx, pruned.latency = object(), {"bytes": b"x"}, {"pruned": 1.0}

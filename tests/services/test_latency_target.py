@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from uif_explorer.core.latency import simd_lanes
-from uif_explorer.services.latency_target import default_divisible, prune_options
+from uif_explorer.services.latency_target import default_divisible, prune_options, removed_text
 from uif_explorer.torch.pruner import ChannelPruner
 from uif_explorer.zoo import load_torch_sample
 
@@ -27,3 +27,11 @@ def test_default_widths_are_multiples_of_the_vector_width_and_explicit_wins() ->
         warnings.simplefilter("ignore", UserWarning)
         plan = pr.plan_for_removal(0.3, channel_divisible=default_divisible(), strict=False)
     assert plan.kept and all(len(k) % lanes == 0 for k in plan.kept.values())
+
+
+def test_removed_text_is_the_one_wording_of_a_ratio() -> None:
+    """The pruned model's source and the pages' captions say a ratio the same way."""
+    assert removed_text(0.3, "macs") == "30 % of the MACs removed"
+    assert removed_text(0.29, "latency") == "29 % of this machine's predicted latency removed"
+    with pytest.raises(ValueError, match="target="):
+        removed_text(0.3, "flops")

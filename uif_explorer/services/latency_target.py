@@ -59,6 +59,12 @@ def divisors(target: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys((first, 2, 1)))
 
 
+def removed_text(ratio: float, target: str) -> str:
+    """'30 % of the MACs removed': a removal ratio in the words every page, job and saved
+    model uses, so a pruned model's source reads like the slider that made it."""
+    return f"{round(ratio * 100)} % {RATIO_OF[prune_options(target)['target']]} removed"
+
+
 def ratio_help(target: str) -> str:
     """The help text of a page's removal ratio: what it is a fraction of."""
     what = RATIO_OF[prune_options(target)["target"]]

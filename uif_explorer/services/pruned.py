@@ -24,7 +24,7 @@ class PrunedModel:
         kind: 'sparse' (same shapes, pruned channels zero), 'slim' or 'ofa_subnet'.
         model_name: the name (workspace file stem) of the model it was pruned from.
         framework: 'torch' or 'keras'.
-        source: how it was made, in words ("Sensitivity, 30 % of MACs removed").
+        source: how it was made, in words ("Sensitivity, 30 % of the MACs removed").
         spec_path: the spec (or OFA subnet file) that rebuilds it.
         accuracy: its score in %, on ``images`` evaluation images described by
             ``score_source`` (a label-free score when ``label_free``).

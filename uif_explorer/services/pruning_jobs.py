@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from uif_explorer.services import previews
+from uif_explorer.services.latency_target import removed_text
 from uif_explorer.services.model_source import PT2, ModelSource
 from uif_explorer.services.pruned import SLIM, SPARSE, PrunedModel
 
@@ -24,12 +25,6 @@ def _scored(model: Any, ev: Any, proto: previews.Protocol) -> dict[str, Any]:
             "score_source": f"{ev.describe()}, {proto.text()}", "label_free": ev.label_free}
 
 
-def _removed(ratio: float, target: str) -> str:
-    """'30 % of MACs removed' / '30 % of predicted latency removed'."""
-    what = "predicted latency" if target == "latency" else "MACs"
-    return f"{round(ratio * 100)} % of {what} removed"
-
-
 def prune_from_analysis(runner: Any, source: ModelSource, ev: Any, ratio: float,
                         channel_divisible: int, preview: Any, calibrate: bool = True,
                         target: str = "macs") -> PrunedModel:
@@ -41,7 +36,7 @@ def prune_from_analysis(runner: Any, source: ModelSource, ev: Any, ratio: float,
     model = source.backend.prune(runner, ratio, SPARSE, channel_divisible, target=target)
     return PrunedModel(
         model=model, kind=SPARSE, model_name=source.name, framework=source.framework,
-        source=f"Sensitivity, {_removed(ratio, target)}",
+        source=f"Sensitivity, {removed_text(ratio, target)}",
         spec_path=str(runner.workspace.spec(source.name, ratio=ratio, target=target)),
         removal_ratio=ratio,
         macs_m=preview.macs, params_m=preview.params,
@@ -67,7 +62,7 @@ def build_candidate(runner: Any, source: ModelSource, ev: Any, ratio: float, ind
     proto = previews.app_protocol(model, ev)  # as in the search (a no-op without BatchNorm)
     return PrunedModel(
         model=model, kind=kind, model_name=source.name, framework=source.framework,
-        source=f"One-step candidate {index} at {_removed(ratio, target)}",
+        source=f"One-step candidate {index} at {removed_text(ratio, target)}",
         removal_ratio=ratio, candidate=index,
         spec_path=str(runner.workspace.spec(source.name, ratio=ratio, candidate=str(index),
                                             target=target)),
