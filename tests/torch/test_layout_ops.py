@@ -4,6 +4,10 @@
   ``(B * N, C)`` tensor and restores it with ``reshape_as``; the channels follow exactly as
   through the equivalent ``reshape``, tied to ``y``'s channels (whose width the slim model
   reads), and fixed where ``y``'s width is a constant.
+- ``torch.split(qkv, [self.key_dim, self.key_dim, self.val_dim])`` (EfficientViT's cascaded
+  group attention, LeViT, EfficientViM): sizes read from int attributes, rewritten in the slim
+  model; chunks read from one attribute stay equal; sizes that equal several attributes (which
+  one the code read is unknown) freeze the split with the reason.
 - Padding of a channels-last ``(B, H, W, C)`` tensor (DaViT's and EfficientViT's window
   attention pad H and W before cutting windows): channels pass through a pad that leaves
   their dim alone.
@@ -20,6 +24,7 @@ from torch import nn
 
 from uif_explorer.torch.macs import count_macs
 from uif_explorer.torch.pruner import ChannelPruner
+from uif_explorer.torch.rules.shape import LITERAL_SIZES
 
 DIM, HIDDEN = 16, 32
 
@@ -74,13 +79,43 @@ class WindowPad(nn.Module):
         return self.head((x + y).mean((1, 2)))
 
 
+class CascadedHeads(nn.Module):
+    """EfficientViT (MSRA)'s cascaded group attention: head i reads its chunk of the input
+    plus head i-1's output; q, k, v are split with sizes read from ``key_dim``/``val_dim``."""
+
+    def __init__(self, key_dim: int = 4) -> None:
+        super().__init__()
+        self.num_heads, self.key_dim, self.val_dim = 2, key_dim, DIM // 2
+        self.scale = key_dim ** -0.5
+        self.stem = nn.Conv2d(3, DIM, 3, padding=1)
+        self.qkvs = nn.ModuleList(nn.Conv2d(DIM // 2, 2 * key_dim + self.val_dim, 1)
+                                  for _ in range(self.num_heads))
+        self.proj = nn.Conv2d(self.val_dim * self.num_heads, DIM, 1)
+        self.head = nn.Linear(DIM, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        b, _, h, w = x.shape
+        feats_in, outs = x.chunk(self.num_heads, dim=1), []
+        feat = feats_in[0]
+        for i, qkv in enumerate(self.qkvs):
+            feat = qkv(feat if i == 0 else feat + feats_in[i])
+            q, k, v = feat.split([self.key_dim, self.key_dim, self.val_dim], dim=1)
+            q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)
+            attn = ((q * self.scale).transpose(-2, -1) @ k).softmax(dim=-1)
+            feat = (v @ attn.transpose(-2, -1)).view(b, self.val_dim, h, w)
+            outs.append(feat)
+        x = x + self.proj(F.relu(torch.cat(outs, 1)))
+        return self.head(x.mean((2, 3)))
+
+
 def _group(pr: ChannelPruner, producer: str):
     (g,) = [g for g in pr.graph.groups if producer in g.producers]
     return g
 
 
 def _check(model: nn.Module, x: torch.Tensor, pr: ChannelPruner, ratio: float = 0.4) -> None:
-    plan = pr.plan_for_removal(ratio)
+    plan = pr.plan_for_removal(ratio, channel_divisible=1, tolerance=0.05)
     sparse, slim = pr.sparse_model(plan).eval(), pr.slim_model(plan).eval()
     with torch.no_grad():
         for y in (x, torch.randn_like(x), torch.randn_like(x)):
@@ -117,3 +152,25 @@ def test_channels_last_pad_keeps_channels_prunable():
     assert _group(pr, "stem").prunable, _group(pr, "stem").excluded_reason
     assert _group(pr, "fc1").prunable
     _check(model, x, pr)
+
+
+def test_split_sizes_read_from_int_attributes_are_rewritten():
+    torch.manual_seed(0)
+    model, x = CascadedHeads().eval(), torch.randn(2, 3, 5, 5)
+    pr = ChannelPruner(model, x)
+    qkv = [_group(pr, f"qkvs.{i}") for i in range(2)]
+    assert all(g.prunable for g in qkv), [g.excluded_reason for g in qkv]
+    plan = pr.plan_for_removal(0.45, channel_divisible=1, tolerance=0.05)
+    slim = pr.slim_model(plan)
+    assert slim.key_dim < 4 and slim.val_dim < DIM // 2  # the attributes follow the plan
+    assert slim.qkvs[0].out_channels == 2 * slim.key_dim + slim.val_dim
+    assert (model.key_dim, model.val_dim) == (4, DIM // 2)  # the user's model is untouched
+    _check(model, x, pr, 0.45)
+
+
+def test_split_sizes_equal_to_several_attributes_freeze_the_split():
+    torch.manual_seed(0)
+    model, x = CascadedHeads(key_dim=DIM // 2).eval(), torch.randn(2, 3, 5, 5)
+    pr = ChannelPruner(model, x)
+    qkv = _group(pr, "qkvs.0")
+    assert not qkv.prunable and LITERAL_SIZES in qkv.excluded_reason

@@ -121,6 +121,20 @@ def find_size_attr(module: object, sizes: list[int]) -> str | None:
     return None
 
 
+def find_scalar_attrs(module: object, sizes: list[int]) -> list[str] | None:
+    """Per size, the one public int attribute of ``module`` equal to it (a split written as
+    ``[self.key_dim, self.key_dim, self.val_dim]``); None when a size matches no attribute or
+    several (which one the code read is then unknown)."""
+    ints = {k: v for k, v in vars(module).items() if not k.startswith("_") and type(v) is int}
+    names = []
+    for size in sizes:
+        hits = [k for k, v in ints.items() if v == size]
+        if len(hits) != 1:
+            return None
+        names.append(hits[0])
+    return names
+
+
 def op_name(node: torch.fx.Node) -> str:
     target = node.target
     if target is operator.getitem:

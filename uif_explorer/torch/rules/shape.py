@@ -23,6 +23,7 @@ from uif_explorer.core.rules import (
 from uif_explorer.torch.rules.base import (
     ParamVal,
     SizeAttr,
+    find_scalar_attrs,
     find_size_attr,
     module_path,
     op_name,
@@ -289,7 +290,8 @@ def slice_(w: Walker, node: torch.fx.Node) -> Val:
 
 
 LITERAL_SIZES = ("split into channel chunks of sizes written as constants in forward (keep "
-                 "them in a module attribute, e.g. self.split_sizes, so that they can be "
+                 "them in a module attribute, e.g. self.split_sizes, or each in an int "
+                 "attribute no other one equals, e.g. self.key_dim, so that they can be "
                  "rewritten for a narrower model)")
 
 
@@ -298,8 +300,10 @@ def split(w: Walker, node: torch.fx.Node) -> tuple:
     """Splits along channels. Equal splits (chunk) tie chunk i's channel k to chunk 0's
     channel k, so chunks stay equal. Splits with sizes (``torch.split(x, self.sizes, 1)``)
     prune each chunk on its own; the slim model gets the kept sizes in the module attribute
-    the sizes were read from (:class:`SizeAttr`). Sizes written as literals in ``forward``
-    cannot be rewritten: those channels are fixed, with that reason."""
+    the sizes were read from (:class:`SizeAttr`), or, for ``[self.key_dim, self.key_dim,
+    self.val_dim]``, in each int attribute (chunks read from one attribute stay equal). Sizes
+    written as literals in ``forward``, or equal to several attributes, cannot be rewritten:
+    those channels are fixed, with that reason."""
     x = _tensor(w, node)
     nd = len(x.shape)
     d = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
@@ -322,16 +326,33 @@ def split(w: Walker, node: torch.fx.Node) -> tuple:
 def _split_with_sizes(w: Walker, node: torch.fx.Node, full: np.ndarray, d: int,
                       sizes: list[int], shapes: list[tuple[int, ...]]) -> tuple:
     path = module_path(node)
-    module = w.modules.get("" if path == "(model)" else path)
+    path = "" if path == "(model)" else path
+    module = w.modules.get(path)
     attr = find_size_attr(module, sizes) if module is not None else None
-    if attr is None:
+    scalars = find_scalar_attrs(module, sizes) if module is not None and attr is None else None
+    if attr is None and scalars is None:
         raise Barrier(LITERAL_SIZES)
     chunks = np.split(full, np.cumsum(sizes)[:-1], axis=d)
     lists = [channel_list(Val(s, c), d) for s, c in zip(shapes, chunks, strict=True)]
     if any(lst is None for lst in lists):
         raise Barrier("split of channels that depend on position")
-    w.size_attrs.append(SizeAttr("" if path == "(model)" else path, attr, lists))
+    if attr is not None:
+        _size_attr(w, SizeAttr(path, attr, lists))
+    else:  # one int attribute per chunk: chunks read from the same one keep the same count
+        for name, lst in zip(scalars, lists, strict=True):
+            _size_attr(w, SizeAttr(path, name, [lst]))
     return tuple(Val(s, np.ascontiguousarray(c)) for s, c in zip(shapes, chunks, strict=True))
+
+
+def _size_attr(w: Walker, sa: SizeAttr) -> None:
+    """Record ``sa``; an attribute read again (by a second split or chunk) holds one count
+    for all its readers, so their channels are tied to the first reader's."""
+    seen = next((s for s in w.size_attrs if (s.module, s.attr) == (sa.module, sa.attr)), None)
+    if seen is None:
+        w.size_attrs.append(sa)
+        return
+    for old, new in zip(seen.parts, sa.parts, strict=True):
+        w.b.unify(old, new)
 
 
 @op_rule("roll")
