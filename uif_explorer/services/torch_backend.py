@@ -211,7 +211,9 @@ class TorchBackend:
         return runner.prune(removal_ratio=ratio, index=index, mode=mode, target=target)
 
     def slim_of(self, pruned: Any, original: nn.Module, runner: Any) -> nn.Module:
-        return slim_of(copy.deepcopy(pruned.model), original)
+        # no copy first: slim_of only reads the sparse model, and a deep copy of an exported
+        # program's GraphModule drops the plan and capture attributes it needs
+        return slim_of(pruned.model, original)
 
     def out_widths(self, model: nn.Module) -> dict[str, int]:
         return out_widths(model)

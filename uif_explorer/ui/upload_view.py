@@ -240,6 +240,10 @@ def _splits(ds: eval_data.DataSource, source: ModelSource) -> None:
     st.dataframe(rows, hide_index=True, key="data_splits_table")
 
 
+OUTPUT_ERROR = "data_output_error"
+"""Session key: why the last output choice was refused, shown once beside the choice."""
+
+
 def _output_choice(ds: eval_data.DataSource, loaded: Any) -> None:
     """Which output of a dict/tuple-output model is scored (nothing for one tensor)."""
     key = f"data_outputs:{loaded.source.key}"
@@ -251,21 +255,30 @@ def _output_choice(ds: eval_data.DataSource, loaded: Any) -> None:
     keys = [o.key for o in outputs]
     labels = {o.key: o.label for o in outputs}
     now = ds.output if ds.output in keys else model_outputs.default_key(outputs)
-    picked = st.selectbox("Output scored as the class scores", keys,
-                          index=keys.index(now) if now in keys else 0,
-                          format_func=labels.__getitem__, key=f"data_output:{ds.key}",
-                          help="The model returns several outputs; scores read the class "
-                          "scores of this one (shape (batch, classes)). Default: the first "
-                          "output of that shape.")
-    if picked == ds.output:
-        return
+    widget = f"data_output:{ds.sha256 or ds.file}"
+    st.selectbox("Output scored as the class scores", keys,
+                 index=keys.index(now) if now in keys else 0, format_func=labels.__getitem__,
+                 key=widget, on_change=_output_changed, args=(widget, ds, loaded),
+                 help="The model returns several outputs; scores read the class scores of "
+                 "this one (shape (batch, classes)). Default: the first output of that shape.")
+    refused = st.session_state.pop(OUTPUT_ERROR, None)
+    if refused:
+        errors.show(refused)
+
+
+def _output_changed(widget: str, ds: eval_data.DataSource, loaded: Any) -> None:
+    """Score another output: checked first; a refused choice goes back to the one in use."""
+    picked = st.session_state[widget]
     try:
         new = eval_data.with_output(workspace.current_folder(), ds, loaded.source,
                                     loaded.model, picked)
     except Exception as exc:  # noqa: BLE001 - shown with a fix; the data stays as it was
-        _fail("That output", exc)
+        st.session_state[widget] = ds.output
+        st.session_state[OUTPUT_ERROR] = (f"The output '{picked}' was refused: {exc} Scores "
+                                          f"still read '{ds.output}'.")
         return
-    _use_data(new, loaded, f"Scores now read the output '{picked}'.")
+    state.set_data(new)
+    st.session_state[FLASH_KEY] = f"Scores now read the output '{picked}'."
 
 
 def _data_score(loaded: Any) -> None:
