@@ -8,14 +8,13 @@ with what was expected and received, and the earlier data stays in use."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from apptest_pages import assert_no_errors
+from multi_input_models import SAMPLES, TwoInputs, npz_bytes, program_bytes, two_inputs
 from streamlit.testing.v1 import AppTest
-from torch import nn
 
 from uif_explorer.services import model_source
 from uif_explorer.services.summary import format_params
@@ -23,37 +22,13 @@ from uif_explorer.torch.macs import model_cost
 
 APP = "../../app.py"
 OCTET = "application/octet-stream"
-SAMPLES = 40
-
-
-class TwoInputs(nn.Module):
-    """An image and a depth map, fused, with a dict of outputs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rgb = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU())
-        self.depth = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU())
-        self.fuse = nn.Sequential(nn.Conv2d(16, 24, 3, padding=1), nn.ReLU())
-        self.cls = nn.Linear(24, 5)
-        self.seg = nn.Conv2d(24, 2, 1)
-
-    def forward(self, rgb: torch.Tensor, depth: torch.Tensor) -> dict[str, torch.Tensor]:
-        y = self.fuse(self.rgb(rgb) + self.depth(depth))
-        return {"logits": self.cls(y.mean((2, 3))), "mask": self.seg(y)}
-
 
 
 def test_a_two_input_program_is_summarised_with_its_groups(root: Path) -> None:
-    torch.manual_seed(0)
-    model = TwoInputs().eval()
+    model, program = _program()
     inputs = (torch.randn(1, 3, 16, 16), torch.randn(1, 1, 16, 16))
-    buf = io.BytesIO()
-    torch.export.save(torch.export.export(model, inputs), buf)
-    at = AppTest.from_file(APP, default_timeout=240).run()
-    at.file_uploader(key="up_pt2").set_value(("two.pt2", buf.getvalue(),
-                                              "application/octet-stream"))
-    at.run()
-    at.button(key="up_pt2_go").click().run()
+    at = _upload(AppTest.from_file(APP, default_timeout=240).run(), "up_pt2", "two.pt2",
+                 program, "up_pt2_go")
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     metrics = {m.label: m.value for m in at.metric}
@@ -61,7 +36,8 @@ def test_a_two_input_program_is_summarised_with_its_groups(root: Path) -> None:
     assert metrics["Parameters"] == format_params(model_cost(model, inputs).params)
     groups = [df.value for df in at.dataframe if "layers" in df.value.columns]
     assert groups and groups[0]["prunable"].sum() >= 2
-    assert any("takes 2 inputs" in c.value for c in at.caption)
+    assert any("takes 2 inputs" in c.value and "upload an .npz with one array per input"
+               in c.value for c in at.caption)
     # the stored source rebuilds both inputs after a reload
     saved = model_source.read_current(next(root.iterdir()))
     assert saved is not None and saved.inputs == (((1, 3, 16, 16), "float32"),
@@ -71,26 +47,8 @@ def test_a_two_input_program_is_summarised_with_its_groups(root: Path) -> None:
 
 
 def _program() -> tuple[TwoInputs, bytes]:
-    torch.manual_seed(0)
-    model = TwoInputs().eval()
-    buf = io.BytesIO()
-    torch.export.save(torch.export.export(
-        model, (torch.randn(1, 3, 16, 16), torch.randn(1, 1, 16, 16))), buf)
-    return model, buf.getvalue()
-
-
-def _npz(model: TwoInputs, **arrays: np.ndarray) -> bytes:
-    """``rgb``, ``depth`` and ``labels`` (the model's own predictions on 40 random samples,
-    so the unpruned model scores 100 %), replaced or added by ``arrays``."""
-    rng = np.random.default_rng(0)
-    rgb = rng.standard_normal((SAMPLES, 3, 16, 16)).astype(np.float32)
-    depth = rng.standard_normal((SAMPLES, 1, 16, 16)).astype(np.float32)
-    with torch.no_grad():
-        labels = model(torch.from_numpy(rgb), torch.from_numpy(depth))["logits"].argmax(1)
-    data = {"rgb": rgb, "depth": depth, "labels": labels.numpy(), **arrays}
-    buf = io.BytesIO()
-    np.savez(buf, **data)
-    return buf.getvalue()
+    model = two_inputs()
+    return model, program_bytes(model)
 
 
 def _upload(at: AppTest, key: str, name: str, data: bytes, button: str) -> AppTest:
@@ -103,7 +61,7 @@ def _with_data(model: TwoInputs, program: bytes) -> AppTest:
     """The app with the two-input program loaded and the good .npz in use."""
     at = AppTest.from_file(APP, default_timeout=240).run()
     at = _upload(at, "up_pt2", "two.pt2", program, "up_pt2_go")
-    at = _upload(at, "up_npz", "val.npz", _npz(model), "up_npz_go")
+    at = _upload(at, "up_npz", "val.npz", npz_bytes(model), "up_npz_go")
     assert_no_errors(at)
     return at
 
@@ -156,7 +114,7 @@ def test_a_bad_npz_is_refused_and_the_earlier_data_stays(root: Path) -> None:
     model, program = _program()
     at = _with_data(model, program)
     uploads = sorted((next(root.iterdir()) / "uploads").iterdir())
-    bad = _npz(model, rgb=np.zeros((SAMPLES, 3, 8, 8), np.float32),
+    bad = npz_bytes(model, rgb=np.zeros((SAMPLES, 3, 8, 8), np.float32),
                labels=np.zeros(SAMPLES - 1, np.float32))
     at = _upload(at, "up_npz", "bad.npz", bad, "up_npz_go")
     assert not at.exception
@@ -164,7 +122,7 @@ def test_a_bad_npz_is_refused_and_the_earlier_data_stays(root: Path) -> None:
     assert "rgb has shape (40, 3, 8, 8)" in message and "labels has dtype float32" in message
     assert "Expected arrays rgb: float32 (N, 3, 16, 16), depth: float32 (N, 1, 16, 16)" in message
     assert "Received:" in message and "numpy.savez('data.npz', rgb=" in message
-    at = _upload(at, "up_npz", "cut.npz", _npz(model)[:200], "up_npz_go")
+    at = _upload(at, "up_npz", "cut.npz", npz_bytes(model)[:200], "up_npz_go")
     assert any("refused" in e.value for e in at.error)
     at.run()
     assert any(f"({SAMPLES} samples, labelled" in m.value for m in at.markdown)
