@@ -150,7 +150,7 @@ class BasePruner:
     def plan_from_counts(self, counts: Mapping[int, int], criterion: str = "l1") -> PruningPlan:
         return plan_from_counts(self.graph, counts, self.orders(criterion))
 
-    def plan_for_removal(
+    def uniform_plan(
         self,
         removal_ratio: float,
         criterion: str = "l1",
@@ -189,6 +189,10 @@ class BasePruner:
         check_landing(self.removal(plan), removal_ratio, channel_divisible=channel_divisible,
                       strict=strict, argument=argument, tolerance=tolerance)
         return plan
+
+    # The public name (the reference's API). A backend may narrow it to its own API's words
+    # (Keras: ``ratio``); engine code asks ``uniform_plan``, whose signature every pruner keeps.
+    plan_for_removal = uniform_plan
 
     def quantum(self, channel_divisible: int) -> dict[int, float]:
         """One rounding step of each prunable group, as a ratio."""

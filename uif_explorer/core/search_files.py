@@ -87,10 +87,8 @@ class SearchFiles:
         carries this plan along and picks it when the samples are worse."""
         target = data.get("target", "macs")
         latency = self._latency_model(pr) if target == "latency" else None
-        # the core method: a backend may narrow its public signature (Keras' ``ratio=``)
-        plan = BasePruner.plan_for_removal(pr, data["removal_ratio"], self.criterion,
-                                           data["channel_divisible"], strict=False,
-                                           latency=latency)
+        plan = pr.uniform_plan(data["removal_ratio"], self.criterion, data["channel_divisible"],
+                               strict=False, latency=latency)
         counts = {gid: len(k) for gid, k in plan.kept.items()}
         achieved = (latency.removal_of_counts(counts) if latency is not None
                     else pr.removal(plan))

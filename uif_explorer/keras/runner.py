@@ -82,7 +82,7 @@ class KerasPruner(BasePruner):
     def plan_for_removal(self, ratio: float, criterion: str = "l1",  # type: ignore[override]
                          channel_divisible: int = 2) -> PruningPlan:
         """Uniform group ratios bisected so that MACs drop by ``ratio`` (no analysis)."""
-        return super().plan_for_removal(ratio, criterion, channel_divisible, argument="ratio")
+        return self.uniform_plan(ratio, criterion, channel_divisible, argument="ratio")
 
     def sparse_model(self, plan: PruningPlan) -> keras.Model:
         return make_sparse(self.model, self.capture, plan)
