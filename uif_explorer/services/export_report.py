@@ -184,6 +184,10 @@ def make_int8(backend: Any, model: Any, source: Any, ds: Any, folder: Path, imag
         raise ValueError(f"Expected evaluation data that fits the model's input "
                          f"{source.input_label}. Received: none (the bundled 28x28 data does "
                          "not fit); add an .npz or image folders first.")
+    if source.inputs:
+        raise ValueError(f"Expected a model with one input for int8 (the quantizer feeds one "
+                         f"tensor). Received: {len(source.inputs)} inputs; quantize the fp32 "
+                         "ONNX file with your own calibration data reader.")
     calib = eval_data.calibration_images(folder, ds, source)
     x, y = eval_data.arrays(folder, ds or eval_data.DataSource(), source, images)
     return backend.quantize_int8(model, backend.example_input(source.input_shape), calib,
