@@ -11,6 +11,7 @@ received and how to save the file, so a user fixes everything in one go.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,14 @@ InputSpec = tuple[tuple[int, ...], str]  # (shape with batch first, dtype name)
 def positional_names(count: int) -> tuple[str, ...]:
     """``input_0``, ``input_1``, ...: the names that work for any program."""
     return tuple(f"input_{i}" for i in range(count))
+
+
+def program_input_names(model: Any) -> tuple[str, ...] | None:
+    """An exported program's input names (its graph's placeholders: ``forward``'s argument
+    names), the names its arrays may carry; None for other models."""
+    graph = getattr(model, "graph", None)
+    nodes = getattr(graph, "nodes", ())
+    return tuple(str(n.name) for n in nodes if getattr(n, "op", "") == "placeholder") or None
 
 
 def _spec_text(name: str, spec: InputSpec) -> str:

@@ -22,6 +22,9 @@ import numpy as np
 from uif_explorer import data as bundled
 from uif_explorer.io import loading
 from uif_explorer.io.loading import LoadError
+from uif_explorer.io.multi_input_npz import load_multi_input_npz, program_input_names
+from uif_explorer.services.model_outputs import choose as choose_output
+from uif_explorer.services.model_outputs import read_outputs
 from uif_explorer.services.model_source import ModelSource, _is_upload_path, store_upload
 
 BUNDLED, NPZ, IMAGES = "bundled", "npz", "images"
@@ -135,30 +138,19 @@ def needs_data(source: ModelSource) -> str:
             "preprocessed) and optionally integer labels 'y' on the Model page.")
 
 
-def _input_names(model: Any) -> tuple[str, ...] | None:
-    """An exported program's input names (its graph's placeholders), None for other models."""
-    graph = getattr(model, "graph", None)
-    nodes = getattr(graph, "nodes", ())
-    return tuple(str(n.name) for n in nodes if getattr(n, "op", "") == "placeholder") or None
-
-
 def _check_npz(raw: bytes, source: ModelSource, model: Any = None, output: str | None = None
                ) -> DataSource:
     """The checked description of an ``.npz`` (not stored): ``x``/``y`` for one input, one
     array per input plus ``labels`` for several. With ``model``, a dict or tuple output's
     class scores are chosen (``output``, else the first of shape (batch, classes)) and the
     labels checked against its classes."""
-    from uif_explorer.services import model_outputs
-
-    chosen = model_outputs.choose(model_outputs.read_outputs(source, model)
-                                  if model is not None else [], output)
+    chosen = choose_output(read_outputs(source, model) if model is not None else [], output)
     classes = chosen.shape[1] if chosen is not None else source.num_classes
     key = chosen.key if chosen is not None else None
     sha = loading.sha256_of(raw)
     if source.inputs:
-        from uif_explorer.io.multi_input_npz import load_multi_input_npz
-
-        _, y, names = load_multi_input_npz(raw, source.inputs, _input_names(model), classes)
+        _, y, names = load_multi_input_npz(raw, source.inputs, program_input_names(model),
+                                           classes)
         return DataSource(kind=NPZ, sha256=sha, count=len(y), for_model=source.key,
                           arrays=names, output=key)
     x, y = loading.load_npz_dataset(raw, source.layout, classes, tuple(source.input_shape[1:]))
@@ -180,10 +172,8 @@ def with_output(folder: str | Path, ds: DataSource, source: ModelSource, model: 
                 output: str) -> DataSource:
     """``ds`` scoring the model's output ``output`` (checked, labels included)."""
     if ds.kind != NPZ:
-        from uif_explorer.services import model_outputs
-
-        model_outputs.choose(model_outputs.read_outputs(source, model), output)
-        return dataclasses.replace(ds, output=output)
+        chosen = choose_output(read_outputs(source, model), output)
+        return dataclasses.replace(ds, output=chosen.key if chosen is not None else None)
     checked = _check_npz(_read_npz(folder, ds), source, model, output)
     return dataclasses.replace(ds, output=checked.output)
 
@@ -306,8 +296,6 @@ def arrays(folder: str | Path, ds: DataSource, source: ModelSource, limit: int |
         return head(x, limit), head(y, limit)
     raw = _read_npz(folder, ds)
     if ds.arrays:
-        from uif_explorer.io.multi_input_npz import load_multi_input_npz
-
         x, y, _ = load_multi_input_npz(raw, source.inputs, ds.arrays)
     else:
         x, y = loading.load_npz_dataset(raw, source.layout, source.num_classes,

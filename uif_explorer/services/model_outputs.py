@@ -43,9 +43,14 @@ def entries(output: Any) -> list[Output]:
 
 
 def read_outputs(source: Any, model: Any) -> list[Output]:
-    """The model's outputs at its example input (empty when it returns one tensor)."""
+    """The model's outputs at its example input (empty when it returns one tensor, or when
+    it cannot run on zeros: then scoring says why, with the real data)."""
     backend = source.backend
-    return entries(backend.forward(model, backend.example_input(source.signature)))
+    try:
+        output = backend.forward(model, backend.example_input(source.signature))
+    except Exception:  # noqa: BLE001 - not this step's error to report
+        return []
+    return entries(output)
 
 
 def default_key(outputs: list[Output]) -> str | None:
