@@ -3,8 +3,9 @@
 A producer and a channel-wise custom layer are each registered with one ``register_layer`` call
 and pruned: the slim model equals the sparse one on random inputs and its counted MACs equal
 the plan's. The registries are public and hold every built-in rule; a scale layer written as
-``x * w.view(1, -1, 1, 1)`` and not registered freezes its producer with the producer's real
-channel count in the groups table (issue 15, item 8).
+``x * w.view(1, -1, 1, 1)`` needs no registration (a view of a weight stays a weight), and one
+the op rules cannot follow freezes its producer with the producer's real channel count in the
+groups table (issue 15, item 8).
 """
 
 from __future__ import annotations
@@ -105,8 +106,30 @@ def test_custom_producer_and_channelwise_layers_prune_with_one_call_each(registe
     assert model.scale.w.shape == (16,)  # the user's model is untouched
 
 
-def test_unregistered_view_scale_freezes_producer_with_its_real_width():
+class FlippedScale(ChannelScale):
+    """A scale through an op without a rule (``flip``): the op rules cannot follow it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.w.flip(0).view(1, -1, 1, 1)
+
+
+def test_unregistered_view_scale_is_followed_by_the_op_rules():
+    torch.manual_seed(0)
+    model, x = CustomNet().eval(), torch.randn(2, 3, 12, 12)
+    register_layer(PointwiseMix, out_dims={"mix": 0}, in_dims={"mix": 1})
+    try:
+        pr = ChannelPruner(model, x)
+        (stem,) = [g for g in pr.graph.groups if g.name == "stem"]
+        assert stem.prunable, stem.excluded_reason
+        slim = _check_slim_equals_sparse(pr, pr.plan(0.5, channel_divisible=1), x)
+    finally:
+        unregister_layer(PointwiseMix)
+    assert slim.scale.w.shape[0] == slim.stem.out_channels < 16
+
+
+def test_unregistered_unfollowable_scale_freezes_producer_with_its_real_width():
     model, x = CustomNet().eval(), torch.randn(1, 3, 8, 8)
+    model.scale = FlippedScale(16)
     register_layer(PointwiseMix, out_dims={"mix": 0}, in_dims={"mix": 1})
     try:
         table = ChannelPruner(model, x).groups_table().set_index("name")

@@ -8,6 +8,10 @@
   group attention, LeViT, EfficientViM): sizes read from int attributes, rewritten in the slim
   model; chunks read from one attribute stay equal; sizes that equal several attributes (which
   one the code read is unknown) freeze the split with the reason.
+- A global response norm (ConvNeXt-V2, timm's ``GlobalResponseNorm``: L2 norm over space
+  divided by its mean over channels, per-channel weights through ``weight.view(1, 1, 1, -1)``):
+  it spans channels like a LayerNorm, so the sparse model recomputes it over the kept ones;
+  a plain mean over channels (CBAM-style spatial attention) stays a barrier.
 - Padding of a channels-last ``(B, H, W, C)`` tensor (DaViT's and EfficientViT's window
   attention pad H and W before cutting windows): channels pass through a pad that leaves
   their dim alone.
@@ -109,6 +113,48 @@ class CascadedHeads(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
+class GRN(nn.Module):
+    """timm's ``GlobalResponseNorm``, both layouts."""
+
+    def __init__(self, dim: int, channels_last: bool = True) -> None:
+        super().__init__()
+        self.eps = 1e-6
+        self.spatial, self.cdim = ((1, 2), -1) if channels_last else ((2, 3), 1)
+        self.wb_shape = (1, 1, 1, -1) if channels_last else (1, -1, 1, 1)
+        self.weight, self.bias = nn.Parameter(torch.randn(dim)), nn.Parameter(torch.randn(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = x.norm(p=2, dim=self.spatial, keepdim=True)
+        n = g / (g.mean(dim=self.cdim, keepdim=True) + self.eps)
+        return x + torch.addcmul(self.bias.view(self.wb_shape), self.weight.view(self.wb_shape),
+                                 x * n)
+
+
+class ConvNeXtV2Like(nn.Module):
+    """A ConvNeXt-V2 block's MLP (GRN on its hidden width) with a residual; ``spatial_gate``
+    multiplies the branch by a gate made from the mean over channels (CSATv2)."""
+
+    def __init__(self, channels_last: bool = True, spatial_gate: bool = False) -> None:
+        super().__init__()
+        self.channels_last, self.spatial_gate = channels_last, spatial_gate
+        self.stem = nn.Conv2d(3, DIM, 3, padding=1)
+        if channels_last:
+            self.fc1, self.fc2 = nn.Linear(DIM, HIDDEN), nn.Linear(HIDDEN, DIM)
+        else:
+            self.fc1, self.fc2 = nn.Conv2d(DIM, HIDDEN, 1), nn.Conv2d(HIDDEN, DIM, 1)
+        self.grn = GRN(HIDDEN, channels_last)
+        self.head = nn.Linear(DIM, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = x.permute(0, 2, 3, 1) if self.channels_last else x
+        y = self.fc2(self.grn(F.gelu(self.fc1(y))))
+        y = y.permute(0, 3, 1, 2) if self.channels_last else y
+        if self.spatial_gate:
+            y = y * torch.sigmoid(y.mean(dim=1, keepdim=True))
+        return self.head((x + y).mean((2, 3)))
+
+
 def _group(pr: ChannelPruner, producer: str):
     (g,) = [g for g in pr.graph.groups if producer in g.producers]
     return g
@@ -174,3 +220,23 @@ def test_split_sizes_equal_to_several_attributes_freeze_the_split():
     pr = ChannelPruner(model, x)
     qkv = _group(pr, "qkvs.0")
     assert not qkv.prunable and LITERAL_SIZES in qkv.excluded_reason
+
+
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "nchw"])
+def test_global_response_norm_spans_channels_like_a_norm(channels_last):
+    torch.manual_seed(0)
+    model, x = ConvNeXtV2Like(channels_last).eval(), torch.randn(2, 3, 6, 6)
+    pr = ChannelPruner(model, x)
+    hidden = _group(pr, "fc1")
+    assert hidden.prunable, hidden.excluded_reason
+    plan = pr.plan_for_removal(0.4, channel_divisible=1, tolerance=0.05)
+    assert len(plan.kept.get(hidden.id, range(HIDDEN))) < HIDDEN  # the norm's width is cut
+    assert pr.slim_model(plan).grn.weight.shape[0] == len(plan.kept[hidden.id])
+    _check(model, x, pr)
+
+
+def test_mean_over_channels_outside_a_response_norm_stays_a_barrier():
+    torch.manual_seed(0)
+    pr = ChannelPruner(ConvNeXtV2Like(spatial_gate=True).eval(), torch.randn(2, 3, 6, 6))
+    assert "reduction across channels" in _group(pr, "stem").excluded_reason
+    assert _group(pr, "fc1").prunable

@@ -93,6 +93,14 @@ def _masked_norm_hook(norm: SpanningNorm, buf: str):
             y = torch.zeros_like(output)
             y[:, kept] = F.group_norm(x[:, kept], norm.num_groups, wk, bk, norm.eps)
             return y
+        if norm.kind == "grn":  # global response norm: L2 over space, mean over channels
+            d, shape = norm.dim, [1] * x.ndim
+            shape[d] = len(kept)
+            xs = x.index_select(d, kept.to(x.device))
+            g = xs.norm(p=2, dim=[i for i in range(1, x.ndim) if i != d], keepdim=True)
+            ys = xs + torch.addcmul(bk.view(shape), wk.view(shape),
+                                    xs * (g / (g.mean(d, keepdim=True) + norm.eps)))
+            return torch.zeros_like(output).index_copy(d, kept.to(x.device), ys)
         if x.shape[-1] == n:
             y = torch.zeros_like(output)
             y[..., kept] = F.layer_norm(x[..., kept], (len(kept),), wk, bk, norm.eps)

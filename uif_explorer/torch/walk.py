@@ -20,6 +20,7 @@ from uif_explorer.torch.rules import (
     LAYERS,
     OP_RULES,
     ParamVal,
+    ParamView,
     SizeAttr,
     SpanningNorm,
     custom_node,
@@ -162,7 +163,7 @@ class Walker:
         """A barrier for an op without a rule; one reading weights is recorded as unsupported."""
         # Integer buffers (index tables such as Swin V2's relative_position_index) are not
         # weights: an op reading them does not need a pruning rule.
-        args = self.all_args(node)
+        args = [a.param if isinstance(a, ParamView) else a for a in self.all_args(node)]
         if any(isinstance(a, ParamVal) and self.float_state.get(a.name, True) for a in args):
             for t in args:
                 if isinstance(t, Val):

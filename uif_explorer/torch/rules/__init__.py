@@ -15,6 +15,7 @@ from uif_explorer.torch.rules.base import (
     LAYERS,
     OP_RULES,
     ParamVal,
+    ParamView,
     SizeAttr,
     SpanningNorm,
     flat_vals,
@@ -29,7 +30,7 @@ from uif_explorer.torch.rules.custom import custom_node
 from uif_explorer.torch.rules.modules import update_module
 
 __all__ = [
-    "BUILTIN_RULES", "LAYERS", "OP_RULES", "ParamVal", "SizeAttr", "SpanningNorm", "custom_node",
-    "flat_vals", "module_path", "op_name", "op_rule", "register_layer", "register_op",
-    "unregister_layer", "update_module",
+    "BUILTIN_RULES", "LAYERS", "OP_RULES", "ParamVal", "ParamView", "SizeAttr", "SpanningNorm",
+    "custom_node", "flat_vals", "module_path", "op_name", "op_rule", "register_layer",
+    "register_op", "unregister_layer", "update_module",
 ]

@@ -34,7 +34,7 @@ from uif_explorer.core.channels import (
 )
 from uif_explorer.core.rules import Barrier, fixed_val
 from uif_explorer.torch.rules import heads
-from uif_explorer.torch.rules.base import ParamVal, module_path, op_name, op_rule
+from uif_explorer.torch.rules.base import ParamVal, ParamView, module_path, op_name, op_rule
 
 if TYPE_CHECKING:
     from uif_explorer.torch.walk import Walker
@@ -177,7 +177,7 @@ def matmul(w: Walker, node: torch.fx.Node) -> object:
     channels of both sides; the output carries the channels of ``a``'s rows or ``b``'s
     columns. Its MACs follow the kept contracted and output widths."""
     a, b = w.arg(node.args[0]), w.arg(node.args[1])
-    if isinstance(a, ParamVal) or isinstance(b, ParamVal):
+    if isinstance(a, (ParamVal, ParamView)) or isinstance(b, (ParamVal, ParamView)):
         return w.unknown(node, op_name(node))  # a weight: a layer without a rule
     if not isinstance(a, Val) or not isinstance(b, Val) or len(a.shape) < 2 or len(b.shape) < 2:
         raise Barrier("matmul of vectors or constants")

@@ -91,15 +91,38 @@ class ParamVal:
     shape: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class ParamView:
+    """A view of a weight that only adds or drops size-1 dims (``self.gamma.view(1, -1, 1,
+    1)``), so a product with it can still slice the weight: ``axes`` holds the weight's own
+    axis for each dim of ``shape`` (-1 for a size-1 dim the view added)."""
+
+    param: ParamVal
+    shape: tuple[int, ...]
+    axes: tuple[int, ...]
+
+
+def param_view(p: ParamVal | ParamView, out: tuple[int, ...]) -> ParamView | None:
+    """``p`` reshaped to ``out`` when that only adds or drops size-1 dims, else None."""
+    base = p.param if isinstance(p, ParamView) else p
+    src = p.axes if isinstance(p, ParamView) else tuple(range(len(p.shape)))
+    kept = [(n, a) for n, a in zip(p.shape, src, strict=True) if n != 1]
+    if [n for n in out if n != 1] != [n for n, _ in kept]:
+        return None
+    it = iter(a for _, a in kept)
+    return ParamView(base, tuple(out), tuple(next(it) if n != 1 else -1 for n in out))
+
+
 @dataclass
 class SpanningNorm:
     """A norm whose statistics span channels: the sparse model must normalise kept ones only."""
 
     module: str
-    kind: str  # "layer_norm" (over the last dim) or "group_norm"
+    kind: str  # "layer_norm" (over the last dim), "group_norm" or "grn"
     classes: np.ndarray
     num_groups: int = 1
     eps: float = 1e-5
+    dim: int = -1  # the channel axis ("grn": global response norm, -1 or 1)
 
 
 @dataclass

@@ -20,14 +20,17 @@ from uif_explorer.core.rules import (
     reshape_classes,
     unify_elementwise,
 )
+from uif_explorer.torch.rules import weighted
 from uif_explorer.torch.rules.base import (
     ParamVal,
+    ParamView,
     SizeAttr,
     find_scalar_attrs,
     find_size_attr,
     module_path,
     op_name,
     op_rule,
+    param_view,
     register_op,
 )
 
@@ -63,7 +66,7 @@ def unary(w: Walker, node: torch.fx.Node) -> object:
     shape = w.shape(node)
     if isinstance(x, Val) and shape == x.shape:
         return Val(shape, x.cls)
-    if isinstance(x, ParamVal) or x is None or shape is None:
+    if isinstance(x, (ParamVal, ParamView)) or x is None or shape is None:
         return w.output_fixed(node, CONSTANT)
     raise Barrier("shape-changing element-wise op")
 
@@ -82,7 +85,8 @@ register_op((
 
 
 @op_rule("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum",
-         "where", "masked_fill", "masked_fill_", "rsub", "floor_divide", "lerp")
+         "where", "masked_fill", "masked_fill_", "rsub", "floor_divide", "lerp", "addcmul",
+         "addcdiv")
 def elementwise(w: Walker, node: torch.fx.Node) -> object:
     shape = w.shape(node)
     if shape is None:
@@ -92,24 +96,27 @@ def elementwise(w: Walker, node: torch.fx.Node) -> object:
     if not tensors:
         return w.output_fixed(node, CONSTANT)
     out = unify_elementwise(w.b, tensors, shape, module_path(node))
-    _weight_operands(w, [v for v in ops if isinstance(v, ParamVal)], out)
+    _weight_operands(w, [v for v in ops if isinstance(v, (ParamVal, ParamView))], out)
     return out
 
 
-def _weight_operands(w: Walker, params: list[ParamVal], out: Val) -> None:
-    """A weight broadcast along one channel dim (``x * self.gamma``) is sliced with it."""
+def _weight_operands(w: Walker, params: list[ParamVal | ParamView], out: Val) -> None:
+    """A weight broadcast along one channel dim (``x * self.gamma``, also through a view
+    such as ``self.gamma.view(1, -1, 1, 1)``) is sliced with it."""
     shape, nd = out.shape, len(out.shape)
     vary = set(varying_dims(out.cls))
     for p in params:
         pad = nd - len(p.shape)
         pshape = (1,) * pad + tuple(p.shape)
+        name = p.param.name if isinstance(p, ParamView) else p.name
         for d in vary:
             if pshape[d] == shape[d] and shape[d] > 1:
                 if len(vary) != 1 or d < pad:
                     raise Barrier("weight broadcast across several channel dims")
                 lst = channel_list(out, d)
-                module = w.module_of(p.name)
-                w.b.add_slice(ParamSlice(p.name, d - pad, lst, role="other"), module)
+                module = w.module_of(name)
+                axis = p.axes[d - pad] if isinstance(p, ParamView) else d - pad
+                w.b.add_slice(ParamSlice(name, axis, lst, role="other"), module)
                 w.fix_if_excluded(module, lst)
 
 
@@ -169,20 +176,25 @@ def pad(w: Walker, node: torch.fx.Node) -> object:
     return Val(w.shape(node), np.ascontiguousarray(x.cls[idx]))
 
 
-@op_rule("mean", "sum", "amax", "amin", "max", "min", "logsumexp")
+@op_rule("mean", "sum", "amax", "amin", "max", "min", "logsumexp", *weighted.RESPONSE_NORM)
 def reduce(w: Walker, node: torch.fx.Node) -> object:
+    """Reductions over dims without channels (a vector norm's dims come after its order)."""
     x = w.arg(node.args[0])
     if not isinstance(x, Val):
         return w.output_fixed(node, CONSTANT)
-    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    first = 2 if op_name(node) in weighted.RESPONSE_NORM else 1
+    dims = node.args[first] if len(node.args) > first else node.kwargs.get("dim")
     if isinstance(dims, int):
         dims = [dims]
-    keep = bool(node.args[2]) if len(node.args) > 2 else bool(node.kwargs.get("keepdim"))
+    keep = (bool(node.args[first + 1]) if len(node.args) > first + 1
+            else bool(node.kwargs.get("keepdim")))
     nd = len(x.shape)
     if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
         dims = list(range(nd))
     dims = sorted({int(d) % nd for d in dims})
     if set(dims) & set(varying_dims(x.cls)):
+        if weighted.response_norm(w, node, x, dims, keep):
+            return w.output_fixed(node, "a mean over channels (global response norm)")
         raise Barrier("reduction across channels")
     cls = x.cls if keep else x.cls.reshape([x.cls.shape[d] for d in range(nd) if d not in dims])
     return _pass_on(w, node, Val(x.shape, cls))
@@ -242,8 +254,15 @@ def expand(w: Walker, node: torch.fx.Node) -> Val:
 LIKE = ("reshape_as", "view_as")  # the target shape is another tensor's
 
 
-def plain_reshape(w: Walker, node: torch.fx.Node) -> Val:
-    """Flatten-like merges (row-major); a reshape that splits a channel dim is a barrier."""
+def plain_reshape(w: Walker, node: torch.fx.Node) -> Val | ParamView:
+    """Flatten-like merges (row-major); a reshape that splits a channel dim is a barrier. A
+    weight viewed with size-1 dims added (``gamma.view(1, -1, 1, 1)``) stays a weight."""
+    x = w.arg(node.args[0])
+    if isinstance(x, (ParamVal, ParamView)):
+        view = param_view(x, w.shape(node))
+        if view is None:
+            raise Barrier("reshape of a weight")
+        return view
     sizes = node.args[1] if len(node.args) > 1 and op_name(node) in (
         "view", "reshape", "_unsafe_view") else None
     return reshape_classes(_tensor(w, node), w.shape(node), sizes)
@@ -253,7 +272,7 @@ def like_other(w: Walker, node: torch.fx.Node, out: Val) -> Val:
     """``x.reshape_as(y)`` / ``x.view_as(y)``: a reshape whose sizes are ``y``'s shape, so in
     the slim model each channel dim of the output is as wide as ``y`` is there. Tie the two
     (the same classes), or fix the output's channels where ``y``'s width is a constant."""
-    if op_name(node) not in LIKE:
+    if op_name(node) not in LIKE or not isinstance(out, Val):
         return out
     other = w.arg(node.args[1])
     for d in varying_dims(out.cls):

@@ -17,7 +17,13 @@ import torch
 
 from uif_explorer.core.channels import MacOp, ParamSlice, Val, channel_list, varying_dims
 from uif_explorer.core.rules import Barrier
-from uif_explorer.torch.rules.base import ParamVal, SpanningNorm, op_name, op_rule
+from uif_explorer.torch.rules.base import (
+    ParamVal,
+    SpanningNorm,
+    module_path,
+    op_name,
+    op_rule,
+)
 
 if TYPE_CHECKING:
     from uif_explorer.torch.walk import Walker
@@ -185,6 +191,32 @@ def group_norm(w: Walker, node: torch.fx.Node) -> Val:
     w.b.add_block_constraint(lst, groups, f"GroupNorm {module}")
     w.spanning.append(SpanningNorm(module or "", "group_norm", lst, groups, eps))
     return Val(x.shape, x.cls)
+
+
+RESPONSE_NORM = ("linalg_vector_norm", "norm")
+
+
+def response_norm(w: Walker, node: torch.fx.Node, x: Val, dims: list[int], keep: bool) -> bool:
+    """Whether this mean over channels is a global response norm's (ConvNeXt-V2, timm's
+    ``GlobalResponseNorm``): ``g = x.norm(2, spatial); g / (g.mean(channels) + eps)`` in a
+    module with per-channel ``weight`` and ``bias`` and an ``eps``. It spans the channels, so
+    it is recorded as a :class:`SpanningNorm` (the sparse model recomputes it over the kept
+    channels); the weights are sliced where they multiply the channels."""
+    src = node.args[0]
+    if (op_name(node) != "mean" or not keep or len(dims) != 1 or channel_list(x, dims[0]) is None
+            or not isinstance(src, torch.fx.Node) or op_name(src) not in RESPONSE_NORM):
+        return False
+    path = module_path(node)
+    module = w.modules.get("" if path == "(model)" else path)
+    own = dict(module.named_parameters(recurse=False)) if module is not None else {}
+    c = x.shape[dims[0]]
+    if not (isinstance(getattr(module, "eps", None), float) and all(
+            k in own and tuple(own[k].shape) == (c,) for k in ("weight", "bias"))):
+        return False
+    lst = channel_list(x, dims[0])
+    w.spanning.append(SpanningNorm(path, "grn", lst, 1, module.eps, dim=dims[0]))
+    w.fix_if_excluded(path, lst)
+    return True
 
 
 @op_rule("prelu")
