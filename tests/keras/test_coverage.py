@@ -7,13 +7,12 @@ the MACs / params the plan predicts must equal those counted on the built slim m
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
+from keras import layers
 
-keras = pytest.importorskip("keras")
-from keras import layers  # noqa: E402
-
-from uif_explorer.keras import KerasPruner, count_macs, count_params  # noqa: E402
+from uif_explorer.keras import KerasPruner, count_macs, count_params
 
 pytestmark = pytest.mark.tf
 

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import warnings
 
+import keras
 import numpy as np
 import pytest
+from keras import layers
 
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
-from keras import layers  # noqa: E402
-
-from uif_explorer.core.latency import count_grid  # noqa: E402
-from uif_explorer.data import numpy_dataset  # noqa: E402
-from uif_explorer.io.workspace import read_json  # noqa: E402
-from uif_explorer.keras import IterativePruningRunner, KerasPruner, top1_accuracy  # noqa: E402
-from uif_explorer.keras.latency import keras_latency_model  # noqa: E402
+from uif_explorer.core.latency import count_grid
+from uif_explorer.data import numpy_dataset
+from uif_explorer.io.workspace import read_json
+from uif_explorer.keras import IterativePruningRunner, KerasPruner, top1_accuracy
+from uif_explorer.keras.latency import keras_latency_model
 
 pytestmark = pytest.mark.tf
 POINTS = 3

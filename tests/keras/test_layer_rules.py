@@ -7,14 +7,13 @@ equals the sparse one on random inputs and its counted MACs equal the plan's.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
+from keras import layers
 
-keras = pytest.importorskip("keras")
-from keras import layers  # noqa: E402
-
-from uif_explorer.core.rules import LayerRule, UnsupportedLayerError  # noqa: E402
-from uif_explorer.keras import (  # noqa: E402
+from uif_explorer.core.rules import LayerRule, UnsupportedLayerError
+from uif_explorer.keras import (
     KerasPruner,
     count_macs,
     count_params,
@@ -22,7 +21,7 @@ from uif_explorer.keras import (  # noqa: E402
     register_layer,
     unregister_layer,
 )
-from uif_explorer.keras.rules import LAYER_RULES, OP_RULES  # noqa: E402
+from uif_explorer.keras.rules import LAYER_RULES, OP_RULES
 
 pytestmark = pytest.mark.tf
 SPEC = (1, 8, 8, 3)

@@ -17,13 +17,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+from keras import layers
 
-keras = pytest.importorskip("keras")
-from keras import layers  # noqa: E402
-
-from uif_explorer.keras import (  # noqa: E402
+from uif_explorer.keras import (
     IterativePruningRunner,
     KerasPruner,
     UnsupportedLayerError,

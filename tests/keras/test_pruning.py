@@ -11,17 +11,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from keras import layers
 
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
-from keras import layers  # noqa: E402
-
-from uif_explorer.core.estimate import WHOLE_MODEL_RATIOS  # noqa: E402
-from uif_explorer.data import numpy_dataset  # noqa: E402
-from uif_explorer.io.workspace import WorkspaceError, read_json  # noqa: E402
-from uif_explorer.keras import (  # noqa: E402
+from uif_explorer.core.estimate import WHOLE_MODEL_RATIOS
+from uif_explorer.data import numpy_dataset
+from uif_explorer.io.workspace import WorkspaceError, read_json
+from uif_explorer.keras import (
     AnalysisError,
     IterativePruningRunner,
     KerasGraphError,
@@ -31,8 +30,8 @@ from uif_explorer.keras import (  # noqa: E402
     export_keras,
     top1_accuracy,
 )
-from uif_explorer.keras.graph import digest_weights  # noqa: E402
-from uif_explorer.models.keras_models import functional_net, mnist_convnet  # noqa: E402
+from uif_explorer.keras.graph import digest_weights
+from uif_explorer.models.keras_models import functional_net, mnist_convnet
 
 pytestmark = pytest.mark.tf
 SPEC = (1, 28, 28, 1)

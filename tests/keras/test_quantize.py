@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
-
-from uif_explorer.core.quantization import QuantizationError, Tolerance  # noqa: E402
-from uif_explorer.data import numpy_dataset  # noqa: E402
-from uif_explorer.keras import (  # noqa: E402
+from uif_explorer.core.quantization import QuantizationError, Tolerance
+from uif_explorer.data import numpy_dataset
+from uif_explorer.keras import (
     IterativePruningRunner,
     adaptive_bn_calibration,
     top1_accuracy,
 )
-from uif_explorer.keras.quantize import (  # noqa: E402
+from uif_explorer.keras.quantize import (
     quantize_tflite,
     tflite_interpreter,
     tflite_outputs,
 )
-from uif_explorer.zoo import load_keras_sample  # noqa: E402
+from uif_explorer.zoo import load_keras_sample
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 CALIB = numpy_dataset("train", limit=200)[0]

@@ -4,16 +4,14 @@ winner built by ``prune_candidate``, and the image count beside each stage's sco
 
 from __future__ import annotations
 
+import keras
 import pytest
+from keras import layers
 
-keras = pytest.importorskip("keras")
-pytest.importorskip("tensorflow")
-from keras import layers  # noqa: E402
-
-from uif_explorer.core.refinement import Refinement  # noqa: E402
-from uif_explorer.data import numpy_dataset  # noqa: E402
-from uif_explorer.io.workspace import read_json  # noqa: E402
-from uif_explorer.keras import IterativePruningRunner, top1_accuracy  # noqa: E402
+from uif_explorer.core.refinement import Refinement
+from uif_explorer.data import numpy_dataset
+from uif_explorer.io.workspace import read_json
+from uif_explorer.keras import IterativePruningRunner, top1_accuracy
 
 pytestmark = pytest.mark.tf
 

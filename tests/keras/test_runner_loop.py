@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from keras import layers
 
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
-from keras import layers  # noqa: E402
-
-from uif_explorer.core.plan import PlanError  # noqa: E402
-from uif_explorer.data import numpy_dataset  # noqa: E402
-from uif_explorer.io.workspace import WorkspaceError, read_json  # noqa: E402
-from uif_explorer.keras import (  # noqa: E402
+from uif_explorer.core.plan import PlanError
+from uif_explorer.data import numpy_dataset
+from uif_explorer.io.workspace import WorkspaceError, read_json
+from uif_explorer.keras import (
     IterativePruningRunner,
     adaptive_bn_calibration,
     top1_accuracy,
