@@ -38,6 +38,8 @@ def test_a_two_input_program_is_summarised_with_its_groups(root: Path) -> None:
     assert groups and groups[0]["prunable"].sum() >= 2
     assert any("takes 2 inputs" in c.value and "upload an .npz with one array per input"
                in c.value for c in at.caption)
+    assert any("rgb: float32 (N, 3, 16, 16), depth: float32 (N, 1, 16, 16), labels: integer"
+               in c.value for c in at.caption)  # what the evaluation .npz must hold
     # the stored source rebuilds both inputs after a reload
     saved = model_source.read_current(next(root.iterdir()))
     assert saved is not None and saved.inputs == (((1, 3, 16, 16), "float32"),

@@ -39,7 +39,10 @@ def _spec_text(name: str, spec: InputSpec) -> str:
     return f"{name}: {dtype} (N, {', '.join(str(d) for d in shape[1:])})"
 
 
-def _expected(specs: Sequence[InputSpec], names: Sequence[str]) -> str:
+def expected_arrays(specs: Sequence[InputSpec], names: Sequence[str] | None = None) -> str:
+    """``"rgb: float32 (N, 3, 16, 16), depth: ..., labels: integer (N,)"``: what the file
+    holds for inputs ``specs`` named ``names`` (default ``input_i``), for pages and errors."""
+    names = names if names and len(names) == len(specs) else positional_names(len(specs))
     arrays = ", ".join(_spec_text(n, s) for n, s in zip(names, specs, strict=True))
     return f"{arrays}, {LABELS}: integer (N,)"
 
@@ -91,7 +94,7 @@ def load_multi_input_npz(data: bytes, specs: Sequence[InputSpec],
     every problem."""
     arrays = read_npz(data, f"one array per model input and '{LABELS}'")
     use = _pick_names(set(arrays), len(specs), names)
-    expected = _expected(specs, use)
+    expected = expected_arrays(specs, use)
     alt = positional_names(len(specs))
     naming = f" (or named {', '.join(alt)})" if use != alt else ""
     problems = []

@@ -13,7 +13,7 @@ from typing import Any
 
 import streamlit as st
 
-from uif_explorer.io import loading
+from uif_explorer.io import loading, multi_input_npz
 from uif_explorer.io.loading import LoadError
 from uif_explorer.services import eval_data, model_outputs, model_source, uploads, workspace_info
 from uif_explorer.services.model_source import ModelSource
@@ -359,11 +359,11 @@ def _use_data(ds: eval_data.DataSource, loaded: Any, message: str) -> None:
 
 def _npz_tab(source: ModelSource, loaded: Any) -> None:
     if source.inputs:
-        shapes = ", ".join(f"input_{i}: {dtype} (N, {', '.join(map(str, shape[1:]))})"
-                           for i, (shape, dtype) in enumerate(source.inputs))
-        st.caption(f"An `.npz` (numpy.savez, read without pickle) with one array per model "
-                   f"input, named as the program's inputs or {shapes}, and `labels`: one "
-                   "integer class per sample (N the same in all).")
+        names = multi_input_npz.program_input_names(loaded.model) if loaded else None
+        st.caption("An `.npz` (numpy.savez, read without pickle) with one array per model "
+                   "input and `labels` (one integer class per sample), N the same in all: "
+                   f"{multi_input_npz.expected_arrays(source.inputs, names)}. `input_0`, "
+                   "`input_1`, ... work as names too.")
     else:
         st.caption(f"An `.npz` (numpy.savez) with `x`: samples in the model's layout "
                    f"({source.layout}, {source.input_label} without the batch), float32 "
