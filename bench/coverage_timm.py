@@ -36,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coverage_torchvision import (  # noqa: E402
+    add_run_options,
+    child_mode,
     child_row,
     over_budget,
     peer_summary,
@@ -153,18 +155,10 @@ def main() -> None:
     ap.add_argument("--shard", default="1/1", help="K/N: every N-th family from the K-th")
     ap.add_argument("--report", action="store_true",
                     help="print the summary and table of the results file, run nothing")
-    ap.add_argument("--peer", action="store_true",
-                    help="also run Torch-Pruning on each model (bench/coverage_tp.py)")
-    ap.add_argument("--budget", type=int, default=0,
-                    help="seconds for the whole run: no model starts after it (0: none)")
-    ap.add_argument("--one", nargs=2, metavar=("FAMILY", "NAME"), help=argparse.SUPPRESS)
-    ap.add_argument("--one-tp", nargs=2, metavar=("FAMILY", "NAME"), help=argparse.SUPPRESS)
+    add_run_options(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if args.one or args.one_tp:
-        fam, name = args.one or args.one_tp
-        fn = check if args.one else check_tp
-        print("ROW " + json.dumps(fn(name, fam, args.ratio)), flush=True)
+    if child_mode(args, check, check_tp):
         return
     started = time.time()
     path = Path(args.json)

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -252,6 +253,30 @@ def write_doc(path: Path, text: str) -> None:
     path.write_text(text + "\n" + END_MARK + rest)
 
 
+def add_run_options(ap: argparse.ArgumentParser) -> None:
+    """The options both coverage scripts share: the Torch-Pruning peer, the run's time budget
+    and the hidden child modes that ``run_child`` starts (``--one``, ``--one-tp``)."""
+    ap.add_argument("--peer", action="store_true",
+                    help="also run Torch-Pruning on each model (bench/coverage_tp.py)")
+    ap.add_argument("--budget", type=int, default=0,
+                    help="seconds for the whole run: no model starts after it (0: none)")
+    ap.add_argument("--one", nargs=2, metavar=("FAMILY", "NAME"), help=argparse.SUPPRESS)
+    ap.add_argument("--one-tp", nargs=2, metavar=("FAMILY", "NAME"), help=argparse.SUPPRESS)
+
+
+def child_mode(args: argparse.Namespace, check: Callable[[str, str, float], dict],
+               check_tp: Callable[[str, str, float], dict]) -> bool:
+    """In a child process (one model per process bounds memory: huge ViTs, RegNets), print
+    the model's row for the parent, ours (``--one``) or Torch-Pruning's (``--one-tp``), and
+    say so; False in the parent."""
+    if not (args.one or args.one_tp):
+        return False
+    family, name = args.one or args.one_tp
+    row = (check if args.one else check_tp)(name, family, args.ratio)
+    print("ROW " + json.dumps(row), flush=True)
+    return True
+
+
 def over_budget(start: float, args: argparse.Namespace) -> bool:
     """Whether the run's ``--budget`` (seconds; 0 = none) is spent: no new model starts."""
     return bool(args.budget) and time.time() - start > args.budget
@@ -269,20 +294,10 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=900, help="seconds per model")
     ap.add_argument("--merge", action="store_true",
                     help="with --only: replace those rows in --json and rewrite --out")
-    ap.add_argument("--peer", action="store_true",
-                    help="also run Torch-Pruning on each model (bench/coverage_tp.py)")
-    ap.add_argument("--budget", type=int, default=0,
-                    help="seconds for the whole run: no model starts after it (0: none)")
-    ap.add_argument("--one", nargs=2, metavar=("FAMILY", "NAME"), help=argparse.SUPPRESS)
-    ap.add_argument("--one-tp", nargs=2, metavar=("FAMILY", "NAME"), help=argparse.SUPPRESS)
+    add_run_options(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if args.one:  # child mode: one model per process bounds memory (huge ViTs, RegNets)
-        print("ROW " + json.dumps(check(args.one[1], args.one[0], args.ratio)), flush=True)
-        return
-    if args.one_tp:
-        print("ROW " + json.dumps(check_tp(args.one_tp[1], args.one_tp[0], args.ratio)),
-              flush=True)
+    if child_mode(args, check, check_tp):
         return
     started = time.time()
     families = list(FAMILIES) if args.family == "all" else [args.family]
