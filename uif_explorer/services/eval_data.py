@@ -6,6 +6,10 @@ one-step search, and the words that say what its number is (``describe``): top-1
 the bundled subset or on labelled uploaded data, or the *label-free* agreement with the original
 model when the uploaded ``.npz`` has no ``y``. Every page shows ``describe()`` next to a score,
 so a label-free number is always named as such (conventions.md). No Streamlit here.
+
+A model with several inputs is scored on an ``.npz`` with one array per input plus ``labels``
+(``io.multi_input_npz``): its arrays then come as a tuple, one per input. A model that returns
+a dict or tuple is scored on the output ``DataSource.output`` (``services.model_outputs``).
 """
 
 from __future__ import annotations
