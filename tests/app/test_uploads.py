@@ -7,7 +7,6 @@ Files are made in ``tmp_path`` from the sample models (``torch.save``, safetenso
 
 from __future__ import annotations
 
-import copy
 import io
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 import streamlit as st
 import torch
+from cli_workspace import zipped_cli_workspace
 from streamlit.testing.v1 import AppTest
 
 from uif_explorer import zoo
@@ -236,26 +236,12 @@ def test_data_without_labels_uses_the_label_free_score(root: Path) -> None:
 # -- a workspace made by the CLI ---------------------------------------------------------------
 def test_a_zipped_cli_workspace_opens_with_its_curves(root: Path, tmp_path: Path) -> None:
     _need("resnet20")
-    from uif_explorer.data import torch_loader
-    from uif_explorer.services.workspace_info import ModelChoice, write_workspace_info
-    from uif_explorer.torch.capture import digest_weights
-    from uif_explorer.torch.evaluation import top1_accuracy
-    from uif_explorer.torch.runners import get_pruning_runner
-
-    model = zoo.load_torch_sample("resnet20")
-    made = tmp_path / "gpu-box" / ".vai"
-    runner = get_pruning_runner(copy.deepcopy(model), zoo.example_input("resnet20"),
-                                "iterative", workdir=made)
-    runner.ana(top1_accuracy, args=(torch_loader("test", limit=64),), ratios=(0.5,))
-    write_workspace_info(made, ModelChoice("resnet20"), digest_weights(model))
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for path in made.iterdir():
-            zf.write(path, f".vai/{path.name}")
-    at = _upload(_app(), "up_ws", "workspace.zip", buf.getvalue(), "up_ws_go")
+    name, data = zipped_cli_workspace(zoo.load_torch_sample("resnet20"),
+                                      tmp_path / "gpu-box" / ".vai", images=64)
+    at = _upload(_app(), "up_ws", "workspace.zip", data, "up_ws_go")
     _no_errors(at)
-    assert at.session_state["model_name"] == runner.name
-    assert (root / _token(at) / f"{runner.name}.sens").exists()
+    assert at.session_state["model_name"] == name
+    assert (root / _token(at) / f"{name}.sens").exists()
     at.switch_page("pages/sensitivity.py").run()
     _no_errors(at)
     assert list(at.get("plotly_chart")), "the imported analysis's curves are drawn"

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_workspace import zipped_cli_workspace
 
 from uif_explorer import zoo
 from uif_explorer.io import loading
@@ -239,25 +240,11 @@ def test_workspace_members_are_checked() -> None:
 
 def test_a_cli_workspace_opens_with_its_analysis(resnet20: torch.nn.Module,
                                                  tmp_path: Path) -> None:
-    from uif_explorer.data import torch_loader
-    from uif_explorer.services.workspace_info import ModelChoice, write_workspace_info
-    from uif_explorer.torch.capture import digest_weights
-    from uif_explorer.torch.evaluation import top1_accuracy
-    from uif_explorer.torch.runners import get_pruning_runner
-
-    made = tmp_path / "elsewhere" / ".vai"
-    runner = get_pruning_runner(copy.deepcopy(resnet20), zoo.example_input("resnet20"),
-                                "iterative", workdir=made)  # default name: class + digest
-    runner.ana(top1_accuracy, args=(torch_loader("test", limit=32),), ratios=(0.5,))
-    write_workspace_info(made, ModelChoice("resnet20"), digest_weights(resnet20))
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for path in made.iterdir():
-            zf.write(path, f".vai/{path.name}")
+    name, data = zipped_cli_workspace(resnet20, tmp_path / "elsewhere" / ".vai", images=32)
     session = tmp_path / "session"
-    source, notes = model_source.import_workspace(session, buf.getvalue())
+    source, notes = model_source.import_workspace(session, data)
     assert source.kind == "sample" and source.arch == "resnet20"
-    assert source.name == runner.name and (session / f"{runner.name}.sens").exists()
+    assert source.name == name and (session / f"{name}.sens").exists()
     again = model_source.make_runner(source, resnet20, "iterative", session)
     assert again.sensitivity(quiet=True)["complete"]
     assert any("Extracted" in n for n in notes)
