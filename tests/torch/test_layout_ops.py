@@ -240,3 +240,17 @@ def test_mean_over_channels_outside_a_response_norm_stays_a_barrier():
     pr = ChannelPruner(ConvNeXtV2Like(spatial_gate=True).eval(), torch.randn(2, 3, 6, 6))
     assert "reduction across channels" in _group(pr, "stem").excluded_reason
     assert _group(pr, "fc1").prunable
+
+
+def test_a_split_chunk_keeps_a_channel_when_its_group_prunes_hard():
+    """q/k share a group with v and the residual (one conv makes them): with q/k the least
+    important, a plain top-k would drop all of them and build a 0-wide conv."""
+    torch.manual_seed(0)
+    model, x = CascadedHeads().eval(), torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        for qkv in model.qkvs:
+            qkv.weight[: 2 * model.key_dim] *= 1e-3
+    pr = ChannelPruner(model, x)
+    plan = pr.plan_for_removal(0.6, channel_divisible=1, tolerance=0.1)
+    assert pr.slim_model(plan).key_dim >= 1
+    _check(model, x, pr, 0.6)

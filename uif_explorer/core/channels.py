@@ -145,6 +145,8 @@ class ChannelGraph:
     notes: list[str] = field(default_factory=list)
     # (composite, head, width) roots: a composite channel goes when its head or width goes
     factors: Factors | None = None
+    # class arrays that must each keep a channel (split chunks whose size the slim rewrites)
+    keep_one: list[np.ndarray] = field(default_factory=list)
 
     def spread_removed(self, removed: np.ndarray) -> np.ndarray:
         """Mark the composite channels (head x width) whose head or width is removed."""

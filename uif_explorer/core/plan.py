@@ -94,6 +94,33 @@ def importance_order(g: Group, score: np.ndarray) -> np.ndarray:
     return np.argsort(-score, kind="stable")
 
 
+def _keep_parts(graph: ChannelGraph, g: Group, order: np.ndarray,
+                kept: np.ndarray) -> np.ndarray:
+    """Every part of ``graph.keep_one`` in this group keeps a channel (a chunk of a split
+    cannot be 0 wide in the slim model): an emptied part's best channel takes the place of
+    the least important kept one whose part does not need it. Same count."""
+    if not graph.keep_one:
+        return kept
+    cache = graph.__dict__.setdefault("_keep_one_positions", {})  # per group, made once
+    if g.id not in cache:
+        cache[g.id] = [p for p in (np.flatnonzero(np.isin(g.roots, graph.uf.roots(c)))
+                                   for c in graph.keep_one) if 0 < len(p) < g.num_channels]
+    parts = cache[g.id]
+    if not parts:
+        return kept
+    rank = np.empty(g.num_channels, dtype=np.int64)
+    rank[order] = np.arange(g.num_channels)
+    kept = list(kept)
+    for part in parts:
+        if np.isin(part, kept).any():
+            continue
+        for drop in sorted(kept, key=lambda c: -rank[c]):
+            if all(drop not in q or np.isin(q, kept).sum() > 1 for q in parts):
+                kept[kept.index(drop)] = int(part[np.argmin(rank[part])])
+                break
+    return np.asarray(kept, dtype=np.int64)
+
+
 def plan_from_counts(
     graph: ChannelGraph,
     counts: Mapping[int, int],
@@ -112,7 +139,7 @@ def plan_from_counts(
         if g.blocks > 1:
             kept = np.sort(order[:, : n_keep // g.blocks].ravel())
         else:
-            kept = np.sort(order[:n_keep])
+            kept = np.sort(_keep_parts(graph, g, order, order[:n_keep]))
         plan.kept[gid] = kept
         plan.ratios[gid] = (
             float(ratios[gid]) if ratios and gid in ratios else 1.0 - n_keep / g.num_channels

@@ -118,6 +118,7 @@ def capture(
     shapes = {n: tuple(p.shape) for n, p in work.named_parameters()}
     buffers = {n: tuple(b.shape) for n, b in work.named_buffers()}
     graph = walker.b.build(shapes, buffers, total_macs, walker.digest)
+    graph.keep_one = [p for sa in walker.size_attrs for p in sa.parts]
     check_unknown(graph, walker.unknown_with_weights, _unsupported_message)
     for norm in walker.spanning:
         if not norm.module:
