@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from killing import kill_when_counted, start_child
 
 from uif_explorer.io import workspace as ws
 from uif_explorer.io.workspace import KILL_AFTER_TMP_ENV, atomic_write_bytes, atomic_write_with
@@ -61,28 +58,9 @@ def _stable(data: dict) -> dict:
 def _child(workdir: Path, kill_after_evals: int | None = None,
            kill_after_tmp: int | None = None) -> None:
     """Run the search in a fresh Python process and SIGKILL it."""
-    script = workdir / "child.py"
-    script.write_text(CHILD)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    if kill_after_tmp is not None:
-        env[KILL_AFTER_TMP_ENV] = str(kill_after_tmp)
-    proc = subprocess.Popen([sys.executable, str(script), str(workdir), json.dumps(SEARCH_ARGS)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    counter = workdir / "evals.count"
-    try:
-        if kill_after_evals is not None:
-            deadline = time.time() + 300
-            while time.time() < deadline and proc.poll() is None:
-                if counter.exists() and len(counter.read_text()) >= kill_after_evals:
-                    proc.send_signal(signal.SIGKILL)
-                    break
-                time.sleep(0.02)
-        proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    env = {} if kill_after_tmp is None else {KILL_AFTER_TMP_ENV: str(kill_after_tmp)}
+    proc = start_child(workdir, CHILD, str(workdir), json.dumps(SEARCH_ARGS), env=env)
+    kill_when_counted(proc, workdir / "evals.count", kill_after_evals, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,11 @@ rerun here fine-tunes only the candidates whose stage score was not saved.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import torch
+from killing import kill_when_counted, start_child
 
 from uif_explorer import get_pruning_runner
 from uif_explorer.core.refinement import Refinement, _prefer_anchor, first_stage
@@ -27,7 +23,6 @@ from uif_explorer.torch.evaluation import adaptive_bn_calibration, top1_accuracy
 from uif_explorer.torch.finetune import fine_tune
 from uif_explorer.zoo import load_torch_sample
 
-REPO = Path(__file__).resolve().parents[2]
 SEARCH = dict(num_subnet=4, removal_ratio=0.4)
 STEPS, KEEP = 2, 4  # stages: 4 candidates x 2 batches, then 2 x 4 batches
 
@@ -61,24 +56,8 @@ CHILD = textwrap.dedent("""
 
 
 def _kill_child_while_fine_tuning(workdir: Path, after: int) -> None:
-    script = workdir / "child.py"
-    script.write_text(CHILD)
-    proc = subprocess.Popen([sys.executable, str(script), str(workdir)],
-                            env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    counter = workdir / "finetunes.count"
-    deadline = time.time() + 600
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if counter.exists() and len(counter.read_text()) >= after:
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.02)
-        proc.wait(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    proc = start_child(workdir, CHILD, str(workdir))
+    kill_when_counted(proc, workdir / "finetunes.count", after, timeout=600)
 
 
 def test_refinement_resumes_after_sigkill_and_prune_builds_the_winner(tmp_path):

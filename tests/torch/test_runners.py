@@ -11,17 +11,16 @@ import copy
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from guide_code import guide_calibration_fn as calibration_fn
 from guide_code import guide_eval_fn as eval_fn
+from killing import kill_when_counted, start_child
 
 from uif_explorer import get_pruning_runner
 from uif_explorer.core.estimate import WHOLE_MODEL_RATIOS
@@ -260,24 +259,10 @@ CHILD = textwrap.dedent("""
 
 
 def _run_child(workdir: Path, what: str, kill_at: int) -> None:
-    script = workdir / "child.py"
-    script.write_text(CHILD)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, str(script), str(workdir), what, str(kill_at)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    counter = workdir / "evals.count"
-    if what.endswith("rename"):
-        proc.wait(timeout=300)
-        assert proc.returncode == -signal.SIGKILL
-        return
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if counter.exists() and len(counter.read_text()) >= kill_at:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    proc = start_child(workdir, CHILD, str(workdir), what, str(kill_at))
+    # a "rename" child kills itself inside the workspace write
+    kill_when_counted(proc, workdir / "evals.count", None if what.endswith("rename") else kill_at,
+                      timeout=300)
 
 
 @pytest.mark.slow
