@@ -22,7 +22,6 @@ from uif_explorer.io.workspace import read_json
 from uif_explorer.torch.evaluation import adaptive_bn_calibration, top1_accuracy
 from uif_explorer.torch.latency import latency_model, measure_latency_table
 from uif_explorer.torch.pruner import ChannelPruner
-from uif_explorer.zoo import load_torch_sample
 
 SHAPE = (1, 1, 28, 28)
 POINTS = 4
@@ -32,11 +31,6 @@ THREADS = 1  # two threads on a loaded machine wait on each other's time slices 
 @pytest.fixture(scope="module")
 def loader():
     return torch_loader("test", limit=64, batch_size=64)
-
-
-@pytest.fixture(scope="module")
-def resnet20():
-    return load_torch_sample("resnet20")
 
 
 @pytest.fixture(scope="module")

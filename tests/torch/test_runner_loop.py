@@ -29,11 +29,6 @@ def loader():
     return torch_loader("test", limit=64, batch_size=64)
 
 
-@pytest.fixture(scope="module")
-def resnet20():
-    return load_torch_sample("resnet20")
-
-
 def test_guide_loop_prunes_again_from_the_sparse_model_without_a_new_analysis(
         resnet20, loader, tmp_path, capsys) -> None:
     runner = get_pruning_runner(resnet20, torch.randn(*SHAPE), "iterative", workdir=tmp_path)

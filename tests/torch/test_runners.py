@@ -43,11 +43,6 @@ def val_loader():
 
 
 @pytest.fixture(scope="module")
-def resnet20():
-    return load_torch_sample("resnet20")
-
-
-@pytest.fixture(scope="module")
 def analysed(tmp_path_factory, resnet20, val_loader):
     """One finished analysis of the sample ResNet-20, shared by the tests below."""
     workdir = tmp_path_factory.mktemp("vai")
