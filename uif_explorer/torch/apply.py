@@ -103,16 +103,23 @@ def _masked_norm_hook(norm: SpanningNorm, buf: str):
             return torch.zeros_like(output).index_copy(d, kept.to(x.device), ys)
         if x.shape[-1] == n:
             y = torch.zeros_like(output)
-            y[..., kept] = F.layer_norm(x[..., kept], (len(kept),), wk, bk, norm.eps)
+            y[..., kept] = _last_dim_norm(norm, x[..., kept], wk, bk)
             return y
         # channels-first LayerNorm (e.g. torchvision's LayerNorm2d): normalise over dim 1
-        xs = x[:, kept].movedim(1, -1)
-        ys = F.layer_norm(xs, (len(kept),), wk, bk, norm.eps).movedim(-1, 1)
+        ys = _last_dim_norm(norm, x[:, kept].movedim(1, -1), wk, bk).movedim(-1, 1)
         y = torch.zeros_like(output)
         y[:, kept] = ys
         return y
 
     return hook
+
+
+def _last_dim_norm(norm: SpanningNorm, x: torch.Tensor, w: torch.Tensor | None,
+                   b: torch.Tensor | None) -> torch.Tensor:
+    """The layer or RMS norm ``norm`` records, over the last dim of ``x`` (the kept ones)."""
+    if norm.kind == "rms_norm":
+        return F.rms_norm(x, (x.shape[-1],), w, norm.eps)
+    return F.layer_norm(x, (x.shape[-1],), w, b, norm.eps)
 
 
 def apply_masks(model: nn.Module) -> None:

@@ -118,10 +118,10 @@ class SpanningNorm:
     """A norm whose statistics span channels: the sparse model must normalise kept ones only."""
 
     module: str
-    kind: str  # "layer_norm" (over the last dim), "group_norm" or "grn"
+    kind: str  # "layer_norm" / "rms_norm" (over the last dim), "group_norm" or "grn"
     classes: np.ndarray
     num_groups: int = 1
-    eps: float = 1e-5
+    eps: float | None = 1e-5  # None: rms_norm's default (the dtype's epsilon)
     dim: int = -1  # the channel axis ("grn": global response norm, -1 or 1)
 
 

@@ -34,9 +34,7 @@ from uif_explorer.core.channels import Val, channel_list, compress, varies, vary
 from uif_explorer.core.rules import Barrier, LayerRule, reshape_groups
 from uif_explorer.torch.rules import shape, weighted
 from uif_explorer.torch.rules.base import (
-    ParamVal,
     SizeAttr,
-    SpanningNorm,
     module_path,
     op_rule,
     register_builtin,
@@ -184,11 +182,11 @@ def unbind(w: Walker, node: torch.fx.Node) -> tuple:
     return shape.unbind(w, node)
 
 
-@op_rule("layer_norm")
+@op_rule("layer_norm", "rms_norm")
 def layer_norm(w: Walker, node: torch.fx.Node) -> Val:
-    """:func:`.weighted.layer_norm`, plus a norm over the head width (timm's ``qk_norm``):
-    its weights follow the width classes, and it spans them (the sparse model normalises the
-    kept widths only, like any channel-spanning norm)."""
+    """:func:`.weighted.layer_norm`, plus a norm over the head width (timm's ``qk_norm``,
+    Gemma's ``q_norm``): its weights follow the width classes, and it spans them (the sparse
+    model normalises the kept widths only, like any channel-spanning norm)."""
     x = w.arg(node.args[0])
     per_head = (isinstance(x, Val) and len(node.args[1]) == 1 and channel_list(x, -1) is None)
     f = factors_of(w.b, x.cls) if per_head else None
@@ -197,13 +195,7 @@ def layer_norm(w: Walker, node: torch.fx.Node) -> Val:
     nd = len(x.shape)
     if varies(f[0], nd - 1) or any(varies(f[1], d) for d in range(nd - 1)):
         raise Barrier("layer norm over heads and head width together")
-    lst = np.broadcast_to(f[1], x.shape)[(0,) * (nd - 1)].copy()
-    weight, bias, eps = weighted._norm_args(w, node)
-    if not isinstance(weight, ParamVal):
-        raise Barrier("layer norm over the head width without weights")
-    module = weighted._norm_params(w, [weight], lst, "norm")
-    weighted._norm_params(w, [bias], lst, "stat")
-    w.spanning.append(SpanningNorm(module or "", "layer_norm", lst, 1, eps))
+    weighted.record_last_dim_norm(w, node, np.broadcast_to(f[1], x.shape)[(0,) * (nd - 1)].copy())
     return Val(x.shape, x.cls)
 
 

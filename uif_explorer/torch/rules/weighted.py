@@ -18,8 +18,11 @@ import torch
 from uif_explorer.core.channels import MacOp, ParamSlice, Val, channel_list, varying_dims
 from uif_explorer.core.rules import Barrier
 from uif_explorer.torch.rules.base import (
+    LAYERS,
     ParamVal,
+    SizeAttr,
     SpanningNorm,
+    find_size_attr,
     module_path,
     op_name,
     op_rule,
@@ -160,22 +163,61 @@ def _norm_args(w: Walker, node: torch.fx.Node) -> tuple[object, object, float]:
     return weight, bias, float(args[4]) if len(args) > 4 else 1e-5
 
 
-@op_rule("layer_norm")
+def last_dim_norm_args(w: Walker, node: torch.fx.Node) -> tuple[object, object, float | None]:
+    """(weight, bias, eps) of aten ``layer_norm(x, shape, weight, bias, eps)`` or
+    ``rms_norm(x, shape, weight, eps)`` (no bias; eps None = the dtype's epsilon)."""
+    if op_name(node) != "rms_norm":
+        return _norm_args(w, node)
+    args = node.args
+    weight = w.arg(args[2]) if len(args) > 2 else node.kwargs.get("weight")
+    eps = args[3] if len(args) > 3 else node.kwargs.get("eps")
+    return weight, None, None if eps is None else float(eps)
+
+
+def _bare_norm_module(w: Walker, node: torch.fx.Node) -> str | None:
+    """The module a weightless norm runs in, when that module is nothing but the norm (a leaf
+    without parameters, e.g. ``RmsNorm(affine=False)``): its output can be recomputed."""
+    path = module_path(node)
+    m = w.modules.get(path)
+    if path == "(model)" or m is None or next(m.children(), None) is not None:
+        return None
+    return None if next(m.parameters(recurse=False), None) is not None else path
+
+
+def record_last_dim_norm(w: Walker, node: torch.fx.Node, lst: np.ndarray) -> None:
+    """A layer / RMS norm over the last dim whose classes are ``lst`` (channels, or the head
+    width of composite ones): its weights are sliced along ``lst``, the sparse model recomputes
+    it over the kept entries (:class:`SpanningNorm`) and a ``normalized_shape`` the module's
+    forward reads is rewritten in the slim model when no layer rule updates it."""
+    weight, bias, eps = last_dim_norm_args(w, node)
+    if isinstance(weight, ParamVal):
+        module = _norm_params(w, [weight], lst, "norm")
+        _norm_params(w, [bias], lst, "stat")
+    elif weight is None and bias is None:
+        module = _bare_norm_module(w, node)
+        w.fix_if_excluded(module, lst)
+    else:
+        raise Barrier(f"{op_name(node)} with computed weights spans channels")
+    w.spanning.append(SpanningNorm(module or "", op_name(node), lst, 1, eps))
+    owner = w.modules.get(module) if module else None
+    rule = LAYERS.lookup(owner) if owner is not None else None
+    if owner is not None and (rule is None or rule.update is None or weight is None) and (
+            find_size_attr(owner, [len(lst)]) == "normalized_shape"):
+        w.size_attrs.append(SizeAttr(module, "normalized_shape", [lst]))
+
+
+@op_rule("layer_norm", "rms_norm")
 def layer_norm(w: Walker, node: torch.fx.Node) -> Val:
     x = w.arg(node.args[0])
-    norm_shape = list(node.args[1])
-    weight, bias, eps = _norm_args(w, node)
     if not isinstance(x, Val):
-        raise Barrier("layer norm of a non-tensor")
-    nd = len(norm_shape)
+        raise Barrier(f"{op_name(node)} of a non-tensor")
+    nd = len(node.args[1])
     if not [d for d in varying_dims(x.cls) if d >= len(x.shape) - nd]:
         return Val(x.shape, x.cls)
-    if nd != 1 or not isinstance(weight, ParamVal):
-        raise Barrier("layer norm over several dims (or without weights) spans channels")
-    _, lst = _input_channels(w, node, -1, "layer norm")
-    module = _norm_params(w, [weight], lst, "norm")
-    _norm_params(w, [bias], lst, "stat")
-    w.spanning.append(SpanningNorm(module or "", "layer_norm", lst, 1, eps))
+    if nd != 1:
+        raise Barrier(f"{op_name(node)} over several dims spans channels")
+    _, lst = _input_channels(w, node, -1, op_name(node))
+    record_last_dim_norm(w, node, lst)
     return Val(x.shape, x.cls)
 
 
