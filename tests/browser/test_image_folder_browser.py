@@ -13,26 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from browser_steps import LOAD_MS, download, go, no_trouble, shot
 from image_files import class_members, zip_bytes
 from playwright.sync_api import Page, expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
-LOAD_MS = 90_000
 JOB_MS = 300_000
 OCTET = "application/octet-stream"
-
-
-def _no_trouble(page: Page) -> None:
-    expect(page.get_by_test_id("stException")).to_have_count(0)
-    expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
-
-
-def _go(page: Page, title: str) -> None:
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
-    expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(timeout=LOAD_MS)
 
 
 def _settle(page: Page) -> None:
@@ -101,12 +89,11 @@ def test_own_images_score_analyse_fine_tune_export(
     score = page.get_by_test_id("stMetric").filter(has_text="Score on this data")
     expect(score).to_contain_text("%", timeout=LOAD_MS)
     expect(page.get_by_text("on the first 9 images of the image folders").first).to_be_visible()
-    _no_trouble(page)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "image_folder_upload.png"), full_page=True)
+    no_trouble(page)
+    shot(page, "image_folder_upload.png")
 
     # -- Sensitivity: quick analysis, Prune, background fine-tune ---------------------------
-    _go(page, "Sensitivity")
+    go(page, "Sensitivity")
     page.get_by_role("button", name="Run analysis").click()
     expect(page.get_by_role("slider")).to_be_visible(timeout=JOB_MS)
     page.get_by_role("button", name="Prune", exact=True).click()
@@ -117,19 +104,14 @@ def test_own_images_score_analyse_fine_tune_export(
     batches.press("Enter")
     page.get_by_role("button", name="Fine-tune", exact=True).click()
     expect(page.get_by_text("Accuracy after fine-tuning")).to_be_visible(timeout=JOB_MS)
-    _no_trouble(page)
+    no_trouble(page)
 
     # -- Export: the slim state dict downloads --------------------------------------------------
-    _go(page, "Export")
-    button = page.get_by_role("button", name="Slim state dict (.safetensors)")
-    expect(button).to_be_visible(timeout=LOAD_MS)
-    with page.expect_download(timeout=LOAD_MS) as info:
-        button.click()
-    target = tmp_path / "slim.safetensors"
-    info.value.save_as(target)
+    go(page, "Export")
+    target = download(page, "Slim state dict (.safetensors)", tmp_path / "slim.safetensors")
     from safetensors.torch import load_file
 
     state = load_file(str(target))
     assert state["classifier.3.weight"].shape[0] == 3  # the 3-class head, slimmer inside
-    _no_trouble(page)
+    no_trouble(page)
     assert app_health() == "ok"

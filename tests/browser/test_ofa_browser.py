@@ -6,23 +6,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
+from browser_steps import REPO_ROOT, go, no_trouble, shot
 from playwright.sync_api import Page, expect
 
 from uif_explorer.torch.ofa.bundled import supernet_path
 
 pytestmark = pytest.mark.browser
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 LOAD_MS = 120_000
-
-
-def _no_trouble(page: Page) -> None:
-    expect(page.get_by_test_id("stException")).to_have_count(0)
-    expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
 
 
 def test_ofa_pareto_click_a_front_point_and_compare(
@@ -31,11 +25,7 @@ def test_ofa_pareto_click_a_front_point_and_compare(
     if not supernet_path("mobilenetv2_small").exists():
         pytest.skip("the bundled supernet is not trained (sample_models/train_supernet.py)")
     page.goto(app_url)
-    nav = page.get_by_test_id("stSidebarNav").get_by_role("link", name="OFA Pareto")
-    expect(nav).to_be_visible(timeout=LOAD_MS)
-    nav.click()
-    expect(page.get_by_role("heading", name="OFA Pareto", exact=True)).to_be_visible(
-        timeout=LOAD_MS)
+    go(page, "OFA Pareto", timeout=LOAD_MS)
 
     plot = page.locator(".js-plotly-plot").first
     expect(plot).to_be_visible(timeout=LOAD_MS)
@@ -45,7 +35,7 @@ def test_ofa_pareto_click_a_front_point_and_compare(
     front_points = traces.nth(1).locator("path.point")
     expect(front_points.first).to_be_attached(timeout=LOAD_MS)
     assert front_points.count() >= 2
-    _no_trouble(page)
+    no_trouble(page)
 
     front_points.first.click(force=True)
     expect(page.get_by_role("heading", name="Comparing 1 subnet(s)")).to_be_visible(
@@ -59,15 +49,13 @@ def test_ofa_pareto_click_a_front_point_and_compare(
     expect(page.get_by_role("heading", name="Comparing 2 subnet(s)")).to_be_visible(
         timeout=LOAD_MS)
     expect(page.get_by_text("Output channels per layer")).to_be_visible(timeout=LOAD_MS)
-    _no_trouble(page)
+    no_trouble(page)
 
     page.get_by_role("button", name="Use this subnet").click()
     metric = page.get_by_test_id("stMetric").filter(has_text="measured accuracy")
     expect(metric).to_be_visible(timeout=LOAD_MS)
     expect(metric).to_contain_text(re.compile(r"\d+\.\d\d %"))
-    _no_trouble(page)
-    ARTIFACTS.mkdir(exist_ok=True)
+    no_trouble(page)
     page.get_by_test_id("stSlider").first.scroll_into_view_if_needed()
-    page.wait_for_timeout(800)
-    page.screenshot(path=str(ARTIFACTS / "ofa_page.png"), full_page=True)
+    shot(page, "ofa_page.png", folder=ARTIFACTS)
     assert app_health() == "ok"

@@ -15,40 +15,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from browser_steps import LOAD_MS, download, go, no_trouble, shot
 from playwright.sync_api import Page, expect
 
 from uif_explorer import zoo
 
 pytestmark = pytest.mark.browser
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
-LOAD_MS = 90_000
 JOB_MS = 420_000  # a loaded 2-core machine: 25 evaluations of 200 images
-
-
-def _shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(800)
-    page.screenshot(path=str(SHOTS / name), full_page=True)
-
-
-def _no_trouble(page: Page) -> None:
-    expect(page.get_by_test_id("stException")).to_have_count(0)
-    expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
-
-
-def _download(page: Page, button: str, target: Path) -> Path:
-    """Click the download button named ``button`` and save what it sends at ``target``."""
-    with page.expect_download(timeout=LOAD_MS) as info:
-        page.get_by_role("button", name=button, exact=True).click()
-    info.value.save_as(target)
-    return target
-
-
-def _go(page: Page, title: str) -> None:
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
-    expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(timeout=LOAD_MS)
 
 
 def test_sensitivity_one_step_export_journey(
@@ -60,12 +34,12 @@ def test_sensitivity_one_step_export_journey(
     expect(page.get_by_role("heading", name="ResNet-20")).to_be_visible(timeout=LOAD_MS)
 
     # -- Sensitivity: run the quick analysis, reload mid-run, curves appear -----------------
-    _go(page, "Sensitivity")
+    go(page, "Sensitivity")
     expect(page.get_by_role("combobox", name="Analysis setting")).to_have_value(
         "quick: 200 images, ratios 0.3/0.6", timeout=LOAD_MS)  # after tracing the groups
     page.get_by_role("button", name="Run analysis").click()
     expect(page.get_by_test_id("stProgress")).to_be_visible(timeout=LOAD_MS)
-    _shot(page, "sensitivity_running.png")
+    shot(page, "sensitivity_running.png")
     assert re.search(r"[?&]ws=[A-Za-z0-9_-]{16,64}", page.url), page.url
     page.reload()  # the job and the .sens file survive: the page picks the run up again
     expect(page.get_by_role("heading", name="Sensitivity", exact=True)).to_be_visible(
@@ -73,7 +47,7 @@ def test_sensitivity_one_step_export_journey(
     slider = page.get_by_role("slider")
     expect(slider).to_be_visible(timeout=JOB_MS)
     expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible()
-    _no_trouble(page)
+    no_trouble(page)
 
     # -- the MACs slider updates the preview -------------------------------------------------
     macs = page.get_by_test_id("stMetric").filter(has_text="MACs after pruning")
@@ -85,17 +59,17 @@ def test_sensitivity_one_step_export_journey(
     expect(macs).not_to_have_text(before, timeout=LOAD_MS)
     removed = page.get_by_test_id("stMetric").filter(has_text="MACs removed")
     expect(removed).to_contain_text(re.compile(r"(39|40|41)\.\d %"), timeout=LOAD_MS)
-    _shot(page, "sensitivity_curves.png")
+    shot(page, "sensitivity_curves.png")
 
     page.get_by_role("button", name="Prune", exact=True).click()
     pruned = page.get_by_test_id("stMetric").filter(has_text="Pruned accuracy")
     expect(pruned).to_be_visible(timeout=LOAD_MS)
     expect(pruned).to_contain_text("%")
-    _no_trouble(page)
-    _shot(page, "sensitivity_pruned.png")
+    no_trouble(page)
+    shot(page, "sensitivity_pruned.png")
 
     # -- One-step: 3 candidates, click a point, see its ratios, build it ---------------------
-    _go(page, "One-step")
+    go(page, "One-step")
     count = page.get_by_role("spinbutton", name="Candidates")
     count.fill("3")
     count.press("Enter")
@@ -108,17 +82,15 @@ def test_sensitivity_one_step_export_journey(
     points.first.click(force=True)
     expect(page.get_by_role("heading", name=re.compile(r"beside the best"))).to_be_visible(
         timeout=LOAD_MS)
-    _shot(page, "one_step_selected.png")
+    shot(page, "one_step_selected.png")
     page.get_by_role("button", name=re.compile(r"^Build candidate")).click()
     expect(page.get_by_test_id("stMetric").filter(has_text="Built: One-step")).to_be_visible(
         timeout=LOAD_MS)
-    _no_trouble(page)
+    no_trouble(page)
 
     # -- Export: the slim state dict downloads and loads with the original's keys ------------
-    _go(page, "Export")
-    button = page.get_by_role("button", name="Slim state dict (.safetensors)")
-    expect(button).to_be_visible(timeout=LOAD_MS)
-    target = _download(page, "Slim state dict (.safetensors)", tmp_path / "slim.safetensors")
+    go(page, "Export")
+    target = download(page, "Slim state dict (.safetensors)", tmp_path / "slim.safetensors")
     from safetensors.torch import load_file
 
     state = load_file(str(target))
@@ -126,7 +98,7 @@ def test_sensitivity_one_step_export_journey(
     assert set(state) == set(original)
     assert any(state[k].shape != original[k].shape for k in state)  # really slimmer
 
-    report = _download(page, "Report with charts (.html)", tmp_path / "report.html")
+    report = download(page, "Report with charts (.html)", tmp_path / "report.html")
     text = report.read_text()
     assert "Channels per layer, before and after" in text and "One-step search" in text
 
@@ -137,8 +109,8 @@ def test_sensitivity_one_step_export_journey(
     expect(page.get_by_test_id("stMetric").filter(has_text="Pruned (slim)")).to_contain_text(
         " ms", timeout=LOAD_MS)
     expect(page.get_by_text("Median of 10 forwards each, interleaved")).to_be_visible()
-    _shot(page, "export_page.png")
-    _no_trouble(page)
+    shot(page, "export_page.png")
+    no_trouble(page)
     assert app_health() == "ok"
 
 
@@ -179,7 +151,7 @@ def test_export_page_downloads_an_int8_onnx_file_that_loads(
     page.get_by_role("button", name="Make int8 (ONNX Runtime QDQ)").click()
     expect(page.get_by_text(re.compile(r"Checked before writing.*\(passed\)"))).to_be_visible(
         timeout=LOAD_MS)
-    path = _download(page, "int8 (ONNX Runtime QDQ)", tmp_path / "slim.int8.onnx")
+    path = download(page, "int8 (ONNX Runtime QDQ)", tmp_path / "slim.int8.onnx")
     assert path.stat().st_size > 1000
     sess = ort.InferenceSession(path.read_bytes(), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
@@ -196,7 +168,7 @@ def test_export_page_downloads_an_int8_onnx_file_that_loads(
     expect(table).to_contain_text("ONNX Runtime")
     expect(table).to_contain_text("PyTorch model, in this process")
     expect(page.get_by_text(re.compile(r"Measured, not predicted: median of 10"))).to_be_visible()
-    _no_trouble(page)
+    no_trouble(page)
 
 
 def _onnx_nodes(path: Path) -> list:
