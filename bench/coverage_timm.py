@@ -36,10 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coverage_torchvision import (  # noqa: E402
-    add_run_options,
-    child_mode,
     child_row,
     over_budget,
+    parse_run,
     peer_summary,
     prune_and_check,
     table,
@@ -155,10 +154,8 @@ def main() -> None:
     ap.add_argument("--shard", default="1/1", help="K/N: every N-th family from the K-th")
     ap.add_argument("--report", action="store_true",
                     help="print the summary and table of the results file, run nothing")
-    add_run_options(ap)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    if child_mode(args, check, check_tp):
+    args = parse_run(ap, check, check_tp)
+    if args is None:  # a child: its row is printed
         return
     started = time.time()
     path = Path(args.json)

@@ -264,17 +264,21 @@ def add_run_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--one-tp", nargs=2, metavar=("FAMILY", "NAME"), help=argparse.SUPPRESS)
 
 
-def child_mode(args: argparse.Namespace, check: Callable[[str, str, float], dict],
-               check_tp: Callable[[str, str, float], dict]) -> bool:
-    """In a child process (one model per process bounds memory: huge ViTs, RegNets), print
-    the model's row for the parent, ours (``--one``) or Torch-Pruning's (``--one-tp``), and
-    say so; False in the parent."""
+def parse_run(ap: argparse.ArgumentParser, check: Callable[[str, str, float], dict],
+              check_tp: Callable[[str, str, float], dict]) -> argparse.Namespace | None:
+    """The parsed arguments (with the shared options added and ``--threads`` applied) of
+    the parent run; None in a child process (one model per process bounds memory: huge
+    ViTs, RegNets), which has printed the model's row for the parent, ours (``--one``) or
+    Torch-Pruning's (``--one-tp``)."""
+    add_run_options(ap)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     if not (args.one or args.one_tp):
-        return False
+        return args
     family, name = args.one or args.one_tp
     row = (check if args.one else check_tp)(name, family, args.ratio)
     print("ROW " + json.dumps(row), flush=True)
-    return True
+    return None
 
 
 def over_budget(start: float, args: argparse.Namespace) -> bool:
@@ -294,10 +298,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=900, help="seconds per model")
     ap.add_argument("--merge", action="store_true",
                     help="with --only: replace those rows in --json and rewrite --out")
-    add_run_options(ap)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    if child_mode(args, check, check_tp):
+    args = parse_run(ap, check, check_tp)
+    if args is None:  # a child: its row is printed
         return
     started = time.time()
     families = list(FAMILIES) if args.family == "all" else [args.family]
