@@ -218,7 +218,8 @@ def make_slim(model: nn.Module, cap: Capture, plan: PruningPlan) -> nn.Module:
         for name, (mask, shape) in masks.items():
             owner, attr = _owner(slim, name)
             old = getattr(owner, attr)
-            new = old[mask.to(old.device)].reshape(shape).clone()
+            new = (torch.empty(shape, dtype=old.dtype, device="meta") if old.is_meta  # probe
+                   else old[mask.to(old.device)].reshape(shape).clone())
             if name in params:
                 setattr(owner, attr, nn.Parameter(new, requires_grad=old.requires_grad))
             else:

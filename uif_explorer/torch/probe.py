@@ -4,9 +4,10 @@ The captured graph sees data flow, not the arithmetic that produced a shape. Cod
 MaxViT's attention (``out.reshape(B, G, P, D)`` with ``D`` read from the *input's* width) ties
 two widths that share no tensor, so a plan that narrows one breaks the forward pass of the slim
 model. A slim copy with every prunable group one step narrower is run once on the ``meta``
-device (shapes only, nearly free); if it fails, halves of the groups are probed until the
-culprits are found, and those are excluded with the error as the reason. Models that run
-(nearly all) pay for one slim copy and one shape-only forward.
+device (shapes only, nearly free: the slim copy is made from a meta copy of the model, so no
+weight is copied or sliced, however many times the search below slims it); if it fails, halves
+of the groups are probed until the culprits are found, and those are excluded with the error as
+the reason. Models that run (nearly all) pay for one meta copy and one shape-only forward.
 """
 
 from __future__ import annotations
@@ -57,16 +58,17 @@ def _runs(model: nn.Module, cap: Capture, args: tuple, groups: Sequence[Group],
     return None
 
 
-def _device_for(model: nn.Module, args: tuple) -> str:
-    """``meta`` when the unpruned model runs there (shape-only, fast), else its own device."""
+def _probe_model(model: nn.Module, args: tuple) -> tuple[nn.Module, str]:
+    """A ``meta`` copy of the model when it runs there (shape-only: every probe step slims
+    this copy without copying or slicing a single weight), else the model on its own device."""
     try:
         meta = copy.deepcopy(model).to("meta")
         with torch.no_grad():
             meta(*(a.to("meta") if torch.is_tensor(a) else a for a in args))
-        return "meta"
+        return meta, "meta"
     except Exception:  # noqa: BLE001 - some ops have no meta kernel: probe for real
         first = next(iter(model.parameters()), None)
-        return str(first.device) if first is not None else "cpu"
+        return model, str(first.device) if first is not None else "cpu"
 
 
 def freeze_breaking_groups(model: nn.Module, cap: Capture, args: tuple) -> list[str]:
@@ -74,7 +76,7 @@ def freeze_breaking_groups(model: nn.Module, cap: Capture, args: tuple) -> list[
     groups = list(cap.graph.prunable_groups)
     if not groups:
         return []
-    device = _device_for(model, args)
+    model, device = _probe_model(model, args)
     if _runs(model, cap, args, groups, device) is None:
         return []
     frozen: list[str] = []
