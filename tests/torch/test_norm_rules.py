@@ -143,3 +143,20 @@ def test_rms_norm_plan_for_removal_is_exact(attention):
     plan = pr.plan_for_removal(0.4, channel_divisible=1, tolerance=0.05)
     _check(model, x, pr, plan)
     assert pr.removal(plan) >= 0.35
+
+
+class ScaledRmsNorm(nn.Module):
+    """A weightless RMS norm followed by more code in the same module: a hook on the module
+    cannot recompute the norm alone, so its channels stay whole."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],)) * 2
+
+
+def test_weightless_rms_norm_inside_a_larger_module_freezes_its_channels():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, DIM), ScaledRmsNorm(), nn.Linear(DIM, HIDDEN),
+                          nn.ReLU(), nn.Linear(HIDDEN, 5))
+    pr = ChannelPruner(model.eval(), torch.randn(2, 6, 12))
+    assert "norm without a module spans channels" in _group(pr, "0").excluded_reason
+    assert _group(pr, "2").prunable

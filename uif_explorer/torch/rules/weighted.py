@@ -176,10 +176,15 @@ def last_dim_norm_args(w: Walker, node: torch.fx.Node) -> tuple[object, object, 
 
 def _bare_norm_module(w: Walker, node: torch.fx.Node) -> str | None:
     """The module a weightless norm runs in, when that module is nothing but the norm (a leaf
-    without parameters, e.g. ``RmsNorm(affine=False)``): its output can be recomputed."""
+    without parameters, e.g. ``RmsNorm(affine=False)``, whose input is the norm's input and
+    whose output is the norm's output): a hook on it can recompute the norm."""
     path = module_path(node)
     m = w.modules.get(path)
     if path == "(model)" or m is None or next(m.children(), None) is not None:
+        return None
+    src = node.args[0]
+    inside = [src] if isinstance(src, torch.fx.Node) and src.op == "call_function" else []
+    if any(module_path(n) == path for n in inside + list(node.users)):
         return None
     return None if next(m.parameters(recurse=False), None) is not None else path
 
