@@ -160,3 +160,29 @@ def test_weightless_rms_norm_inside_a_larger_module_freezes_its_channels():
     pr = ChannelPruner(model.eval(), torch.randn(2, 6, 12))
     assert "norm without a module spans channels" in _group(pr, "0").excluded_reason
     assert _group(pr, "2").prunable
+
+
+class RmsNorm2d(nn.Module):
+    """timm's ``RmsNorm2d``: the RMS norm over dim 1 written out (``pow``, ``mean``,
+    ``rsqrt``, a per-channel weight viewed as ``(1, C, 1, 1)``), no ``aten.rms_norm``."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.eps, self.weight = 1e-6, nn.Parameter(1 + 0.1 * torch.randn(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + self.eps)
+        return x * self.weight.reshape(1, -1, 1, 1)
+
+
+def test_rms_norm_written_out_over_nchw_channels_spans_them():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, DIM, 3), RmsNorm2d(DIM), nn.GELU(),
+                          nn.Conv2d(DIM, HIDDEN, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(HIDDEN, 5)).eval()
+    x = torch.randn(2, 3, 18, DIM + 2)  # W after the conv == DIM: the layout is not guessed
+    pr = ChannelPruner(model, x)
+    stem = _group(pr, "0")
+    assert stem.prunable, stem.excluded_reason
+    plan = pr.plan({stem.id: 0.5}, channel_divisible=1)
+    assert _check(model, x, pr, plan)[1].weight.shape == (DIM // 2,)

@@ -101,7 +101,7 @@ def _masked_norm_hook(norm: SpanningNorm, buf: str):
             ys = xs + torch.addcmul(bk.view(shape), wk.view(shape),
                                     xs * (g / (g.mean(d, keepdim=True) + norm.eps)))
             return torch.zeros_like(output).index_copy(d, kept.to(x.device), ys)
-        if x.shape[-1] == n:
+        if x.shape[-1] == n and norm.dim in (-1, x.ndim - 1):
             y = torch.zeros_like(output)
             y[..., kept] = _last_dim_norm(norm, x[..., kept], wk, bk)
             return y

@@ -194,7 +194,7 @@ def reduce(w: Walker, node: torch.fx.Node) -> object:
     dims = sorted({int(d) % nd for d in dims})
     if set(dims) & set(varying_dims(x.cls)):
         if weighted.response_norm(w, node, x, dims, keep):
-            return w.output_fixed(node, "a mean over channels (global response norm)")
+            return w.output_fixed(node, "a mean over channels (a norm's statistic)")
         raise Barrier("reduction across channels")
     cls = x.cls if keep else x.cls.reshape([x.cls.shape[d] for d in range(nd) if d not in dims])
     return _pass_on(w, node, Val(x.shape, cls))

@@ -244,24 +244,35 @@ RESPONSE_NORM = ("linalg_vector_norm", "norm")
 
 
 def response_norm(w: Walker, node: torch.fx.Node, x: Val, dims: list[int], keep: bool) -> bool:
-    """Whether this mean over channels is a global response norm's (ConvNeXt-V2, timm's
-    ``GlobalResponseNorm``): ``g = x.norm(2, spatial); g / (g.mean(channels) + eps)`` in a
-    module with per-channel ``weight`` and ``bias`` and an ``eps``. It spans the channels, so
-    it is recorded as a :class:`SpanningNorm` (the sparse model recomputes it over the kept
-    channels); the weights are sliced where they multiply the channels."""
+    """Whether this mean over channels is a norm's own statistic, spanning the channels, so
+    recorded as a :class:`SpanningNorm` (the sparse model recomputes it over the kept channels;
+    the weights are sliced where they multiply the channels):
+
+    - a global response norm (ConvNeXt-V2, timm's ``GlobalResponseNorm``): ``g = x.norm(2,
+      spatial); g / (g.mean(channels) + eps)`` in a module with per-channel ``weight`` and
+      ``bias`` and an ``eps``;
+    - an RMS norm written out (timm's ``RmsNorm2d``: ``x * rsqrt(x.pow(2).mean(1) + eps) *
+      weight``) in a leaf module holding only that ``weight`` (or none) and an ``eps``."""
     src = node.args[0]
     if (op_name(node) != "mean" or not keep or len(dims) != 1 or channel_list(x, dims[0]) is None
-            or not isinstance(src, torch.fx.Node) or op_name(src) not in RESPONSE_NORM):
+            or not isinstance(src, torch.fx.Node)):
         return False
+    kind = "grn" if op_name(src) in RESPONSE_NORM else "rms_norm" if (
+        op_name(src) == "pow" and len(src.args) > 1 and src.args[1] == 2) else None
     path = module_path(node)
     module = w.modules.get("" if path == "(model)" else path)
     own = dict(module.named_parameters(recurse=False)) if module is not None else {}
     c = x.shape[dims[0]]
-    if not (isinstance(getattr(module, "eps", None), float) and all(
-            k in own and tuple(own[k].shape) == (c,) for k in ("weight", "bias"))):
+    per_channel = all(tuple(p.shape) == (c,) for p in own.values())
+    if kind is None or not isinstance(getattr(module, "eps", None), float) or not per_channel:
+        return False
+    if kind == "grn" and set(own) != {"weight", "bias"}:
+        return False
+    if kind == "rms_norm" and (set(own) - {"weight"} or next(module.children(), None)
+                               or dims[0] not in (1, len(x.shape) - 1)):
         return False
     lst = channel_list(x, dims[0])
-    w.spanning.append(SpanningNorm(path, "grn", lst, 1, module.eps, dim=dims[0]))
+    w.spanning.append(SpanningNorm(path, kind, lst, 1, module.eps, dim=dims[0]))
     w.fix_if_excluded(path, lst)
     return True
 
