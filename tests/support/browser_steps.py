@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
@@ -19,12 +20,24 @@ def no_trouble(page: Page) -> None:
     expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
 
 
-def go(page: Page, title: str, timeout: float = LOAD_MS) -> None:
-    """Open the page ``title`` from the sidebar and wait for its heading."""
+def go(page: Page, title: str, timeout: float = LOAD_MS, attempts: int = 3) -> None:
+    """Open the page ``title`` from the sidebar and wait for its heading.
+
+    A click that lands while a finished background job redraws the current page (its polling
+    fragment calls ``st.rerun``) can be overtaken by that redraw, leaving the browser where it
+    was; a person would click again, and so does this step, up to ``attempts`` times."""
     link = page.get_by_test_id("stSidebarNav").get_by_role("link", name=title)
+    heading = page.get_by_role("heading", name=title, exact=True)
     expect(link).to_be_visible(timeout=timeout)
+    for _ in range(attempts - 1):
+        link.click()
+        try:
+            heading.wait_for(state="visible", timeout=timeout / attempts)
+            return
+        except PlaywrightTimeout:
+            continue
     link.click()
-    expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(timeout=timeout)
+    expect(heading).to_be_visible(timeout=timeout)
 
 
 def download(page: Page, button: str, target: Path, timeout: float = LOAD_MS) -> Path:
