@@ -24,9 +24,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from slim_checks import group_of, slim_matches_sparse
 from torch import nn
 
-from uif_explorer.torch.macs import count_macs
 from uif_explorer.torch.pruner import ChannelPruner
 from uif_explorer.torch.rules.shape import LITERAL_SIZES
 
@@ -155,19 +155,12 @@ class ConvNeXtV2Like(nn.Module):
         return self.head((x + y).mean((2, 3)))
 
 
-def _group(pr: ChannelPruner, producer: str):
-    (g,) = [g for g in pr.graph.groups if producer in g.producers]
-    return g
+_group = group_of
 
 
 def _check(model: nn.Module, x: torch.Tensor, pr: ChannelPruner, ratio: float = 0.4) -> None:
     plan = pr.plan_for_removal(ratio, channel_divisible=1, tolerance=0.05)
-    sparse, slim = pr.sparse_model(plan).eval(), pr.slim_model(plan).eval()
-    with torch.no_grad():
-        for y in (x, torch.randn_like(x), torch.randn_like(x)):
-            a, b = slim(y), sparse(y)
-            assert float((a - b).norm() / b.norm()) <= 1e-4
-    assert count_macs(slim, x) == pr.macs(plan)
+    slim_matches_sparse(x, pr, plan)
     assert pr.removal(plan) >= ratio - 0.05
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from slim_checks import group_of, slim_matches_sparse
 from torch import nn
 
-from uif_explorer.torch.macs import count_macs
 from uif_explorer.torch.pruner import ChannelPruner
 
 DIM, HEADS, HIDDEN = 16, 4, 32
@@ -83,9 +83,7 @@ class RmsBlockNet(nn.Module):
         return self.head(x.mean(1))
 
 
-def _group(pr: ChannelPruner, producer: str):
-    (g,) = [g for g in pr.graph.groups if producer in g.producers]
-    return g
+_group = group_of
 
 
 def _named(pr: ChannelPruner, word: str):
@@ -94,13 +92,7 @@ def _named(pr: ChannelPruner, word: str):
 
 
 def _check(model: nn.Module, x: torch.Tensor, pr: ChannelPruner, plan) -> nn.Module:
-    sparse, slim = pr.sparse_model(plan).eval(), pr.slim_model(plan).eval()
-    with torch.no_grad():
-        for y in (x, torch.randn_like(x), torch.randn_like(x)):
-            a, b = slim(y), sparse(y)
-            assert float((a - b).norm() / b.norm()) <= 1e-4
-    assert count_macs(slim, x) == pr.macs(plan)
-    return slim
+    return slim_matches_sparse(x, pr, plan)
 
 
 def test_rms_norm_over_channels_spans_them_like_a_layer_norm():
