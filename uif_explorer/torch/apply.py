@@ -103,15 +103,23 @@ def _masked_norm_hook(norm: SpanningNorm, buf: str):
             return torch.zeros_like(output).index_copy(d, kept.to(x.device), ys)
         if x.shape[-1] == n and norm.dim in (-1, x.ndim - 1):
             y = torch.zeros_like(output)
-            y[..., kept] = _last_dim_norm(norm, x[..., kept], wk, bk)
+            y[..., kept] = _tail(module, norm, _last_dim_norm(norm, x[..., kept], wk, bk))
             return y
         # channels-first LayerNorm (e.g. torchvision's LayerNorm2d): normalise over dim 1
         ys = _last_dim_norm(norm, x[:, kept].movedim(1, -1), wk, bk).movedim(-1, 1)
         y = torch.zeros_like(output)
-        y[:, kept] = ys
+        y[:, kept] = _tail(module, norm, ys)
         return y
 
     return hook
+
+
+def _tail(module: nn.Module, norm: SpanningNorm, y: torch.Tensor) -> torch.Tensor:
+    """The element-wise children a norm-act module runs after its norm (timm's RmsNormAct2d:
+    drop, act), redone on the recomputed kept channels."""
+    for name in norm.tail:
+        y = module.get_submodule(name)(y)
+    return y
 
 
 def _last_dim_norm(norm: SpanningNorm, x: torch.Tensor, w: torch.Tensor | None,

@@ -123,6 +123,7 @@ class SpanningNorm:
     num_groups: int = 1
     eps: float | None = 1e-5  # None: rms_norm's default (the dtype's epsilon)
     dim: int = -1  # the channel axis ("grn": global response norm, -1 or 1)
+    tail: tuple[str, ...] = ()  # child modules the norm's output runs through (a norm-act)
 
 
 @dataclass

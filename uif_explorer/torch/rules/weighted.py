@@ -252,7 +252,9 @@ def response_norm(w: Walker, node: torch.fx.Node, x: Val, dims: list[int], keep:
       spatial); g / (g.mean(channels) + eps)`` in a module with per-channel ``weight`` and
       ``bias`` and an ``eps``;
     - an RMS norm written out (timm's ``RmsNorm2d``: ``x * rsqrt(x.pow(2).mean(1) + eps) *
-      weight``) in a leaf module holding only that ``weight`` (or none) and an ``eps``."""
+      weight``) in a module holding only that ``weight`` (or none) and an ``eps``, and as
+      children at most the element-wise layers its output then runs through (timm's
+      ``RmsNormAct2d``: drop, act; see :func:`_norm_tail`)."""
     src = node.args[0]
     if (op_name(node) != "mean" or not keep or len(dims) != 1 or channel_list(x, dims[0]) is None
             or not isinstance(src, torch.fx.Node)):
@@ -268,13 +270,47 @@ def response_norm(w: Walker, node: torch.fx.Node, x: Val, dims: list[int], keep:
         return False
     if kind == "grn" and set(own) != {"weight", "bias"}:
         return False
-    if kind == "rms_norm" and (set(own) - {"weight"} or next(module.children(), None)
+    tail = _norm_tail(w, node, path, module) if kind == "rms_norm" else ()
+    if kind == "rms_norm" and (set(own) - {"weight"} or tail is None
                                or dims[0] not in (1, len(x.shape) - 1)):
         return False
     lst = channel_list(x, dims[0])
-    w.spanning.append(SpanningNorm(path, kind, lst, 1, module.eps, dim=dims[0]))
+    w.spanning.append(SpanningNorm(path, kind, lst, 1, module.eps, dim=dims[0], tail=tail))
     w.fix_if_excluded(path, lst)
     return True
+
+
+def _inside(path: str, node: torch.fx.Node) -> bool:
+    p = module_path(node)
+    return p == path or p.startswith(path + ".")
+
+
+def _norm_tail(w: Walker, node: torch.fx.Node, path: str, module: torch.nn.Module
+               ) -> tuple[str, ...] | None:
+    """The children of a norm module that its output runs through, in order (``()`` for a
+    leaf), or None when they are not a plain tail: the sparse model's hook replaces the
+    module's output, so it must redo them after the norm over the kept channels. A tail is
+    children without weights or buffers whose ops come after all of the module's own ones,
+    each taking only the previous op's output and keeping its shape (activation, dropout),
+    run in the order the children are registered, the last one giving the module's output."""
+    names = [n for n, _ in module.named_children()]
+    if not names:
+        return ()
+    if any(next(c.parameters(), None) is not None or next(c.buffers(), None) is not None
+           for c in module.children()):
+        return None
+    inside = [n for n in node.graph.nodes if n.op == "call_function" and _inside(path, n)]
+    own = [i for i, n in enumerate(inside) if module_path(n) == path]
+    prev, order = inside[own[-1]], []
+    for n in inside[own[-1] + 1:]:
+        if module_path(n) == path or n.all_input_nodes != [prev] or w.shape(n) != w.shape(prev):
+            return None
+        order.append(names.index(module_path(n)[len(path) + 1:].split(".")[0]))
+        prev = n
+    if len(own) != own[-1] + 1 or order != sorted(order) or any(
+            _inside(path, u) for u in prev.users):
+        return None
+    return tuple(names)
 
 
 @op_rule("prelu")

@@ -1,0 +1,54 @@
+"""timm patterns written out in small modules (no timm): an RMS norm with its activation in one
+module (MobileNetV5's ``RmsNormAct2d``) and selective-kernel convolutions (SKNet's branches
+stacked on a new dim, weighted by a softmax over the paths and summed)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tests.support.slim_checks import group_of, slim_matches_sparse
+from uif_explorer.torch.pruner import ChannelPruner
+
+C = 8
+
+
+class RmsNormAct2d(nn.Module):
+    """timm's ``RmsNormAct2d``: the RMS norm over dim 1 written out, then its children (drop,
+    act) in the order they are registered; ``act_first`` runs the activation before the norm
+    (not a norm followed by a tail: the sparse hook could not redo it)."""
+
+    def __init__(self, c: int, act: nn.Module, act_first: bool = False) -> None:
+        super().__init__()
+        self.eps, self.weight = 1e-6, nn.Parameter(1 + 0.1 * torch.randn(c))
+        self.drop, self.act, self.act_first = nn.Identity(), act, act_first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act_first:
+            x = self.act(x)
+        x = x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + self.eps)
+        x = x * self.weight.reshape(1, -1, 1, 1)
+        return x if self.act_first else self.act(self.drop(x))
+
+
+def _norm_act_net(act: nn.Module, act_first: bool = False) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, C, 3), RmsNormAct2d(C, act, act_first),
+                         nn.Conv2d(C, 6, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(6, 4)).eval()
+
+
+def test_rms_norm_with_its_activation_in_one_module_spans_the_channels():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 12, 12)
+    pr = ChannelPruner(_norm_act_net(nn.Sigmoid()), x)  # sigmoid(0) != 0: pruned ones zeroed
+    stem = group_of(pr, "0")
+    assert stem.prunable, stem.excluded_reason
+    plan = pr.plan({stem.id: 0.5}, channel_divisible=1)
+    assert slim_matches_sparse(x, pr, plan)[1].weight.shape == (C // 2,)
+
+
+def test_rms_norm_after_a_child_in_its_module_keeps_its_channels():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 12, 12)
+    pr = ChannelPruner(_norm_act_net(nn.GELU(), act_first=True), x)
+    assert "reduction across channels" in group_of(pr, "0").excluded_reason
