@@ -17,6 +17,7 @@ from torch import nn
 
 from uif_explorer.core.plan import PruningPlan
 from uif_explorer.torch.capture import Capture, SpanningNorm
+from uif_explorer.torch.kept_norm import hook_kept_norm
 from uif_explorer.torch.rules import update_module
 
 MASK_SUFFIX = "_uif_mask"
@@ -168,7 +169,7 @@ def make_sparse(model: nn.Module, cap: Capture, plan: PruningPlan) -> nn.Module:
         module = sparse.get_submodule(norm.module)
         buf = "kept" + MASK_SUFFIX
         module.register_buffer(buf, kept, persistent=False)
-        module.register_forward_hook(_masked_norm_hook(norm, buf))
+        hook_kept_norm(module, norm, buf, _masked_norm_hook(norm, buf))
 
     def remask(module: nn.Module, _args: tuple) -> None:
         if module.training:

@@ -1,0 +1,91 @@
+"""The sparse model's channel-spanning norms, recomputed over the kept channels at the norm call.
+
+A norm's module often does more than the norm: timm's ``LayerNormAct2d`` / ``GroupNormAct``
+run ``act(drop(norm(x)))``, torchvision's ``LayerNorm2d`` permutes around it. Replacing the
+module's whole output with a recomputed norm would drop the rest (slim != sparse), so while the
+module runs a :class:`~torch.overrides.TorchFunctionMode` swaps only its ``layer_norm`` /
+``rms_norm`` / ``group_norm`` call for the same call over the kept channels. Written-out norms
+(a global response norm, an RMS norm spelled as ``x.pow(2).mean(1)``) make no such call: for
+them the module's output is replaced by ``fallback`` (their module is nothing but the norm).
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from uif_explorer.torch.capture import SpanningNorm
+
+# per norm kind: the functional call and the axis its channels are on
+_CALLS: dict[str, tuple[Callable, int]] = {
+    "layer_norm": (F.layer_norm, -1),
+    "rms_norm": (F.rms_norm, -1),
+    "group_norm": (F.group_norm, 1),
+}
+
+
+class _KeptNormMode(TorchFunctionMode):
+    """Active while a norm's module runs: its norm call normalises the kept channels only
+    (pruned ones come out zero, as their masked weights and biases make them)."""
+
+    def __init__(self, norm: SpanningNorm, module: nn.Module, kept: torch.Tensor) -> None:
+        super().__init__()
+        self.func, self.dim = _CALLS[norm.kind]
+        self.sig = inspect.signature(self.func)
+        self.n, self.kept = len(norm.classes), kept
+        self.own = {id(p) for p in module.parameters(recurse=False)}
+        self.hits = 0
+
+    def _mine(self, a: dict) -> bool:
+        """The module's own norm: its weight is one of the module's parameters, or it has none
+        and normalises ``n`` channels (a bare norm module)."""
+        x, weight = a["input"], a.get("weight")
+        if weight is not None:
+            return id(weight) in self.own and x.shape[self.dim] == self.n
+        return not self.own and x.shape[self.dim] == self.n
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not self.func:
+            return func(*args, **kwargs)
+        a = self.sig.bind(*args, **kwargs).arguments
+        if not self._mine(a):
+            return func(*args, **kwargs)
+        self.hits += 1
+        x, kept = a["input"], self.kept.to(a["input"].device)
+        for key in ("weight", "bias"):
+            if a.get(key) is not None:
+                a[key] = a[key][kept]
+        if "normalized_shape" in a:
+            a["normalized_shape"] = (len(kept),)
+        a["input"] = x.index_select(self.dim, kept)
+        return torch.zeros_like(x).index_copy(self.dim, kept, func(**a))
+
+
+def hook_kept_norm(module: nn.Module, norm: SpanningNorm, buf: str,
+                   fallback: Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor]) -> None:
+    """Make ``module`` (holding its kept channel index in buffer ``buf``) normalise the kept
+    channels only: at its norm call when it makes one, else by ``fallback`` on its output."""
+    if norm.kind not in _CALLS:
+        module.register_forward_hook(fallback)
+        return
+    local = threading.local()  # a stack per thread: one call's mode is left where entered
+
+    def enter(mod: nn.Module, _args: tuple) -> None:
+        mode = _KeptNormMode(norm, mod, getattr(mod, buf))
+        local.__dict__.setdefault("modes", []).append(mode)
+        mode.__enter__()
+
+    def leave(mod: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        mode = local.modes.pop()
+        mode.__exit__(None, None, None)
+        return fallback(mod, args, output) if mode.hits == 0 and output is not None else None
+
+    module.register_forward_pre_hook(enter)
+    module.register_forward_hook(leave, always_call=True)
