@@ -32,7 +32,7 @@ from torch import nn
 
 from uif_explorer.core.channels import Val, channel_list, compress, varies, varying_dims
 from uif_explorer.core.rules import Barrier, LayerRule, reshape_groups
-from uif_explorer.torch.rules import shape, weighted
+from uif_explorer.torch.rules import paths, shape, weighted
 from uif_explorer.torch.rules.base import (
     SizeAttr,
     module_path,
@@ -135,7 +135,8 @@ def head_split(w: Walker, node: torch.fx.Node, x: Val, out: tuple[int, ...]) -> 
 
 @op_rule("view", "reshape", "_unsafe_view", "flatten", "unflatten", *shape.LIKE)
 def reshape(w: Walker, node: torch.fx.Node) -> Val:
-    """:func:`.shape.reshape`, plus head splits and any reshape of composite channels."""
+    """:func:`.shape.reshape`, plus splits into parts combined per channel
+    (:func:`.paths.part_split`), head splits and any reshape of composite channels."""
     return shape.like_other(w, node, _reshape(w, node))
 
 
@@ -148,6 +149,10 @@ def _reshape(w: Walker, node: torch.fx.Node) -> Val:
     except Barrier as exc:
         if not isinstance(x, Val):
             raise
+        try:
+            return paths.part_split(w, node, x, out)
+        except Barrier:
+            pass
         try:
             return head_split(w, node, x, out)
         except Barrier as why:
