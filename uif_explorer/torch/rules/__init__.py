@@ -1,12 +1,13 @@
 """The PyTorch backend's layer and op rules (see :mod:`.base` for the registries).
 
 Importing this package registers every built-in rule: op handlers from :mod:`.weighted`,
-:mod:`.shape` and :mod:`.attention`, module rules from :mod:`.modules`.
+:mod:`.shape`, :mod:`.attention` and :mod:`.recurrent`, module rules from :mod:`.modules`.
 """
 
 from uif_explorer.torch.rules import (  # noqa: F401 - registers rules
     attention,
     modules,
+    recurrent,
     shape,
     weighted,
 )
