@@ -113,6 +113,23 @@ def param_view(p: ParamVal | ParamView, out: tuple[int, ...]) -> ParamView | Non
     return ParamView(base, tuple(out), tuple(next(it) if n != 1 else -1 for n in out))
 
 
+def weight_axes(p: ParamVal | ParamView) -> tuple[ParamVal, tuple[int, ...]]:
+    """The weight behind ``p`` and its own axis for each dim of ``p`` (-1: none to slice)."""
+    if isinstance(p, ParamView):
+        return p.param, p.axes
+    return p, tuple(range(len(p.shape)))
+
+
+def resampled_view(p: ParamVal | ParamView, out: tuple[int, ...]) -> ParamView | None:
+    """``p`` after a per-channel spatial op (``F.interpolate`` of an NCHW position embedding):
+    batch and channel dims keep their weight axes, the resampled dims (2 on) slice nothing.
+    None when the op changes the first two dims."""
+    base, axes = weight_axes(p)
+    if len(out) != len(p.shape) or len(out) < 3 or tuple(out[:2]) != tuple(p.shape[:2]):
+        return None
+    return ParamView(base, tuple(out), tuple(axes[:2]) + (-1,) * (len(out) - 2))
+
+
 @dataclass
 class SpanningNorm:
     """A norm whose statistics span channels: the sparse model must normalise kept ones only."""

@@ -32,6 +32,8 @@ from uif_explorer.torch.rules.base import (
     op_rule,
     param_view,
     register_op,
+    resampled_view,
+    weight_axes,
 )
 
 if TYPE_CHECKING:
@@ -61,11 +63,18 @@ def getitem(w: Walker, node: torch.fx.Node) -> object:
     return src[node.args[1]] if isinstance(src, (list, tuple)) else None
 
 
+# ops that hand a weight on value for value (a dtype cast of a position embedding)
+SAME_VALUES = ("to", "_to_copy", "contiguous", "clone", "alias", "detach", "type_as")
+
+
 def unary(w: Walker, node: torch.fx.Node) -> object:
     x = w.arg(node.args[0]) if node.args else None
     shape = w.shape(node)
     if isinstance(x, Val) and shape == x.shape:
         return Val(shape, x.cls)
+    if (isinstance(x, (ParamVal, ParamView)) and shape == tuple(x.shape)
+            and op_name(node) in SAME_VALUES):
+        return x  # still the weight: a product with it slices the weight itself
     if isinstance(x, (ParamVal, ParamView)) or x is None or shape is None:
         return w.output_fixed(node, CONSTANT)
     raise Barrier("shape-changing element-wise op")
@@ -116,6 +125,8 @@ def _weight_operands(w: Walker, params: list[ParamVal | ParamView], out: Val) ->
                 lst = channel_list(out, d)
                 module = w.module_of(name)
                 axis = p.axes[d - pad] if isinstance(p, ParamView) else d - pad
+                if axis < 0:
+                    raise Barrier("weight resampled along the channel dim")
                 w.b.add_slice(ParamSlice(name, axis, lst, role="other"), module)
                 w.fix_if_excluded(module, lst)
 
@@ -142,14 +153,21 @@ def cat(w: Walker, node: torch.fx.Node) -> Val:
     "max_pool2d_with_indices", "max_pool3d_with_indices", "upsample_nearest1d",
     "upsample_nearest2d", "upsample_nearest3d", "upsample_bilinear2d", "upsample_bicubic2d",
     "upsample_trilinear3d", "upsample_linear1d", "interpolate", "_adaptive_avg_pool2d",
+    "_upsample_bicubic2d_aa", "_upsample_bilinear2d_aa",
 )
 def spatial(w: Walker, node: torch.fx.Node) -> object:
+    """Pooling and resizing over dims 2 on: channels pass on; a weight resized so (an NCHW
+    position embedding interpolated to the input's grid) stays sliceable along its channels,
+    since a per-channel op commutes with dropping channels."""
     x = w.arg(node.args[0])
+    val = node.meta.get("val")
+    if isinstance(x, (ParamVal, ParamView)) and isinstance(val, torch.Tensor):
+        view = resampled_view(x, tuple(val.shape))
+        return view if view is not None else w.output_fixed(node, CONSTANT)
     if not isinstance(x, Val):
         return w.output_fixed(node, CONSTANT)
     if any(d >= 2 for d in varying_dims(x.cls)):
         raise Barrier("spatial op over positions that carry channels")
-    val = node.meta.get("val")
     if not isinstance(val, (list, tuple)):  # max_pool with indices returns a tuple
         out = tuple(val.shape)
         if len(out) != len(x.shape) or out[:2] != x.shape[:2]:
@@ -213,7 +231,12 @@ def spanning(w: Walker, node: torch.fx.Node) -> object:
 
 # -- layout ops ----------------------------------------------------------------------------------
 @op_rule("permute")
-def permute(w: Walker, node: torch.fx.Node) -> Val:
+def permute(w: Walker, node: torch.fx.Node) -> Val | ParamView:
+    x = w.arg(node.args[0]) if node.args else None
+    if isinstance(x, (ParamVal, ParamView)):  # a weight's layout change: still the weight
+        base, axes = weight_axes(x)
+        order = [int(d) % len(x.shape) for d in node.args[1]]
+        return ParamView(base, w.shape(node), tuple(axes[d] for d in order))
     x = _tensor(w, node)
     return Val(w.shape(node), np.transpose(x.cls, [int(d) % len(x.shape) for d in node.args[1]]))
 
