@@ -91,15 +91,23 @@ def test_selective_kernel_prunes_the_paths_channel_by_channel():
 
 
 class Shuffle(nn.Module):
-    """A view into parts followed by a transpose (channel shuffle), not a per-channel
-    combination of the parts: still a barrier."""
+    """A view into parts followed by a transpose (channel shuffle), or also read by a product
+    (ResNeSt's split attention), not only combined per channel: still a barrier."""
+
+    def __init__(self, product: bool) -> None:
+        super().__init__()
+        self.product = product
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        return x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
+        parts = x.view(b, 2, c // 2, h, w)
+        if self.product:
+            return (parts * parts.sum(1, keepdim=True)).sum(1).repeat(1, 2, 1, 1)
+        return parts.transpose(1, 2).reshape(b, c, h, w)
 
 
 def test_split_into_parts_not_combined_per_channel_stays_a_barrier():
-    model = nn.Sequential(nn.Conv2d(3, C, 3), Shuffle(), nn.Conv2d(C, 4, 3)).eval()
-    pr = ChannelPruner(model, torch.randn(1, 3, 10, 10))
-    assert "channel shuffle" in group_of(pr, "0").excluded_reason
+    for product in (False, True):
+        model = nn.Sequential(nn.Conv2d(3, C, 3), Shuffle(product), nn.Conv2d(C, 4, 3)).eval()
+        pr = ChannelPruner(model, torch.randn(1, 3, 10, 10))
+        assert "channel shuffle" in group_of(pr, "0").excluded_reason

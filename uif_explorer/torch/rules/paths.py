@@ -55,9 +55,12 @@ def stack(w: Walker, node: torch.fx.Node) -> Val:
 def _parts_combined(node: torch.fx.Node, d: int, nd: int) -> bool:
     """Whether every user of ``node`` combines its dim ``d`` channel by channel."""
     def over(user: torch.fx.Node) -> bool:
+        if op_name(user) not in ACROSS_PARTS:
+            return False
         dims = user.args[1] if len(user.args) > 1 else user.kwargs.get("dim")
-        dims = [dims] if isinstance(dims, int) else list(dims or ())
-        return op_name(user) in ACROSS_PARTS and [int(k) % nd for k in dims] == [d]
+        dims = [dims] if isinstance(dims, int) else dims
+        return isinstance(dims, (list, tuple)) and all(isinstance(k, int) for k in dims) and [
+            k % nd for k in dims] == [d]
 
     return bool(node.users) and all(over(u) for u in node.users)
 
