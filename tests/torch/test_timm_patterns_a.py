@@ -5,6 +5,10 @@
   norm and then its ``drop`` and ``act`` children. The sparse model recomputes the norm over
   the kept channels at the norm call itself, so the activation after it still runs (replacing
   the module's output with the bare norm dropped it: slim != sparse, rel. error ~1).
+- A weight-standardised conv (timm's ``StdConv2d`` in the ResNet stem of the hybrid ViTs,
+  ``vit_tiny_r_s16_p8``): ``F.batch_norm`` over each filter of the weight. Each filter is
+  normalised on its own, so the output channels prune; the input channels stay whole (the
+  sparse filter's statistics would count its zeroed inputs), with the reason.
 
 Each: slim == sparse on random inputs and the plan's MACs equal PyTorch's FLOP counter.
 """
@@ -62,6 +66,47 @@ class NormActStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.conv2(self.norm1(self.conv1(x))).mean((2, 3)))
+
+
+class StdConv2d(nn.Conv2d):
+    """timm's ``StdConv2d``: the weight standardised per filter before the convolution."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                              training=True, momentum=0.0, eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding)
+
+
+class HybridStem(nn.Module):
+    """ResNetV2 stem of a hybrid ViT: StdConv -> GroupNormAct -> max pool -> another StdConv
+    (reading the stem's channels) and a patch projection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = StdConv2d(3, CH, 3, stride=2, padding=1)
+        self.norm = GroupNormAct(CH)
+        self.pool = nn.MaxPool2d(2)
+        self.mid = nn.Conv2d(CH, CH, 1)
+        self.std = StdConv2d(CH, CH, 1)
+        self.proj = nn.Conv2d(CH, 6, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.norm(self.conv(x)))
+        return self.proj(self.std(self.mid(x)) + x).flatten(2).transpose(1, 2)
+
+
+def test_standardized_conv_prunes_its_filters_and_keeps_its_inputs() -> None:
+    torch.manual_seed(0)
+    model = HybridStem().eval()
+    x = torch.randn(2, 3, 16, 16)
+    pr = ChannelPruner(model, x)
+    stem, mid = group_of(pr, "conv"), group_of(pr, "mid")
+    assert stem.prunable, stem.excluded_reason
+    assert not mid.prunable and "weight standardization in std" in mid.excluded_reason
+    plan = pr.plan({stem.id: 0.5}, channel_divisible=1)
+    slim = slim_matches_sparse(x, pr, plan)
+    assert slim.conv.weight.shape[0] == slim.std.weight.shape[0] == CH // 2
+    assert slim.std.weight.shape[1] == CH
 
 
 @pytest.mark.parametrize("norm", [LayerNormAct2d, GroupNormAct])
