@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from slim_checks import group_of, slim_matches_sparse
 from torch import nn
 
@@ -102,3 +103,57 @@ def test_recurrent_layer_from_a_given_state_keeps_its_hidden_size():
     plan = pr.plan({group_of(pr, "fc").id: 0.5}, channel_divisible=1)
     slim = slim_matches_sparse(x, pr, plan)
     assert (slim.lstm.input_size, slim.lstm.hidden_size) == (DIM // 2, HIDDEN)
+
+
+class StdConv(nn.Conv2d):
+    """timm's ``StdConv2d`` (``gain=False``) / ``ScaledStdConv2d``: each filter standardised
+    over its fan-in by ``F.batch_norm`` on the reshaped weight, times ``gain * scale``."""
+
+    def __init__(self, cin: int, cout: int, k: int, groups: int = 1, gain: bool = True) -> None:
+        super().__init__(cin, cout, k, padding=k // 2, groups=groups, bias=gain)
+        self.gain = nn.Parameter(1 + 0.1 * torch.randn(cout, 1, 1, 1)) if gain else None
+        self.scale, self.eps = self.weight[0].numel() ** -0.5, 1e-6
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        affine = (self.gain * self.scale).view(-1) if self.gain is not None else None
+        weight = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                              weight=affine, training=True, momentum=0.0, eps=self.eps)
+        return F.conv2d(x, weight.reshape_as(self.weight), self.bias, self.stride,
+                        self.padding, self.dilation, self.groups)
+
+
+class NfNet(nn.Module):
+    """An NF-RegNet block: pre-activation times beta, 1x1 -> grouped 3x3 -> SE -> 1x1, times
+    alpha and a skip-init gain, added to the stream; depthwise too; plain StdConv stem."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = StdConv(3, DIM, 3, gain=False)
+        self.conv1, self.conv2 = StdConv(DIM, 16, 1), StdConv(16, 16, 3, groups=4)
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 4, 1), nn.ReLU(),
+                                nn.Conv2d(4, 16, 1), nn.Sigmoid())
+        self.conv3, self.dw = StdConv(16, DIM, 1), StdConv(DIM, DIM, 3, groups=DIM)
+        self.skipinit_gain = nn.Parameter(torch.tensor(0.7))
+        self.head = nn.Linear(DIM, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        out = F.silu(x) * 0.9
+        out = F.gelu(self.conv2(F.gelu(self.conv1(out)) * 1.7))
+        out = self.conv3(out * self.se(out) * 2.0)
+        x = x + out * 0.2 * self.skipinit_gain
+        return self.head(F.silu(self.dw(x)).mean((2, 3)))
+
+
+def test_weight_standardised_convs_prune_outputs_and_inputs():
+    torch.manual_seed(0)
+    model, x = NfNet().eval(), torch.randn(2, 3, 8, 8)
+    pr = ChannelPruner(model, x)
+    groups = [group_of(pr, m) for m in ("stem", "conv1", "conv2")]
+    assert all(g.prunable for g in groups), [g.excluded_reason for g in groups]
+    assert {n.kind for n in pr.capture.spanning_norms} == {"weight_std"}
+    plan = pr.plan({g.id: 0.5 for g in groups}, channel_divisible=1)
+    slim = slim_matches_sparse(x, pr, plan)
+    assert slim.conv1.weight.shape == (8, DIM // 2, 1, 1) and slim.conv1.gain.shape[0] == 8
+    assert slim.conv2.weight.shape == (8, 2, 3, 3) and slim.conv2.out_channels == 8
+    assert slim.dw.weight.shape == (DIM // 2, 1, 3, 3)

@@ -18,6 +18,7 @@ from torch import nn
 from uif_explorer.core.plan import PruningPlan
 from uif_explorer.torch.capture import Capture, SpanningNorm
 from uif_explorer.torch.kept_norm import hook_kept_norm
+from uif_explorer.torch.kept_std import hook_kept_std
 from uif_explorer.torch.rules import update_module
 
 MASK_SUFFIX = "_uif_mask"
@@ -167,6 +168,9 @@ def make_sparse(model: nn.Module, cap: Capture, plan: PruningPlan) -> nn.Module:
         if len(kept) == len(norm.classes) or not norm.module:
             continue
         module = sparse.get_submodule(norm.module)
+        if norm.kind == "weight_std":  # a weight-standardised conv's pruned fan-in
+            hook_kept_std(module, norm, kept)
+            continue
         buf = "kept" + MASK_SUFFIX
         module.register_buffer(buf, kept, persistent=False)
         hook_kept_norm(module, norm, buf, _masked_norm_hook(norm, buf))

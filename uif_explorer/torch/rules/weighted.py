@@ -27,6 +27,7 @@ from uif_explorer.torch.rules.base import (
     op_name,
     op_rule,
 )
+from uif_explorer.torch.rules.std_conv import record_standardized, standardized_weight
 
 if TYPE_CHECKING:
     from uif_explorer.torch.walk import Walker
@@ -41,31 +42,6 @@ def _conv_args(node: torch.fx.Node, name: str) -> tuple[bool, int]:
     return name.startswith("conv_transpose"), groups
 
 
-_VIEWS = ("view", "reshape", "_unsafe_view", "reshape_as", "view_as")
-
-
-def _through_views(arg: object) -> object:
-    while isinstance(arg, torch.fx.Node) and op_name(arg) in _VIEWS:
-        arg = arg.args[0]
-    return arg
-
-
-def standardized_weight(w: Walker, arg: object) -> ParamVal | None:
-    """The weight under a weight standardisation (timm's ``StdConv2d``: ``F.batch_norm(
-    self.weight.reshape(1, out, -1), None, None, training=True).reshape_as(self.weight)``).
-    It normalises each filter on its own, so its output axis prunes like a plain weight's;
-    its input axis spans each filter's statistics (see :func:`conv`)."""
-    bn = _through_views(arg)
-    if not isinstance(bn, torch.fx.Node) or op_name(bn) != "batch_norm":
-        return None
-    a = list(bn.args) + [None] * 6
-    p = w.arg(_through_views(a[0]))
-    if (not isinstance(p, ParamVal) or any(v is not None for v in a[1:5]) or a[5] is not True
-            or w.shape(arg) != p.shape or (w.shape(a[0]) or (0, 0))[:2] != (1, p.shape[0])):
-        return None
-    return p
-
-
 @op_rule("conv1d", "conv2d", "conv3d", "convolution", "_convolution", "conv_transpose1d",
          "conv_transpose2d", "conv_transpose3d")
 def conv(w: Walker, node: torch.fx.Node) -> Val:
@@ -74,7 +50,7 @@ def conv(w: Walker, node: torch.fx.Node) -> Val:
     bias = w.arg(args[2]) if len(args) > 2 else None
     transposed, groups = _conv_args(node, op_name(node))
     std = None if isinstance(wt, ParamVal) or transposed else standardized_weight(w, args[1])
-    wt = std or wt
+    wt = std.weight if std is not None else wt
     if not isinstance(x, Val) or not isinstance(wt, ParamVal):
         raise Barrier("convolution with computed weights")
     out_shape = w.shape(node)
@@ -84,9 +60,6 @@ def conv(w: Walker, node: torch.fx.Node) -> Val:
     module, wshape, c_in = w.module_of(wt.name), wt.shape, x.shape[1]
     c_out = wshape[1] * groups if transposed else wshape[0]
     depthwise = groups > 1 and groups == c_in
-    if std is not None and not depthwise:  # the sparse filter's statistics count its zeros
-        w.b.fix(in_list, f"weight standardization in {module} normalises each filter over "
-                "all its input channels")
     if depthwise:
         # No producer space: a depthwise conv follows (it must not link concat inputs).
         # Transposed weight [C_in, mult, k]: dim 0 follows the inputs; else dim 0 = outputs.
@@ -114,6 +87,8 @@ def conv(w: Walker, node: torch.fx.Node) -> Val:
             w.b.add_slice(ParamSlice(wt.name, 1, in_list, role="in"), module)
     if isinstance(bias, ParamVal):
         w.b.add_slice(ParamSlice(bias.name, 0, out_list, role="bias"), module)
+    if std is not None:
+        record_standardized(w, std, module, in_list, out_list, groups, depthwise)
     w.fix_if_excluded(module, in_list, out_list)
     # MACs: N * out_spatial * C_out * C_in/groups * k (conv); transposed uses in_spatial.
     kernel = int(np.prod(wshape[2:])) if len(wshape) > 2 else 1
