@@ -68,6 +68,27 @@ class _KeptNormMode(TorchFunctionMode):
         return torch.zeros_like(x).index_copy(self.dim, kept, func(**a))
 
 
+def run_in_mode(module: nn.Module, make_mode: Callable[[nn.Module], TorchFunctionMode],
+                after: Callable | None = None) -> None:
+    """Run every call of ``module`` inside ``make_mode(module)``; ``after(module, args, output,
+    mode)`` may then replace the output. A stack per thread: one call's mode is left where it
+    was entered, nested and concurrent calls alike."""
+    local = threading.local()
+
+    def enter(mod: nn.Module, _args: tuple) -> None:
+        mode = make_mode(mod)
+        local.__dict__.setdefault("modes", []).append(mode)
+        mode.__enter__()
+
+    def leave(mod: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        mode = local.modes.pop()
+        mode.__exit__(None, None, None)
+        return after(mod, args, output, mode) if after is not None else None
+
+    module.register_forward_pre_hook(enter)
+    module.register_forward_hook(leave, always_call=True)
+
+
 def hook_kept_norm(module: nn.Module, norm: SpanningNorm, buf: str,
                    fallback: Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor]) -> None:
     """Make ``module`` (holding its kept channel index in buffer ``buf``) normalise the kept
@@ -75,17 +96,9 @@ def hook_kept_norm(module: nn.Module, norm: SpanningNorm, buf: str,
     if norm.kind not in _CALLS:
         module.register_forward_hook(fallback)
         return
-    local = threading.local()  # a stack per thread: one call's mode is left where entered
 
-    def enter(mod: nn.Module, _args: tuple) -> None:
-        mode = _KeptNormMode(norm, mod, getattr(mod, buf))
-        local.__dict__.setdefault("modes", []).append(mode)
-        mode.__enter__()
-
-    def leave(mod: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        mode = local.modes.pop()
-        mode.__exit__(None, None, None)
+    def after(mod: nn.Module, args: tuple, output: torch.Tensor,
+              mode: _KeptNormMode) -> torch.Tensor | None:
         return fallback(mod, args, output) if mode.hits == 0 and output is not None else None
 
-    module.register_forward_pre_hook(enter)
-    module.register_forward_hook(leave, always_call=True)
+    run_in_mode(module, lambda mod: _KeptNormMode(norm, mod, getattr(mod, buf)), after)

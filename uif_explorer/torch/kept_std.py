@@ -11,8 +11,6 @@ so every filter keeps as many entries and one gather does all of them.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,6 +18,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from uif_explorer.torch.capture import SpanningNorm
+from uif_explorer.torch.kept_norm import run_in_mode
 
 
 def kept_fan_in(keep: np.ndarray, groups: int, rows: int, fan_in: int) -> torch.Tensor:
@@ -36,16 +35,16 @@ class _KeptFanInMode(TorchFunctionMode):
     """Active while a standardised convolution runs: its weight ``batch_norm`` normalises
     each filter over the kept entries ``index`` only."""
 
-    def __init__(self, index: torch.Tensor) -> None:
+    def __init__(self, index: torch.Tensor, fan_in: int) -> None:
         super().__init__()
-        self.index = index
+        self.index, self.fan_in = index, fan_in
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         x = args[0] if args else None
         rows, kept = self.index.shape
-        if (func is not F.batch_norm or not torch.is_tensor(x) or x.ndim != 3
-                or x.shape[:2] != (1, rows) or x.shape[2] == kept):
+        if (func is not F.batch_norm or not torch.is_tensor(x)
+                or tuple(x.shape) != (1, rows, self.fan_in) or kept == self.fan_in):
             return func(*args, **kwargs)
         idx = self.index.to(x.device)
         y = func(x[0].gather(1, idx).unsqueeze(0), *args[1:], **kwargs)
@@ -57,18 +56,7 @@ def hook_kept_std(module: nn.Module, norm: SpanningNorm, kept: torch.Tensor) -> 
     inputs ``kept`` (indices into ``norm.classes``, its input channels)."""
     keep = np.zeros(len(norm.classes), dtype=bool)
     keep[kept.numpy()] = True
-    rows = module.weight.shape[0]
-    index = kept_fan_in(keep, norm.num_groups, rows, module.weight[0].numel())
+    index = kept_fan_in(keep, norm.num_groups, module.weight.shape[0], module.weight[0].numel())
     module.register_buffer("kept_fan_in_uif_mask", index, persistent=False)
-    local = threading.local()  # a stack per thread: one call's mode is left where entered
-
-    def enter(mod: nn.Module, _args: tuple) -> None:
-        mode = _KeptFanInMode(mod.kept_fan_in_uif_mask)
-        local.__dict__.setdefault("modes", []).append(mode)
-        mode.__enter__()
-
-    def leave(_mod: nn.Module, _args: tuple, _output: torch.Tensor) -> None:
-        local.modes.pop().__exit__(None, None, None)
-
-    module.register_forward_pre_hook(enter)
-    module.register_forward_hook(leave, always_call=True)
+    fan_in = module.weight[0].numel()
+    run_in_mode(module, lambda mod: _KeptFanInMode(mod.kept_fan_in_uif_mask, fan_in))
