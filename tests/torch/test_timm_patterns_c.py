@@ -4,7 +4,8 @@
   bidirectional ``nn.LSTM`` (``batch_first``), outputs concatenated and projected back. The
   LSTM's input columns follow the stream; its hidden units are a group of their own (exact
   from a zero state), which ``nn.GRU`` / ``nn.RNN`` and stacked layers share; a given initial
-  state keeps the hidden size whole.
+  state keeps the hidden size whole. A CPU LSTM (a fused oneDNN kernel) counts the MACs its
+  ``meta`` decomposition counts.
 
 Each: slim == sparse on random inputs and the plan's MACs equal PyTorch's FLOP counter.
 """
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from slim_checks import group_of, slim_matches_sparse
 from torch import nn
 
+from uif_explorer.torch.macs import count_macs, model_cost
 from uif_explorer.torch.pruner import ChannelPruner
 
 DIM, HIDDEN = 8, 6
@@ -77,6 +79,8 @@ def test_recurrent_layer_prunes_its_inputs_and_hidden_units(rnn, kw):
     assert slim.mixer.rnn_h.hidden_size == 4
     assert slim.mixer.fc.in_features == 2 * 3 + 2 * 4  # both directions of both
     assert model.mixer.rnn_v.hidden_size == HIDDEN  # the user's model is untouched
+    # counted for real on the CPU (a fused oneDNN LSTM kernel) as on meta
+    assert model_cost(slim, x).macs == count_macs(slim, x)
 
 
 class GivenState(nn.Module):

@@ -5,6 +5,7 @@ MACs follow ``conventions.md``: FLOPs of convolution / linear / matmul ops repor
 Functional ops (``F.linear``, ``torch.matmul`` inside ``forward``) are counted too and are
 attributed to the module whose ``forward`` called them.
 
+A CPU LSTM (oneDNN's fused ``mkldnn_rnn_layer``) gets the count its ``meta`` decomposition has.
 Fused attention (``F.scaled_dot_product_attention``) runs on the CPU as
 ``aten._scaled_dot_product_flash_attention_for_cpu``, which the FLOP counter has no formula for
 (it counts 0), while on the ``meta`` device it decomposes into counted ``bmm`` ops. Every count
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,8 +34,16 @@ def _sdpa_flops(query_shape, key_shape, value_shape, *_args, out_shape=None, **_
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
+def _mkldnn_lstm_flops(x_shape, w_ih, w_hh, *_args, out_shape=None, **_kw) -> int:
+    """A CPU LSTM runs as one oneDNN kernel per layer and direction (``mkldnn_rnn_layer``) that
+    the counter has no formula for; on ``meta`` it decomposes into an ``mm`` over all steps
+    (inputs) and an ``addmm`` per step (state): count the same, ``2 * rows * 4H * (in + H)``."""
+    return 2 * math.prod(x_shape[:-1]) * w_ih[0] * (w_ih[1] + w_hh[1])
+
+
 # Ops the FLOP counter has no formula for, counted with the formula of their kind.
-EXTRA_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
+EXTRA_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops,
+                  torch.ops.aten.mkldnn_rnn_layer: _mkldnn_lstm_flops}
 
 
 def flop_counter() -> FlopCounterMode:
