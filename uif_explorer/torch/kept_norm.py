@@ -28,6 +28,8 @@ _CALLS: dict[str, tuple[Callable, int]] = {
     "rms_norm": (F.rms_norm, -1),
     "group_norm": (F.group_norm, 1),
 }
+# read once: a mode is made for every call of a norm module in the sparse model
+_SIGNATURES = {func: inspect.signature(func) for func, _ in _CALLS.values()}
 
 
 class _KeptNormMode(TorchFunctionMode):
@@ -37,7 +39,7 @@ class _KeptNormMode(TorchFunctionMode):
     def __init__(self, norm: SpanningNorm, module: nn.Module, kept: torch.Tensor) -> None:
         super().__init__()
         self.func, self.dim = _CALLS[norm.kind]
-        self.sig = inspect.signature(self.func)
+        self.sig = _SIGNATURES[self.func]
         self.n, self.kept = len(norm.classes), kept
         self.own = {id(p) for p in module.parameters(recurse=False)}
         self.hits = 0

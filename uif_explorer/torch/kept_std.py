@@ -56,7 +56,7 @@ def hook_kept_std(module: nn.Module, norm: SpanningNorm, kept: torch.Tensor) -> 
     inputs ``kept`` (indices into ``norm.classes``, its input channels)."""
     keep = np.zeros(len(norm.classes), dtype=bool)
     keep[kept.numpy()] = True
-    index = kept_fan_in(keep, norm.num_groups, module.weight.shape[0], module.weight[0].numel())
-    module.register_buffer("kept_fan_in_uif_mask", index, persistent=False)
     fan_in = module.weight[0].numel()
+    index = kept_fan_in(keep, norm.num_groups, module.weight.shape[0], fan_in)
+    module.register_buffer("kept_fan_in_uif_mask", index, persistent=False)
     run_in_mode(module, lambda mod: _KeptFanInMode(mod.kept_fan_in_uif_mask, fan_in))

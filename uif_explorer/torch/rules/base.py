@@ -93,24 +93,14 @@ class ParamVal:
 
 @dataclass(frozen=True)
 class ParamView:
-    """A view of a weight that only adds or drops size-1 dims (``self.gamma.view(1, -1, 1,
-    1)``), so a product with it can still slice the weight: ``axes`` holds the weight's own
-    axis for each dim of ``shape`` (-1 for a size-1 dim the view added)."""
+    """A weight seen through ops that keep its channels apart (a view that only adds or drops
+    size-1 dims, ``self.gamma.view(1, -1, 1, 1)``; a permute; a per-channel resize), so a
+    product with it can still slice the weight: ``axes`` holds the weight's own axis for each
+    dim of ``shape`` (-1 for a dim with none to slice: added, or resampled)."""
 
     param: ParamVal
     shape: tuple[int, ...]
     axes: tuple[int, ...]
-
-
-def param_view(p: ParamVal | ParamView, out: tuple[int, ...]) -> ParamView | None:
-    """``p`` reshaped to ``out`` when that only adds or drops size-1 dims, else None."""
-    base = p.param if isinstance(p, ParamView) else p
-    src = p.axes if isinstance(p, ParamView) else tuple(range(len(p.shape)))
-    kept = [(n, a) for n, a in zip(p.shape, src, strict=True) if n != 1]
-    if [n for n in out if n != 1] != [n for n, _ in kept]:
-        return None
-    it = iter(a for _, a in kept)
-    return ParamView(base, tuple(out), tuple(next(it) if n != 1 else -1 for n in out))
 
 
 def weight_axes(p: ParamVal | ParamView) -> tuple[ParamVal, tuple[int, ...]]:
@@ -118,6 +108,16 @@ def weight_axes(p: ParamVal | ParamView) -> tuple[ParamVal, tuple[int, ...]]:
     if isinstance(p, ParamView):
         return p.param, p.axes
     return p, tuple(range(len(p.shape)))
+
+
+def param_view(p: ParamVal | ParamView, out: tuple[int, ...]) -> ParamView | None:
+    """``p`` reshaped to ``out`` when that only adds or drops size-1 dims, else None."""
+    base, src = weight_axes(p)
+    kept = [(n, a) for n, a in zip(p.shape, src, strict=True) if n != 1]
+    if [n for n in out if n != 1] != [n for n, _ in kept]:
+        return None
+    it = iter(a for _, a in kept)
+    return ParamView(base, tuple(out), tuple(next(it) if n != 1 else -1 for n in out))
 
 
 def resampled_view(p: ParamVal | ParamView, out: tuple[int, ...]) -> ParamView | None:

@@ -48,7 +48,7 @@ def recurrent(w: Walker, node: torch.fx.Node) -> tuple:
     x = w.arg(node.args[0])
     params = [w.arg(p) for p in node.args[2]]
     has_bias, layers, bidir = bool(node.args[3]), int(node.args[4]), bool(node.args[7])
-    dirs, per = 2 if bidir else 1, 4 if node.args[3] else 2
+    dirs, per = 2 if bidir else 1, 4 if has_bias else 2
     if not isinstance(x, Val) or not all(isinstance(p, ParamVal) for p in params):
         raise Barrier(f"{op_name(node)} with computed weights")
     if len(params) != layers * dirs * per:
@@ -79,7 +79,7 @@ def recurrent(w: Walker, node: torch.fx.Node) -> tuple:
             w.b.add_slice(ParamSlice(w_ih.name, 1, layer_in, role="in"), module)
             w.b.add_slice(ParamSlice(w_hh.name, 0, gate_rows, role="out"), module)
             w.b.add_slice(ParamSlice(w_hh.name, 1, hid, role="in"), module)
-            for b in params[i + 2:i + per] if has_bias else []:
+            for b in params[i + 2:i + per]:  # the biases, when there are any
                 w.b.add_slice(ParamSlice(b.name, 0, gate_rows, role="bias"), module)
         out_rows = np.tile(hid, gates * dirs)
         w.b.mac_ops.append(MacOp(module, dirs * rows * gates * hidden * len(layer_in),

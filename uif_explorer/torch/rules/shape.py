@@ -117,14 +117,15 @@ def _weight_operands(w: Walker, params: list[ParamVal | ParamView], out: Val) ->
     for p in params:
         pad = nd - len(p.shape)
         pshape = (1,) * pad + tuple(p.shape)
-        name = p.param.name if isinstance(p, ParamView) else p.name
+        base, axes = weight_axes(p)
+        name = base.name
         for d in vary:
             if pshape[d] == shape[d] and shape[d] > 1:
                 if len(vary) != 1 or d < pad:
                     raise Barrier("weight broadcast across several channel dims")
                 lst = channel_list(out, d)
                 module = w.module_of(name)
-                axis = p.axes[d - pad] if isinstance(p, ParamView) else d - pad
+                axis = axes[d - pad]
                 if axis < 0:
                     raise Barrier("weight resampled along the channel dim")
                 w.b.add_slice(ParamSlice(name, axis, lst, role="other"), module)
