@@ -5,9 +5,9 @@ stacked on a new dim, weighted by a softmax over the paths and summed)."""
 from __future__ import annotations
 
 import torch
+from slim_checks import group_of, slim_matches_sparse
 from torch import nn
 
-from tests.support.slim_checks import group_of, slim_matches_sparse
 from uif_explorer.torch.pruner import ChannelPruner
 
 C = 8
